@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+DATASET ?= real
+
+.PHONY: install demo test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, alone and pinned: on Linux x86_64 / Python 3.11 pip takes the local CPU wheel
+# of 2.13.0 and never resolves a multi-GB CUDA build through another package's range.
+$(STAMP): pyproject.toml | $(BIN)/python
+	@if [ "$$(uname -s)-$$(uname -m)" = "Linux-x86_64" ] && \
+	    $(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then \
+	    $(BIN)/pip install --quiet "torch==2.13.0"; \
+	fi
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/copyattack demo --dataset $(DATASET)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The attacker: SDK, CopyAttack agent, baselines and the experiment harness."""

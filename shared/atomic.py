@@ -1,0 +1,44 @@
+"""Write a whole folder or nothing: build it beside its destination, then rename it in place."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from shared.errors import CopyAttackError
+
+
+@contextmanager
+def staged_directory(destination: Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it becomes ``destination`` in one rename.
+
+    On any error the staging folder is removed and an existing ``destination`` is untouched.
+    """
+    destination = Path(destination)
+    if destination.exists() and not replace:
+        raise CopyAttackError(f"{destination} already exists; pass --force to replace it")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+    try:
+        yield staging
+        _move_into_place(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _move_into_place(staging: Path, destination: Path) -> None:
+    if not destination.exists():
+        staging.rename(destination)
+        return
+    retired = destination.with_name(f".{destination.name}.old-{staging.name}")
+    destination.rename(retired)
+    try:
+        staging.rename(destination)
+    except BaseException:
+        retired.rename(destination)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)

@@ -1,0 +1,211 @@
+"""``copyattack``: the data and scenario commands.
+
+    copyattack data list
+    copyattack data fetch NAME [--from DIR] [--force]
+    copyattack data table1 --target NAME --source NAME [--json]
+    copyattack scenario build --target NAME --source NAME --seed N --out DIR
+    copyattack scenario show DIR [--json]
+    copyattack demo [--dataset real|synthetic]
+
+Bad input ends with one line on stderr naming what is wrong, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.datasets.fetch import fetch_dataset
+from shared.datasets.pair import SyntheticOptions, load_pair
+from shared.datasets.registry import dataset_names, get_spec
+from shared.errors import CopyAttackError
+from shared.scenario import ScenarioConfig, build_scenario, read_manifest, save_scenario
+
+PRIMARY_PAIR = ("movietweetings-100k", "ml-latest-small")
+REVERSE_PAIR = ("ml-latest-small", "movietweetings-100k")
+SYNTHETIC_PAIR = ("synthetic:paper", "synthetic:paper")
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("COPYATTACK_DATA_DIR", "data"))
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="dataset folder (default: $COPYATTACK_DATA_DIR, else ./data)",
+    )
+
+
+def _add_pair_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", required=True, help="attacked dataset: movietweetings-100k")
+    parser.add_argument("--source", required=True, help="copied dataset: ml-latest-small")
+    _add_data_dir(parser)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    parser.add_argument(
+        "--top-rating-only",
+        action="store_true",
+        help="keep only top ratings (the paper's filter) instead of 'liked' ones",
+    )
+    parser.add_argument("--target-threshold", type=float, help="target 'liked' rating threshold")
+    parser.add_argument("--source-threshold", type=float, help="source 'liked' rating threshold")
+    parser.add_argument("--n-target-items", type=int, default=50)
+    parser.add_argument(
+        "--cold-max-interactions",
+        type=int,
+        default=10,
+        help="target items have fewer target interactions than this",
+    )
+    parser.add_argument("--pretend-pool-size", type=int, default=100)
+    parser.add_argument(
+        "--domain-shift", type=float, help="synthetic pairs: taste shift of the source (0..1)"
+    )
+    parser.add_argument("--synthetic-seed", type=int, default=0, help="synthetic pairs: data seed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="copyattack", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="datasets: list, fetch, Table 1").add_subparsers(
+        dest="data_command", required=True
+    )
+    listing = data.add_parser("list", help="known datasets and whether they are present")
+    _add_data_dir(listing)
+    fetch = data.add_parser("fetch", help="download (or copy) a dataset, verified by sha256")
+    fetch.add_argument("name", help=f"one of: {', '.join(dataset_names())}")
+    _add_data_dir(fetch)
+    fetch.add_argument(
+        "--from", dest="from_path", type=Path, help="local folder or archive instead of a download"
+    )
+    fetch.add_argument("--force", action="store_true", help="replace an existing copy")
+    table1 = data.add_parser("table1", help="the paper's Table 1 for a pair")
+    _add_pair_options(table1)
+    table1.add_argument("--json", action="store_true", help="print JSON")
+
+    scenario = commands.add_parser("scenario", help="build and inspect scenarios")
+    scenario_commands = scenario.add_subparsers(dest="scenario_command", required=True)
+    build = scenario_commands.add_parser("build", help="build a scenario deterministically")
+    _add_pair_options(build)
+    build.add_argument("--out", type=Path, required=True, help="scenario folder to write")
+    build.add_argument("--force", action="store_true", help="replace an existing scenario")
+    show = scenario_commands.add_parser("show", help="print a scenario's manifest summary")
+    show.add_argument("folder", type=Path)
+    show.add_argument("--json", action="store_true")
+
+    demo = commands.add_parser("demo", help="the main job: build the scenarios, print statistics")
+    demo.add_argument("--dataset", choices=("real", "synthetic"), default="real")
+    _add_data_dir(demo)
+    demo.add_argument("--out", type=Path, default=Path("scenarios"))
+    return parser
+
+
+def _config(args: argparse.Namespace) -> ScenarioConfig:
+    try:
+        return ScenarioConfig(
+            seed=args.seed,
+            top_rating_only=args.top_rating_only,
+            target_like_threshold=args.target_threshold,
+            source_like_threshold=args.source_threshold,
+            n_target_items=args.n_target_items,
+            cold_max_interactions=args.cold_max_interactions,
+            pretend_pool_size=args.pretend_pool_size,
+        )
+    except ValueError as exc:
+        raise CopyAttackError(str(exc)) from None
+
+
+def _build(args: argparse.Namespace, target: str, source: str, data_dir: Path):
+    synthetic = SyntheticOptions(
+        domain_shift=getattr(args, "domain_shift", None), seed=getattr(args, "synthetic_seed", 0)
+    )
+    pair = load_pair(target, source, data_dir, fetch_missing=True, synthetic=synthetic)
+    config = _config(args) if hasattr(args, "n_target_items") else ScenarioConfig()
+    return build_scenario(*pair, config)
+
+
+def format_table1(table: dict[str, Any]) -> str:
+    alignment = table["alignment"]
+    rows = [
+        ("Target domain", f"{table['target']}", ""),
+        ("", "# of users", f"{table['target_users']:,}"),
+        ("", "# of items", f"{table['target_items']:,}"),
+        ("", "# of interactions", f"{table['target_interactions']:,}"),
+        ("Source domain", f"{table['source']}", ""),
+        ("", "# of users", f"{table['source_users']:,}"),
+        ("", "# of overlapping items", f"{table['overlapping_items']:,}"),
+        ("", "# of interactions", f"{table['source_interactions']:,}"),
+        ("", "profile length (median / mean / max)",
+         f"{table['source_profile_length_median']:g} / {table['source_profile_length_mean']:g}"
+         f" / {table['source_profile_length_max']}"),
+        ("Alignment", "catalogue matches (IMDb id + title/year)",
+         f"{alignment['matched']:,} ({alignment['by_imdb']:,} + {alignment['by_title_year']:,}),"
+         f" {alignment['ambiguous_left_out']} ambiguous left out"),
+    ]  # fmt: skip
+    return "\n".join(f"{a:<15}{b:<42}{c}".rstrip() for a, b, c in rows)
+
+
+def _show(manifest: dict[str, Any]) -> str:
+    config = manifest["config"]
+    lines = [
+        f"scenario {manifest['fingerprint'][:16]}  seed {config['seed']}",
+        format_table1(manifest["counts"]),
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = getattr(args, "data_dir", None) or default_data_dir()
+    if args.command == "data" and args.data_command == "list":
+        for name in dataset_names():
+            spec = get_spec(name)
+            present = "present" if (data_dir / name).is_dir() else "missing"
+            how = "download" if spec.downloadable else "--from only"
+            print(f"{name:<22}{present:<9}{how:<13}{spec.citation}")
+    elif args.command == "data" and args.data_command == "fetch":
+        folder = fetch_dataset(
+            get_spec(args.name), data_dir, from_path=args.from_path, force=args.force
+        )
+        print(f"{args.name}: verified files in {folder}")
+    elif args.command == "data" and args.data_command == "table1":
+        table = _build(args, args.target, args.source, data_dir).table1()
+        print(json.dumps(table) if args.json else format_table1(table))
+    elif args.command == "scenario" and args.scenario_command == "build":
+        scenario = _build(args, args.target, args.source, data_dir)
+        manifest = save_scenario(scenario, args.out, force=args.force)
+        print(_show(read_manifest(manifest.parent)))
+        print(f"written to {args.out}")
+    elif args.command == "scenario" and args.scenario_command == "show":
+        manifest = read_manifest(args.folder)
+        print(json.dumps(manifest, indent=2) if args.json else _show(manifest))
+    elif args.command == "demo":
+        pairs = [SYNTHETIC_PAIR] if args.dataset == "synthetic" else [PRIMARY_PAIR, REVERSE_PAIR]
+        for target, source in pairs:
+            started = time.perf_counter()
+            scenario = _build(args, target, source, data_dir)
+            out = args.out / f"{target.replace(':', '-')}--from--{source.replace(':', '-')}"
+            save_scenario(scenario, out, force=True)
+            print(_show(read_manifest(out)))
+            print(f"-> {out} ({time.perf_counter() - started:.1f} s)\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CopyAttackError as exc:
+        print(f"copyattack: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Load a (target, source) pair by name: two registered datasets, or one synthetic pair."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.datasets.fetch import fetch_dataset
+from shared.datasets.registry import get_spec, load_dataset
+from shared.datasets.types import Dataset
+from shared.errors import DatasetNotFoundError, UnknownDatasetError
+from shared.synthetic import generate_pair, preset
+
+SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class SyntheticOptions:
+    domain_shift: float | None = None  # None: the preset's own
+    seed: int = 0
+
+
+def synthetic_preset_name(name: str) -> str | None:
+    """``"synthetic:paper"`` -> ``"paper"``; ``"synthetic"`` -> ``"small"``; else None."""
+    if name == SYNTHETIC:
+        return "small"
+    if name.startswith(SYNTHETIC + ":"):
+        return name.split(":", 1)[1]
+    return None
+
+
+def load_pair(
+    target: str,
+    source: str,
+    data_dir: Path,
+    *,
+    fetch_missing: bool = False,
+    synthetic: SyntheticOptions | None = None,
+) -> tuple[Dataset, Dataset]:
+    """Read (or generate) both platforms; missing real files are fetched if asked."""
+    target_preset, source_preset = synthetic_preset_name(target), synthetic_preset_name(source)
+    if target_preset is not None or source_preset is not None:
+        if target_preset != source_preset:
+            raise UnknownDatasetError(
+                "a synthetic target needs the same synthetic source (one generated pair): "
+                f"got --target {target} --source {source}"
+            )
+        options = synthetic or SyntheticOptions()
+        overrides: dict[str, object] = {"seed": options.seed}
+        if options.domain_shift is not None:
+            overrides["domain_shift"] = options.domain_shift
+        try:
+            config = preset(target_preset, **overrides)
+        except ValueError as exc:
+            raise UnknownDatasetError(str(exc)) from None
+        return generate_pair(config, name=f"{SYNTHETIC}:{target_preset}")
+    if target == source:
+        raise UnknownDatasetError(f"target and source are the same dataset: {target}")
+    return _load(target, data_dir, fetch_missing), _load(source, data_dir, fetch_missing)
+
+
+def _load(name: str, data_dir: Path, fetch_missing: bool) -> Dataset:
+    spec = get_spec(name)
+    try:
+        return load_dataset(name, data_dir)
+    except DatasetNotFoundError:
+        if not fetch_missing:
+            raise
+    fetch_dataset(spec, data_dir)
+    return load_dataset(name, data_dir)

@@ -1,0 +1,83 @@
+"""The two real pairs from ../shared/data (COPYATTACK_DATA_DIR); these run in CI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.alignment import align_catalogues
+from shared.cli import main
+from shared.preprocess import liked_interactions
+from shared.scenario import ScenarioConfig, build_scenario, load_scenario, save_scenario
+
+pytestmark = pytest.mark.realdata
+
+
+def _rated(dataset):
+    rated = set(np.unique(dataset.ratings.item).tolist())
+    return {k: m for k, m in dataset.movies.items() if k in rated}
+
+
+def test_imdb_alignment_of_the_unfiltered_catalogues_is_5191(primary_pair) -> None:
+    target, source = primary_pair
+    alignment = align_catalogues(_rated(target), _rated(source), use_titles=False)
+    assert alignment.by_imdb == 5191
+
+
+def test_title_year_matching_agrees_with_imdb(primary_pair) -> None:
+    target, source = primary_pair
+    by_imdb = align_catalogues(_rated(target), _rated(source), use_titles=False).source_to_target
+    by_title = align_catalogues(_rated(target), _rated(source), use_imdb=False).source_to_target
+    agree = sum(by_imdb.get(s) == t for s, t in by_title.items())
+    assert agree / len(by_imdb) > 0.93  # recall: the data README finds about 95%
+    assert agree / len(by_title) > 0.998  # precision: a handful of IMDb disagreements
+
+
+def test_top_rating_counts_match_the_data_readme(primary_pair) -> None:
+    target, source = primary_pair
+    for dataset, expected in ((source, (13211, 573, 2954)), (target, (12392, 5799, 3327))):
+        rows = liked_interactions(dataset, top_rating_only=True)
+        assert (len(rows), np.unique(rows.user).size, np.unique(rows.item).size) == expected
+
+
+def test_table1_of_both_pairs(real_data_dir: Path, capsys) -> None:
+    tables = []
+    for target, source in (
+        ("movietweetings-100k", "ml-latest-small"),
+        ("ml-latest-small", "movietweetings-100k"),
+    ):
+        args = ["data", "table1", "--target", target, "--source", source, "--json"]
+        assert main([*args, "--data-dir", str(real_data_dir)]) == 0
+        tables.append(json.loads(capsys.readouterr().out))
+    primary, reverse = tables
+    assert primary["target_users"] == 13764 and primary["target_items"] == 6718
+    assert primary["target_interactions"] == 50542
+    assert primary["source_users"] == 609 and primary["overlapping_items"] == 3261
+    assert primary["source_profile_length_median"] == 34  # long copied profiles
+    assert reverse["target_users"] == 609 and reverse["source_users"] == 12221
+    assert reverse["source_profile_length_median"] == 1  # one to three movies
+    assert primary["alignment"]["by_imdb"] == reverse["alignment"]["by_imdb"] == 5191
+
+
+def test_primary_scenario_is_reproducible(primary_pair, tmp_path: Path) -> None:
+    config = ScenarioConfig(seed=11)
+    first = build_scenario(*primary_pair, config)
+    second = build_scenario(*primary_pair, config)
+    save_scenario(first, tmp_path / "a")
+    save_scenario(second, tmp_path / "b")
+    assert first.fingerprint == second.fingerprint
+    loaded = load_scenario(tmp_path / "a")
+    assert len(loaded.cold_targets) == 50
+    all_rows = np.concatenate([loaded.train, loaded.valid, loaded.test])
+    popularity = np.bincount(all_rows[:, 1], minlength=loaded.n_items)
+    assert (popularity[loaded.cold_targets] < 10).all()
+    assert set(loaded.datasets) == {
+        "movietweetings-100k/movies.dat",
+        "movietweetings-100k/ratings.dat",
+        "ml-latest-small/links.csv",
+        "ml-latest-small/movies.csv",
+        "ml-latest-small/ratings.csv",
+    }

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.datasets.types import Dataset
+from shared.errors import CopyAttackError, EmptyResultError, ScenarioError
+from shared.scenario import ScenarioConfig, build_scenario, load_scenario, save_scenario
+
+
+def test_split_is_80_10_10_and_covers_every_interaction(tiny_pair) -> None:
+    scenario = build_scenario(*tiny_pair, ScenarioConfig(seed=1))
+    parts = [scenario.train, scenario.valid, scenario.test]
+    total = sum(len(p) for p in parts)
+    assert [round(len(p) / total, 2) for p in parts] == [0.8, 0.1, 0.1]
+    pairs = np.concatenate(parts)[:, :2]
+    assert len(np.unique(pairs, axis=0)) == total  # no interaction in two parts
+    assert pairs[:, 1].max() < scenario.n_items and pairs[:, 0].max() < scenario.n_users
+
+
+def test_same_seed_same_scenario_other_seed_other_split(tiny_pair, tmp_path: Path) -> None:
+    a = build_scenario(*tiny_pair, ScenarioConfig(seed=3))
+    b = build_scenario(*tiny_pair, ScenarioConfig(seed=3))
+    c = build_scenario(*tiny_pair, ScenarioConfig(seed=4))
+    save_scenario(a, tmp_path / "a")
+    save_scenario(b, tmp_path / "b")
+    save_scenario(c, tmp_path / "c")
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+    for name in ("server/split.npz", "attacker/source_profiles.npz", "public/catalogue.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert not np.array_equal(a.test, c.test)
+
+
+def test_pools_and_target_items_follow_their_rules(tiny_pair) -> None:
+    config = ScenarioConfig(n_target_items=20, cold_max_interactions=10, pretend_pool_size=30)
+    scenario = build_scenario(*tiny_pair, config)
+    assert len(np.intersect1d(scenario.pretend_pool, scenario.eval_users)) == 0
+    assert len(scenario.pretend_pool) + len(scenario.eval_users) == scenario.n_users
+    train_counts = np.bincount(scenario.train[:, 0], minlength=scenario.n_users)
+    assert (train_counts[scenario.pretend_pool] >= 3).all()
+    assert len(scenario.pretend_pool) == 30
+    all_rows = np.concatenate([scenario.train, scenario.valid, scenario.test])
+    popularity = np.bincount(all_rows[:, 1], minlength=scenario.n_items)
+    in_source = set(scenario.source_items.tolist())
+    assert len(scenario.cold_targets) == 20
+    for item in scenario.cold_targets:
+        assert popularity[item] < 10 and item in in_source
+    decile_items = [i for items in scenario.decile_targets.values() for i in items]
+    assert set(decile_items) <= in_source
+    train_pop = np.bincount(scenario.train[:, 1], minlength=scenario.n_items)
+    lowest, highest = scenario.decile_targets[0], scenario.decile_targets[9]
+    assert max(train_pop[lowest]) <= min(train_pop[highest])
+
+
+def test_source_profiles_hold_overlapping_items_in_time_order(tiny_pair) -> None:
+    target, source = tiny_pair
+    scenario = build_scenario(target, source, ScenarioConfig())
+    target_imdb = {m.imdb_id for m in scenario.catalogue}
+    assert all(scenario.catalogue[i].imdb_id in target_imdb for i in scenario.source_items)
+    for index in range(len(scenario.source_indptr) - 1):
+        start, end = scenario.source_indptr[index], scenario.source_indptr[index + 1]
+        assert end > start
+        assert (np.diff(scenario.source_times[start:end]) >= 0).all()
+    # each mapped item is the same movie on both sides
+    source_by_imdb = {m.imdb_id for m in source.movies.values()}
+    assert all(scenario.catalogue[i].imdb_id in source_by_imdb for i in scenario.source_items)
+
+
+def test_round_trip_and_tamper_detection(tiny_pair, tmp_path: Path) -> None:
+    scenario = build_scenario(*tiny_pair, ScenarioConfig(seed=7))
+    save_scenario(scenario, tmp_path / "s")
+    loaded = load_scenario(tmp_path / "s")
+    assert loaded.fingerprint == scenario.fingerprint
+    assert loaded.catalogue == scenario.catalogue and loaded.config == scenario.config
+    for name in ("train", "valid", "test", "pretend_pool", "source_indptr", "source_items"):
+        assert np.array_equal(getattr(loaded, name), getattr(scenario, name))
+    assert loaded.table1() == scenario.table1()
+    catalogue = tmp_path / "s" / "public" / "catalogue.csv"
+    catalogue.write_text(catalogue.read_text().replace("Synthetic", "Edited", 1))
+    with pytest.raises(ScenarioError, match="does not match the manifest"):
+        load_scenario(tmp_path / "s")
+
+
+def test_existing_scenario_needs_force_and_is_kept_on_failure(tiny_pair, tmp_path: Path) -> None:
+    scenario = build_scenario(*tiny_pair, ScenarioConfig())
+    save_scenario(scenario, tmp_path / "s")
+    with pytest.raises(CopyAttackError, match="--force"):
+        save_scenario(scenario, tmp_path / "s")
+    save_scenario(scenario, tmp_path / "s", force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_not_a_scenario(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"manifest\.json is missing"):
+        load_scenario(tmp_path)
+
+
+def test_no_overlap_is_an_empty_result(tiny_pair) -> None:
+    target, source = tiny_pair
+    renamed = {
+        k: type(m)(k, m.title + " x", m.year, imdb_id=None) for k, m in source.movies.items()
+    }
+    unrelated = Dataset("unrelated", source.ratings, renamed, 5.0, 4.0)
+    with pytest.raises(EmptyResultError, match="no unrelated profile holds"):
+        build_scenario(target, unrelated, ScenarioConfig())
+
+
+def test_bad_config_is_rejected() -> None:
+    with pytest.raises(ValueError, match="split"):
+        ScenarioConfig(split=(0.8, 0.1, 0.2))
