@@ -1,0 +1,75 @@
+"""A trained model as one file: weights, config, scenario fingerprint and metrics.
+
+Loading checks the fingerprint against the scenario it is used with and refuses a
+mismatch, since a model trained on other data would answer for the wrong catalogue.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recsys_server.pinsage.model import PinSage, PinSageConfig
+from shared.errors import CopyAttackError
+
+FORMAT_VERSION = 1
+
+
+class ArtifactError(CopyAttackError):
+    """A model file that is missing, unreadable, or made for another scenario."""
+
+
+@dataclass
+class ModelArtifact:
+    model: PinSage
+    scenario_fingerprint: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a temporary file in the same folder, renamed into place."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "config": self.model.config.to_dict(),
+            "n_content": self.model.n_content,
+            "n_items": self.model.n_items,
+            "state_dict": self.model.state_dict(),
+            "scenario_fingerprint": self.scenario_fingerprint,
+            "metrics": self.metrics,
+        }
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(handle)
+        try:
+            torch.save(payload, temporary)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path, expected_fingerprint: str | None = None) -> ModelArtifact:
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"no model artifact at {path}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # any unreadable file: say which and why
+            raise ArtifactError(f"{path}: not a model artifact ({exc})") from None
+        if payload.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(f"{path}: format version {payload.get('format_version')}")
+        fingerprint = payload["scenario_fingerprint"]
+        if expected_fingerprint is not None and fingerprint != expected_fingerprint:
+            raise ArtifactError(
+                f"{path} was trained on scenario {fingerprint[:16]}, not on this scenario "
+                f"({expected_fingerprint[:16]}); train a model for it with `recsys-server train`"
+            )
+        config = PinSageConfig.from_dict(payload["config"])
+        model = PinSage(config, payload["n_content"], payload["n_items"])
+        model.load_state_dict(payload["state_dict"])
+        return cls(model.eval(), fingerprint, payload["metrics"])

@@ -1,0 +1,110 @@
+"""Reference recommenders on the same split: MostPopular, BPR-MF and EASE.
+
+Each is fitted on the training split (tuning on the validation split only) and exposes
+``score(users) -> (len(users), n_items)``, the form :mod:`shared.metrics` evaluates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from recsys_server.data import TargetData
+from recsys_server.training import (
+    History,
+    TrainConfig,
+    bpr_batches,
+    bpr_loss,
+    fit_with_early_stopping,
+)
+
+
+class MostPopular:
+    def __init__(self, data: TargetData) -> None:
+        self.popularity = np.bincount(data.train[:, 1], minlength=data.n_items).astype(float)
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.popularity, (len(users), len(self.popularity)))
+
+
+class EASE:
+    """Steck 2019: closed-form item-item weights, ``B = I - P / diag(P)``, ``P = (X'X + l I)^-1``;
+    the L2 weight ``l`` picked on validation HR@10 from a grid."""
+
+    GRID = (50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0)
+
+    def __init__(self, data: TargetData, l2: float | None = None) -> None:
+        self.matrix = data.train_matrix().astype(np.float64)
+        gram = (self.matrix.T @ self.matrix).toarray()
+        self.validation: dict[float, float] = {}
+        for candidate in (l2,) if l2 is not None else self.GRID:
+            self.weights = self._fit(gram, candidate)
+            self.validation[candidate] = data.validation_hr10(self.score)
+        self.l2 = max(self.validation, key=self.validation.__getitem__)
+        self.weights = self._fit(gram, self.l2)
+
+    @staticmethod
+    def _fit(gram: np.ndarray, l2: float) -> np.ndarray:
+        regularised = gram + l2 * np.eye(len(gram))
+        inverse = np.linalg.inv(regularised)
+        weights = -inverse / np.diag(inverse)
+        np.fill_diagonal(weights, 0.0)
+        return weights
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        return np.asarray(self.matrix[users] @ self.weights)
+
+
+@dataclass(frozen=True)
+class BPRConfig:
+    dim: int = 64
+    l2: float = 1e-4
+
+
+class BPRMF(nn.Module):
+    """Matrix factorisation with an item bias, trained with BPR and early stopping."""
+
+    def __init__(self, data: TargetData, config: BPRConfig, train: TrainConfig) -> None:
+        super().__init__()
+        torch.manual_seed(train.seed)
+        self.users = nn.Embedding(data.n_users, config.dim)
+        self.items = nn.Embedding(data.n_items, config.dim)
+        self.item_bias = nn.Embedding(data.n_items, 1)
+        for parameter in (self.users.weight, self.items.weight):
+            nn.init.normal_(parameter, std=0.1)
+        nn.init.zeros_(self.item_bias.weight)
+        self.history = self._fit(data, config, train)
+
+    def _fit(self, data: TargetData, config: BPRConfig, train: TrainConfig) -> History:
+        rng = np.random.default_rng(train.seed)
+        pairs = np.unique(data.train[:, :2], axis=0)
+        optimiser = torch.optim.Adam(self.parameters(), lr=train.lr)
+
+        def run_epoch(epoch: int) -> float:
+            total = 0.0
+            for users, positives, negatives in bpr_batches(
+                pairs, data.n_items, train.batch_size, rng
+            ):
+                u = self.users(users)
+                pos, neg = self.items(positives), self.items(negatives)
+                positive = (u * pos).sum(1) + self.item_bias(positives).squeeze(1)
+                negative = (u * neg).sum(1) + self.item_bias(negatives).squeeze(1)
+                penalty = config.l2 * (u.pow(2).sum() + pos.pow(2).sum() + neg.pow(2).sum())
+                loss = bpr_loss(positive, negative) + penalty / len(users)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                total += loss.item() * len(users)
+            return total / len(pairs)
+
+        return fit_with_early_stopping(
+            self, run_epoch, lambda: data.validation_hr10(self.score), train, desc="BPR-MF"
+        )
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray) -> np.ndarray:
+        u = self.users(torch.as_tensor(users))
+        return (u @ self.items.weight.T + self.item_bias.weight.T).numpy()

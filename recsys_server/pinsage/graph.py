@@ -1,0 +1,122 @@
+"""The user-item interaction graph the recommender runs on: the frozen training graph plus
+users injected after training, which can be added and removed again.
+
+Holder lists (the users of an item) keep a fixed order: training users by id, then
+injected users in the order they were added. The random walks index into these lists, so
+two graphs with the same users in the same order give the same walks, whatever happened
+in between (an injection that was later removed leaves no trace).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class InteractionGraph:
+    def __init__(self, train_rows: np.ndarray, n_users: int, n_items: int) -> None:
+        """``train_rows``: (user, item, timestamp) rows, as in a scenario split."""
+        order = np.lexsort((train_rows[:, 1], train_rows[:, 2], train_rows[:, 0]))
+        rows = train_rows[order]
+        matrix = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows[:, 0], rows[:, 1])),
+            shape=(n_users, n_items),
+        )
+        matrix.sum_duplicates()
+        # profiles keep time order: the time-sorted rows, a repeated pair kept at its first
+        _, first = np.unique(rows[:, 0] * np.int64(n_items) + rows[:, 1], return_index=True)
+        rows = rows[np.sort(first)]
+        self._base_indptr = np.zeros(n_users + 1, dtype=np.int64)
+        self._base_indptr[1:] = np.cumsum(np.bincount(rows[:, 0], minlength=n_users))
+        self._base_items = rows[:, 1].astype(np.int64)
+        columns = matrix.tocsc()
+        self._holder_indptr = columns.indptr.astype(np.int64)
+        self._holder_users = columns.indices.astype(np.int64)  # sorted by user id
+        self.n_base_users = n_users
+        self.n_items = n_items
+        self._injected: dict[int, np.ndarray] = {}  # user id -> profile, insertion order
+        self._injected_holders: dict[int, list[int]] = {}  # item -> injected users
+        self._next_user = n_users
+        self.degree = np.diff(self._holder_indptr).astype(np.int64)
+        self.train_degree = self.degree.copy()
+
+    # --- users ---------------------------------------------------------------------
+
+    @property
+    def n_users(self) -> int:
+        """Training users plus every injected user id handed out so far."""
+        return self._next_user
+
+    @property
+    def injected_users(self) -> list[int]:
+        return list(self._injected)
+
+    def profile(self, user: int) -> np.ndarray:
+        if user < self.n_base_users:
+            return self._base_items[self._base_indptr[user] : self._base_indptr[user + 1]]
+        try:
+            return self._injected[user]
+        except KeyError:
+            raise KeyError(f"no user {user}") from None
+
+    def profile_length(self, users: np.ndarray) -> np.ndarray:
+        lengths = np.empty(len(users), dtype=np.int64)
+        base = users < self.n_base_users
+        lengths[base] = self._base_indptr[users[base] + 1] - self._base_indptr[users[base]]
+        for position in np.flatnonzero(~base):
+            lengths[position] = len(self._injected[int(users[position])])
+        return lengths
+
+    def add_user(self, items: np.ndarray) -> int:
+        """Add a user holding ``items`` (oldest first, no repeats); return its id."""
+        items = np.asarray(items, dtype=np.int64)
+        user = self._next_user
+        self._next_user += 1
+        self._injected[user] = items
+        for item in items.tolist():
+            self._injected_holders.setdefault(item, []).append(user)
+        self.degree[items] += 1
+        return user
+
+    def remove_user(self, user: int) -> np.ndarray:
+        """Remove an injected user; return its profile."""
+        if user not in self._injected:
+            raise KeyError(f"user {user} is not an injected user")
+        items = self._injected.pop(user)
+        for item in items.tolist():
+            holders = self._injected_holders[item]
+            holders.remove(user)
+            if not holders:
+                del self._injected_holders[item]
+        self.degree[items] -= 1
+        return items
+
+    # --- items ---------------------------------------------------------------------
+
+    def holders(self, item: int) -> np.ndarray:
+        base = self._holder_users[self._holder_indptr[item] : self._holder_indptr[item + 1]]
+        extra = self._injected_holders.get(item)
+        return base if not extra else np.concatenate([base, np.asarray(extra, dtype=np.int64)])
+
+    def pick_items(self, users: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+        """For each user, the item at position floor(u * profile length) of its profile."""
+        picked = np.empty(len(users), dtype=np.int64)
+        base = users < self.n_base_users
+        start = self._base_indptr[users[base]]
+        length = self._base_indptr[users[base] + 1] - start
+        picked[base] = self._base_items[start + (uniforms[base] * length).astype(np.int64)]
+        for position in np.flatnonzero(~base):
+            profile = self._injected[int(users[position])]
+            picked[position] = profile[int(uniforms[position] * len(profile))]
+        return picked
+
+    def user_item_matrix(self) -> sp.csr_matrix:
+        """0/1 matrix over every user id handed out (removed users have empty rows)."""
+        rows = [np.repeat(np.arange(self.n_base_users), np.diff(self._base_indptr))]
+        cols = [self._base_items]
+        for user, items in self._injected.items():
+            rows.append(np.full(len(items), user))
+            cols.append(items)
+        row, col = np.concatenate(rows), np.concatenate(cols)
+        data = np.ones(len(row), dtype=np.float64)
+        return sp.csr_matrix((data, (row, col)), shape=(self.n_users, self.n_items))

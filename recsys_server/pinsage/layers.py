@@ -1,0 +1,59 @@
+"""PinSage's building blocks, each computing only the rows it is asked for.
+
+Partial computation is what makes the incremental refresh exact: a layer computes rows
+``R`` from the previous layer's full table, the same way whether ``R`` is every item
+(training, full recompute) or the few items an injection touched.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ItemInput(nn.Module):
+    """h0 of an item: projected content features, plus (by variant) a popularity feature
+    of its current degree and a learnable id embedding (for every item or warm items)."""
+
+    def __init__(self, n_content: int, n_items: int, dim: int, *, use_ids: bool, use_degree: bool):
+        super().__init__()
+        self.content = nn.Linear(n_content, dim)
+        self.degree = nn.Linear(2, dim) if use_degree else None
+        self.ids = nn.Embedding(n_items, dim) if use_ids else None
+
+    def forward(
+        self,
+        content: torch.Tensor,
+        degree_features: torch.Tensor,
+        rows: torch.Tensor,
+        id_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        h = self.content(content[rows])
+        if self.degree is not None:
+            h = h + self.degree(degree_features[rows])
+        if self.ids is not None:
+            h = h + self.ids(rows) * id_mask[rows, None]
+        return h
+
+
+class WeightedSAGEConv(nn.Module):
+    """Transform neighbours, visit-weighted mean, concatenate with self, ReLU, L2-normalise."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.neighbour = nn.Linear(dim_in, dim_in)
+        self.combine = nn.Linear(2 * dim_in, dim_out)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        rows: torch.Tensor,
+        neighbour_index: torch.Tensor,
+        neighbour_weight: torch.Tensor,
+    ) -> torch.Tensor:
+        index, weight = neighbour_index[rows], neighbour_weight[rows]
+        messages = torch.relu(self.neighbour(h[index]))  # (R, T, d)
+        total = weight.sum(dim=1, keepdim=True).clamp(min=1.0)
+        aggregated = (messages * weight.unsqueeze(-1)).sum(dim=1) / total
+        out = torch.relu(self.combine(torch.cat([h[rows], aggregated], dim=1)))
+        return out / out.norm(dim=1, keepdim=True).clamp(min=1e-6)

@@ -1,0 +1,134 @@
+"""The PinSage model: item input, stacked weighted-SAGE convolutions, output projection,
+item bias, and users as the mean of their items' final embeddings.
+
+score(user, item) = <user vector, z_item> + bias_item. A user with an empty profile gets
+a learned default vector (most MovieTweetings users hold a single liked movie, so the
+default carries the popularity that dominates there). Users never enter the item graph
+except through walks, so an injected user changes other users' lists only through new
+walks, new neighbourhoods and new item embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from recsys_server.pinsage.layers import ItemInput, WeightedSAGEConv
+from recsys_server.pinsage.sampler import WalkConfig
+
+VARIANTS = ("content", "content+id-warm", "content+id")
+
+
+@dataclass(frozen=True)
+class PinSageConfig:
+    variant: str = "content+id-warm"
+    warm_threshold: int = 10  # content+id-warm: ids for items with this many train interactions
+    use_degree: bool = True  # popularity feature of the item's current degree
+    dim: int = 32
+    n_layers: int = 2
+    residual: bool = False  # add h0 to the output (DGL's example) instead of Ying's design
+    id_dropout: float = 0.0
+    walks: WalkConfig = field(default_factory=WalkConfig)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.n_layers < 1 or self.dim < 1:
+            raise ValueError("n_layers and dim must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PinSageConfig:
+        return cls(**{**data, "walks": WalkConfig(**data["walks"])})
+
+
+def degree_features(degree: np.ndarray) -> np.ndarray:
+    scaled = np.log1p(degree.astype(np.float32)) / 5.0
+    return np.stack([scaled, scaled**2], axis=1).astype(np.float32)
+
+
+def id_mask(config: PinSageConfig, train_degree: np.ndarray) -> np.ndarray:
+    """1 where an item has an id embedding: all items, warm items, or none."""
+    if config.variant == "content+id":
+        return np.ones(len(train_degree), dtype=np.float32)
+    if config.variant == "content+id-warm":
+        return (train_degree >= config.warm_threshold).astype(np.float32)
+    return np.zeros(len(train_degree), dtype=np.float32)
+
+
+@dataclass
+class GraphTensors:
+    """Everything the item forward pass reads that comes from the data or the graph."""
+
+    content: torch.Tensor  # (n_items, n_content)
+    degree: torch.Tensor  # (n_items, 2) degree features
+    id_mask: torch.Tensor  # (n_items,)
+    neighbour_index: torch.Tensor  # (n_items, T)
+    neighbour_weight: torch.Tensor  # (n_items, T)
+
+
+class PinSage(nn.Module):
+    def __init__(self, config: PinSageConfig, n_content: int, n_items: int) -> None:
+        super().__init__()
+        self.config = config
+        self.n_content, self.n_items = n_content, n_items
+        use_ids = config.variant != "content"
+        self.input = ItemInput(
+            n_content, n_items, config.dim, use_ids=use_ids, use_degree=config.use_degree
+        )
+        self.convs = nn.ModuleList(
+            WeightedSAGEConv(config.dim, config.dim) for _ in range(config.n_layers)
+        )
+        self.output = nn.Linear(config.dim, config.dim)
+        self.bias_degree = nn.Linear(2, 1) if config.use_degree else None
+        self.bias_id = nn.Embedding(n_items, 1) if use_ids else None
+        self.default_user = nn.Parameter(torch.zeros(config.dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Gaussian init, mean 0 and std 0.1 (the paper), biases at 0."""
+        for name, parameter in self.named_parameters():
+            if name.endswith("bias") or name.startswith("bias_id"):
+                nn.init.zeros_(parameter)
+            else:
+                nn.init.normal_(parameter, mean=0.0, std=0.1)
+
+    # --- partial computations (rows = item indices) --------------------------------
+
+    def layer(self, k: int, previous: torch.Tensor, rows: torch.Tensor, g: GraphTensors):
+        """Layer k (0 = input) for ``rows``, from the previous layer's full table."""
+        if k == 0:
+            return self.input(g.content, g.degree, rows, g.id_mask)
+        return self.convs[k - 1](previous, rows, g.neighbour_index, g.neighbour_weight)
+
+    def final(self, last: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """z from the last layer's (and, with the residual variant, the input's) rows."""
+        z = self.output(last)
+        return z + first if self.config.residual else z
+
+    def bias(self, rows: torch.Tensor, g: GraphTensors) -> torch.Tensor:
+        out = torch.zeros(len(rows))
+        if self.bias_degree is not None:
+            out = out + self.bias_degree(g.degree[rows]).squeeze(-1)
+        if self.bias_id is not None:
+            out = out + self.bias_id(rows).squeeze(-1) * g.id_mask[rows]
+        return out
+
+    def item_table(self, g: GraphTensors, drop_ids: float = 0.0):
+        """Every item's final embedding and bias (training and full recompute)."""
+        rows = torch.arange(len(g.content))
+        if drop_ids > 0:
+            keep = (torch.rand(len(rows)) >= drop_ids).float()
+            g = GraphTensors(g.content, g.degree, g.id_mask * keep, g.neighbour_index,
+                             g.neighbour_weight)  # fmt: skip
+        h0 = self.layer(0, None, rows, g)
+        h = h0
+        for k in range(1, self.config.n_layers + 1):
+            h = self.layer(k, h, rows, g)
+        return self.final(h, h0), self.bias(rows, g)

@@ -1,0 +1,85 @@
+"""Training PinSage with BPR: each user is the mean of its other items (leave the positive
+out, so a user never explains an item by itself), Adam, early stopping on validation
+HR@10. The same function fine-tunes a trained model on a polluted graph (scheduled
+retraining): pass the model and the graph with its injected users."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recsys_server.data import TargetData
+from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.pinsage.model import (
+    GraphTensors,
+    PinSage,
+    PinSageConfig,
+    degree_features,
+    id_mask,
+)
+from recsys_server.pinsage.refresh import EmbeddingState
+from recsys_server.pinsage.sampler import compute_neighbourhoods, empty_neighbourhoods
+from recsys_server.training import (
+    History,
+    TrainConfig,
+    bpr_batches,
+    bpr_loss,
+    fit_with_early_stopping,
+)
+
+
+def train_pinsage(
+    data: TargetData,
+    config: PinSageConfig,
+    train: TrainConfig,
+    *,
+    graph: InteractionGraph | None = None,
+    model: PinSage | None = None,
+) -> tuple[PinSage, History]:
+    torch.manual_seed(train.seed)
+    rng = np.random.default_rng(train.seed)
+    graph = graph or InteractionGraph(data.train, data.n_users, data.n_items)
+    model = model or PinSage(config, data.content.shape[1], data.n_items)
+    config = model.config
+    hoods = empty_neighbourhoods(data.n_items, config.walks)
+    compute_neighbourhoods(graph, config.walks, np.arange(data.n_items), hoods)
+    tensors = GraphTensors(
+        content=torch.as_tensor(data.content),
+        degree=torch.as_tensor(degree_features(graph.degree)),
+        id_mask=torch.as_tensor(id_mask(config, graph.train_degree)),
+        neighbour_index=torch.from_numpy(hoods.index),
+        neighbour_weight=torch.from_numpy(hoods.weight),
+    )
+    matrix = graph.user_item_matrix().tocoo()
+    pairs = np.stack([matrix.row, matrix.col], axis=1).astype(np.int64)
+    user_items = torch.sparse_coo_tensor(
+        np.stack([matrix.row, matrix.col]), np.ones(len(pairs), dtype=np.float32), matrix.shape
+    ).coalesce()
+    lengths = torch.as_tensor(np.asarray(matrix.tocsr().sum(axis=1)).ravel(), dtype=torch.float32)
+    optimiser = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+
+    def run_epoch(epoch: int) -> float:
+        total = 0.0
+        batches = bpr_batches(pairs, data.n_items, train.batch_size, rng)
+        for users, positives, negatives in batches:
+            z, bias = model.item_table(tensors, drop_ids=config.id_dropout)
+            sums = torch.sparse.mm(user_items, z)
+            others = (lengths[users] - 1).unsqueeze(1)
+            vectors = torch.where(
+                others > 0, (sums[users] - z[positives]) / others.clamp(min=1), model.default_user
+            )
+            positive = (vectors * z[positives]).sum(1) + bias[positives]
+            negative = (vectors * z[negatives]).sum(1) + bias[negatives]
+            loss = bpr_loss(positive, negative)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(users)
+        return total / len(pairs)
+
+    def validate() -> float:
+        state = EmbeddingState(model, graph, data.content, neighbourhoods=hoods)
+        return data.validation_hr10(state.scores)
+
+    history = fit_with_early_stopping(model, run_epoch, validate, train, desc="PinSage")
+    return model.eval(), history

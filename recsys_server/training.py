@@ -1,0 +1,85 @@
+"""What every trained recommender here shares: BPR triples, the BPR loss, and early
+stopping on validation HR@10 (sampled protocol) with patience (paper: 5)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 0.001  # the paper's
+    batch_size: int = 1024
+    max_epochs: int = 200
+    patience: int = 5
+    weight_decay: float = 0.0
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class History:
+    validation_hr10: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+
+    @property
+    def best(self) -> float:
+        return self.validation_hr10[self.best_epoch] if self.best_epoch >= 0 else float("nan")
+
+
+def bpr_batches(
+    pairs: np.ndarray, n_items: int, batch_size: int, rng: np.random.Generator
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch of (user, positive, uniformly drawn negative) batches, shuffled."""
+    order = rng.permutation(len(pairs))
+    negatives = rng.integers(0, n_items, size=len(pairs))
+    batches = []
+    for start in range(0, len(pairs), batch_size):
+        chosen = order[start : start + batch_size]
+        batches.append(
+            (
+                torch.from_numpy(pairs[chosen, 0]),
+                torch.from_numpy(pairs[chosen, 1]),
+                torch.from_numpy(negatives[chosen]),
+            )
+        )
+    return batches
+
+
+def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.softplus(negative - positive).mean()
+
+
+def fit_with_early_stopping(
+    model: torch.nn.Module,
+    run_epoch: Callable[[int], float],
+    validate: Callable[[], float],
+    config: TrainConfig,
+    desc: str,
+) -> History:
+    """Epochs until validation HR@10 has not improved for ``patience`` epochs; the model
+    ends with the weights of its best epoch."""
+    history = History()
+    best_state = copy.deepcopy(model.state_dict())
+    bar = tqdm(range(config.max_epochs), desc=desc, disable=not config.progress, leave=False)
+    for epoch in bar:
+        model.train()
+        history.loss.append(run_epoch(epoch))
+        model.eval()
+        score = validate()
+        history.validation_hr10.append(score)
+        if history.best_epoch < 0 or score > history.best:
+            history.best_epoch = epoch
+            best_state = copy.deepcopy(model.state_dict())
+        bar.set_postfix(loss=f"{history.loss[-1]:.4f}", val_hr10=f"{score:.4f}")
+        if epoch - history.best_epoch >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    return history

@@ -1,0 +1,115 @@
+"""Ranking metrics: HR@K and NDCG@K under the two protocols every number is reported in.
+
+- ``sampled``: the paper's protocol, the held-out item ranked among 100 items the user
+  never interacted with (drawn with a fixed seed, so two evaluations are paired);
+- ``full``: the held-out item ranked among every item the user has not interacted with.
+
+A case is one (user, held-out item) pair. Ties count half (the expected rank under a
+random tie-break), so a model that scores everything equal gets chance, not a perfect
+or a zero score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+KS = (5, 10, 20)
+N_SAMPLED = 100
+ScoreFn = Callable[[np.ndarray], np.ndarray]  # user ids -> (len, n_items) scores
+_CHUNK = 512
+
+
+def known_items(rows: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
+    """User x item 0/1 matrix of the (user, item, ...) rows."""
+    data = np.ones(len(rows), dtype=np.float32)
+    known = sp.csr_matrix((data, (rows[:, 0], rows[:, 1])), shape=(n_users, n_items))
+    known.sum_duplicates()
+    known.data[:] = 1
+    return known
+
+
+def sample_negatives(
+    users: np.ndarray, known: sp.csr_matrix, n_samples: int, seed: int
+) -> np.ndarray:
+    """(len(users), n_samples) items each user never interacted with, uniformly drawn."""
+    rng = np.random.default_rng(seed)
+    n_items = known.shape[1]
+    samples = rng.integers(0, n_items, size=(len(users), n_samples))
+    for _ in range(100):
+        clash = np.asarray(known[np.repeat(users, n_samples), samples.ravel()]).reshape(
+            samples.shape
+        )
+        if not clash.any():
+            return samples
+        samples[clash > 0] = rng.integers(0, n_items, size=int((clash > 0).sum()))
+    raise ValueError("could not sample negatives: some user has interacted with almost all items")
+
+
+def ranks_of(
+    score: ScoreFn,
+    users: np.ndarray,
+    items: np.ndarray,
+    known: sp.csr_matrix,
+    *,
+    sampled: bool,
+    seed: int = 0,
+) -> np.ndarray:
+    """0-based rank of ``items[c]`` for ``users[c]`` under one protocol (ties count half).
+
+    Under ``full``, items in ``known`` for the user (other than the held-out one) are
+    excluded; under ``sampled``, the 100 negatives come from outside ``known``.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    negatives = sample_negatives(users, known, N_SAMPLED, seed) if sampled else None
+    ranks = np.empty(len(users), dtype=np.float64)
+    for start in range(0, len(users), _CHUNK):
+        chunk = slice(start, start + _CHUNK)
+        case_users, case_items = users[chunk], items[chunk]
+        unique_users, inverse = np.unique(case_users, return_inverse=True)
+        scores = np.asarray(score(unique_users), dtype=np.float64)[inverse]
+        positive = scores[np.arange(len(case_items)), case_items][:, None]
+        if negatives is not None:
+            candidates = np.take_along_axis(scores, negatives[chunk], axis=1)
+            valid = np.ones_like(candidates, dtype=bool)
+        else:
+            candidates = scores
+            valid = known[case_users].toarray() == 0
+            valid[np.arange(len(case_items)), case_items] = False
+        greater = ((candidates > positive) & valid).sum(axis=1)
+        ties = ((candidates == positive) & valid).sum(axis=1)
+        ranks[chunk] = greater + ties / 2
+    return ranks
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    """HR@K = share of cases ranked in the top K; NDCG@K = mean of 1/log2(rank + 2) there."""
+    if len(ranks) == 0:
+        raise ValueError("no cases to evaluate")
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"HR@{k}"] = float(hit.mean())
+        out[f"NDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2), 0.0).mean())
+    return out
+
+
+def evaluate(
+    score: ScoreFn,
+    cases: np.ndarray,
+    known: sp.csr_matrix,
+    *,
+    seed: int = 0,
+    ks: tuple[int, ...] = KS,
+) -> dict[str, dict[str, float]]:
+    """Both protocols for the (user, item, ...) rows in ``cases``."""
+    users, items = cases[:, 0], cases[:, 1]
+    return {
+        protocol: metrics_from_ranks(
+            ranks_of(score, users, items, known, sampled=protocol == "sampled", seed=seed), ks
+        )
+        for protocol in ("sampled", "full")
+    }
