@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
+
+from _machine import machine
 
 
 def measure(name: str, with_scenario: bool) -> dict[str, object]:
@@ -41,17 +41,6 @@ def measure(name: str, with_scenario: bool) -> dict[str, object]:
     # ru_maxrss is in KiB on Linux
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
-
-
-def machine() -> str:
-    """CPU model and core count, to name the machine next to its numbers."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def main() -> None:

@@ -46,9 +46,9 @@ class TargetData:
 
     def validation_hr10(self, score: ScoreFn, seed: int = 0) -> float:
         """Early-stopping signal: HR@10 on the validation split, sampled protocol."""
-        ranks = ranks_of(score, self.valid[:, 0], self.valid[:, 1], self.known, sampled=True,
-                         seed=seed)  # fmt: skip
-        return metrics_from_ranks(ranks, (10,))["HR@10"]
+        ranks = ranks_of(score, self.valid[:, 0], self.valid[:, 1], self.known, seed=seed,
+                         protocols=("sampled",))  # fmt: skip
+        return metrics_from_ranks(ranks["sampled"], (10,))["HR@10"]
 
     def test_metrics(self, score: ScoreFn, seed: int = 0) -> dict[str, dict[str, float]]:
         return evaluate(score, self.test, self.known, seed=seed)

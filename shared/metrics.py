@@ -48,41 +48,51 @@ def sample_negatives(
     raise ValueError("could not sample negatives: some user has interacted with almost all items")
 
 
+PROTOCOLS = ("sampled", "full")
+
+
 def ranks_of(
     score: ScoreFn,
     users: np.ndarray,
     items: np.ndarray,
     known: sp.csr_matrix,
     *,
-    sampled: bool,
     seed: int = 0,
-) -> np.ndarray:
-    """0-based rank of ``items[c]`` for ``users[c]`` under one protocol (ties count half).
+    protocols: tuple[str, ...] = PROTOCOLS,
+) -> dict[str, np.ndarray]:
+    """0-based rank of ``items[c]`` for ``users[c]`` under each protocol (ties count half),
+    from one pass over the scores.
 
     Under ``full``, items in ``known`` for the user (other than the held-out one) are
-    excluded; under ``sampled``, the 100 negatives come from outside ``known``.
+    excluded; under ``sampled``, the 100 negatives come from outside ``known`` and depend
+    only on (users, seed), so two evaluations of the same cases are paired.
     """
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
-    negatives = sample_negatives(users, known, N_SAMPLED, seed) if sampled else None
-    ranks = np.empty(len(users), dtype=np.float64)
+    negatives = sample_negatives(users, known, N_SAMPLED, seed) if "sampled" in protocols else None
+    ranks = {protocol: np.empty(len(users), dtype=np.float64) for protocol in protocols}
     for start in range(0, len(users), _CHUNK):
         chunk = slice(start, start + _CHUNK)
         case_users, case_items = users[chunk], items[chunk]
         unique_users, inverse = np.unique(case_users, return_inverse=True)
         scores = np.asarray(score(unique_users), dtype=np.float64)[inverse]
-        positive = scores[np.arange(len(case_items)), case_items][:, None]
+        cases = np.arange(len(case_items))
+        positive = scores[cases, case_items][:, None]
         if negatives is not None:
             candidates = np.take_along_axis(scores, negatives[chunk], axis=1)
-            valid = np.ones_like(candidates, dtype=bool)
-        else:
-            candidates = scores
+            ranks["sampled"][chunk] = _rank(candidates, positive, None)
+        if "full" in protocols:
             valid = known[case_users].toarray() == 0
-            valid[np.arange(len(case_items)), case_items] = False
-        greater = ((candidates > positive) & valid).sum(axis=1)
-        ties = ((candidates == positive) & valid).sum(axis=1)
-        ranks[chunk] = greater + ties / 2
+            valid[cases, case_items] = False
+            ranks["full"][chunk] = _rank(scores, positive, valid)
     return ranks
+
+
+def _rank(candidates: np.ndarray, positive: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    greater, ties = candidates > positive, candidates == positive
+    if valid is not None:
+        greater, ties = greater & valid, ties & valid
+    return greater.sum(axis=1) + ties.sum(axis=1) / 2
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
@@ -106,10 +116,5 @@ def evaluate(
     ks: tuple[int, ...] = KS,
 ) -> dict[str, dict[str, float]]:
     """Both protocols for the (user, item, ...) rows in ``cases``."""
-    users, items = cases[:, 0], cases[:, 1]
-    return {
-        protocol: metrics_from_ranks(
-            ranks_of(score, users, items, known, sampled=protocol == "sampled", seed=seed), ks
-        )
-        for protocol in ("sampled", "full")
-    }
+    ranks = ranks_of(score, cases[:, 0], cases[:, 1], known, seed=seed)
+    return {protocol: metrics_from_ranks(r, ks) for protocol, r in ranks.items()}

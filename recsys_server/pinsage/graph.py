@@ -29,6 +29,9 @@ class InteractionGraph:
         self._base_indptr = np.zeros(n_users + 1, dtype=np.int64)
         self._base_indptr[1:] = np.cumsum(np.bincount(rows[:, 0], minlength=n_users))
         self._base_items = rows[:, 1].astype(np.int64)
+        self._base_matrix = sp.csr_matrix(
+            (np.ones(len(rows)), self._base_items, self._base_indptr), shape=(n_users, n_items)
+        )
         columns = matrix.tocsc()
         self._holder_indptr = columns.indptr.astype(np.int64)
         self._holder_users = columns.indices.astype(np.int64)  # sorted by user id
@@ -110,13 +113,22 @@ class InteractionGraph:
             picked[position] = profile[int(uniforms[position] * len(profile))]
         return picked
 
+    def user_item_rows(self, users: np.ndarray) -> sp.csr_matrix:
+        """0/1 rows of ``users`` (training or injected; a removed user has an empty row)."""
+        users = np.asarray(users, dtype=np.int64)
+        base = users < self.n_base_users
+        if base.all():
+            return self._base_matrix[users]
+        profiles = [self._injected.get(int(u), np.empty(0, dtype=np.int64)) for u in users[~base]]
+        indptr = np.concatenate([[0], np.cumsum([len(p) for p in profiles])])
+        indices = np.concatenate(profiles) if profiles else np.empty(0, dtype=np.int64)
+        injected = sp.csr_matrix(
+            (np.ones(len(indices)), indices, indptr), shape=(len(profiles), self.n_items)
+        )
+        stacked = sp.vstack([self._base_matrix[users[base]], injected], format="csr")
+        order = np.argsort(np.concatenate([np.flatnonzero(base), np.flatnonzero(~base)]))
+        return stacked[order]
+
     def user_item_matrix(self) -> sp.csr_matrix:
         """0/1 matrix over every user id handed out (removed users have empty rows)."""
-        rows = [np.repeat(np.arange(self.n_base_users), np.diff(self._base_indptr))]
-        cols = [self._base_items]
-        for user, items in self._injected.items():
-            rows.append(np.full(len(items), user))
-            cols.append(items)
-        row, col = np.concatenate(rows), np.concatenate(cols)
-        data = np.ones(len(row), dtype=np.float64)
-        return sp.csr_matrix((data, (row, col)), shape=(self.n_users, self.n_items))
+        return self.user_item_rows(np.arange(self.n_users))

@@ -37,23 +37,32 @@ class ItemInput(nn.Module):
 
 
 class WeightedSAGEConv(nn.Module):
-    """Transform neighbours, visit-weighted mean, concatenate with self, ReLU, L2-normalise."""
+    """Transform neighbours, visit-weighted mean, concatenate with self, ReLU, L2-normalise.
+
+    The neighbour transform is a per-item table (:meth:`message`), computed once per item
+    rather than once per (item, neighbour) pair; the live state keeps it and updates only
+    the rows whose input changed.
+    """
 
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__()
         self.neighbour = nn.Linear(dim_in, dim_in)
         self.combine = nn.Linear(2 * dim_in, dim_out)
 
+    def message(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.neighbour(h))
+
     def forward(
         self,
-        h: torch.Tensor,
-        rows: torch.Tensor,
+        h_rows: torch.Tensor,
+        messages: torch.Tensor,
         neighbour_index: torch.Tensor,
         neighbour_weight: torch.Tensor,
     ) -> torch.Tensor:
-        index, weight = neighbour_index[rows], neighbour_weight[rows]
-        messages = torch.relu(self.neighbour(h[index]))  # (R, T, d)
-        total = weight.sum(dim=1, keepdim=True).clamp(min=1.0)
-        aggregated = (messages * weight.unsqueeze(-1)).sum(dim=1) / total
-        out = torch.relu(self.combine(torch.cat([h[rows], aggregated], dim=1)))
+        """Output rows from their own previous rows, the full message table and their
+        neighbour lists (``neighbour_*`` are the rows' lists, (R, T))."""
+        total = neighbour_weight.sum(dim=1, keepdim=True).clamp(min=1.0)
+        weighted = messages[neighbour_index] * neighbour_weight.unsqueeze(-1)
+        aggregated = weighted.sum(dim=1) / total
+        out = torch.relu(self.combine(torch.cat([h_rows, aggregated], dim=1)))
         return out / out.norm(dim=1, keepdim=True).clamp(min=1e-6)

@@ -101,11 +101,19 @@ class PinSage(nn.Module):
 
     # --- partial computations (rows = item indices) --------------------------------
 
-    def layer(self, k: int, previous: torch.Tensor, rows: torch.Tensor, g: GraphTensors):
-        """Layer k (0 = input) for ``rows``, from the previous layer's full table."""
-        if k == 0:
-            return self.input(g.content, g.degree, rows, g.id_mask)
-        return self.convs[k - 1](previous, rows, g.neighbour_index, g.neighbour_weight)
+    def input_rows(self, rows: torch.Tensor, g: GraphTensors) -> torch.Tensor:
+        """Layer 0 for ``rows``."""
+        return self.input(g.content, g.degree, rows, g.id_mask)
+
+    def conv_rows(
+        self, k: int, previous: torch.Tensor, messages: torch.Tensor, rows: torch.Tensor,
+        g: GraphTensors,
+    ) -> torch.Tensor:  # fmt: skip
+        """Layer k >= 1 for ``rows``, from the previous layer's full table and layer k's
+        message table (``self.convs[k - 1].message(previous)``)."""
+        return self.convs[k - 1](
+            previous[rows], messages, g.neighbour_index[rows], g.neighbour_weight[rows]
+        )
 
     def final(self, last: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         """z from the last layer's (and, with the residual variant, the input's) rows."""
@@ -127,8 +135,8 @@ class PinSage(nn.Module):
             keep = (torch.rand(len(rows)) >= drop_ids).float()
             g = GraphTensors(g.content, g.degree, g.id_mask * keep, g.neighbour_index,
                              g.neighbour_weight)  # fmt: skip
-        h0 = self.layer(0, None, rows, g)
+        h0 = self.input_rows(rows, g)
         h = h0
         for k in range(1, self.config.n_layers + 1):
-            h = self.layer(k, h, rows, g)
+            h = self.conv_rows(k, h, self.convs[k - 1].message(h), rows, g)
         return self.final(h, h0), self.bias(rows, g)

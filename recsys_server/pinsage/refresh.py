@@ -2,15 +2,15 @@
 
 ``add_user`` updates the graph, redoes the walks of the items whose walks can reach the
 profile's items, then recomputes layer by layer only the item rows whose inputs changed
-(their own previous-layer row, or a neighbour's, or their neighbourhood), then moves the
-vectors of the users holding a changed item by that item's change. After any sequence of
-injections the state equals :meth:`EmbeddingState.recompute_all` on the same graph.
+(their own previous-layer row, or a neighbour's, or their neighbourhood). User vectors
+are the mean of their items' current embeddings, computed when read, so no user vector is
+ever stale and an injection costs nothing per user. After any sequence of injections the
+state equals :meth:`EmbeddingState.recompute_all` on the same graph.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from recsys_server.pinsage.graph import InteractionGraph
@@ -49,9 +49,10 @@ class EmbeddingState:
         )
         n_layers = self.config.n_layers
         self.hidden = [torch.zeros(n_items, self.config.dim) for _ in range(n_layers + 1)]
+        # messages[k - 1]: layer k's neighbour transform of hidden[k - 1], per item
+        self.messages = [torch.zeros(n_items, self.config.dim) for _ in range(n_layers)]
         self.item_vectors = torch.zeros(n_items, self.config.dim)
         self.item_bias = torch.zeros(n_items)
-        self._user_sums = np.zeros((graph.n_users, self.config.dim), dtype=np.float64)
         self._reverse_neighbours: list[set[int]] = [set() for _ in range(n_items)]
         self._reverse_through: list[set[int]] = [set() for _ in range(n_items)]
         with torch.no_grad():
@@ -61,8 +62,8 @@ class EmbeddingState:
     # --- full recompute ------------------------------------------------------------
 
     def recompute_all(self, walk: bool = True) -> None:
-        """Every neighbourhood, layer, bias and user vector from the current graph
-        (``walk=False`` keeps the neighbourhoods and only rebuilds their indices)."""
+        """Every neighbourhood, layer and bias from the current graph (``walk=False`` keeps
+        the neighbourhoods and only rebuilds their indices)."""
         every = np.arange(self.graph.n_items)
         if walk:
             self._set_neighbourhoods(every)
@@ -71,23 +72,17 @@ class EmbeddingState:
         self.tensors.degree.copy_(torch.as_tensor(degree_features(self.graph.degree)))
         with torch.no_grad():
             self._recompute_layers(torch.from_numpy(every), torch.from_numpy(every))
-        matrix = self.graph.user_item_matrix()
-        self._user_sums = np.asarray(matrix @ self.item_vectors.numpy().astype(np.float64))
 
     # --- incremental ---------------------------------------------------------------
 
     def add_user(self, items: np.ndarray) -> int:
         items = np.asarray(items, dtype=np.int64)
         user = self.graph.add_user(items)
-        self._grow_users(self.graph.n_users)
         self._refresh_after_change(items)
-        self._user_sums[user] = self.item_vectors[items].numpy().astype(np.float64).sum(axis=0)
         return user
 
     def remove_user(self, user: int) -> None:
-        items = self.graph.remove_user(user)
-        self._user_sums[user] = 0.0
-        self._refresh_after_change(items)
+        self._refresh_after_change(self.graph.remove_user(user))
 
     def _refresh_after_change(self, items: np.ndarray) -> None:
         walk_items = set(items.tolist())
@@ -99,12 +94,8 @@ class EmbeddingState:
             input_rows = items
         else:
             input_rows = np.empty(0, dtype=np.int64)
-        before = self.item_vectors.clone()
         with torch.no_grad():
-            changed = self._recompute_layers(
-                torch.as_tensor(input_rows), torch.as_tensor(sorted(walk_items))
-            )
-        self._move_users(changed, before)
+            self._recompute_layers(torch.as_tensor(input_rows), torch.as_tensor(sorted(walk_items)))
 
     # --- internals -----------------------------------------------------------------
 
@@ -126,60 +117,42 @@ class EmbeddingState:
             for new in hoods.through[item]:
                 self._reverse_through[new].add(item)
 
-    def _recompute_layers(self, input_rows: torch.Tensor, new_hoods: torch.Tensor) -> np.ndarray:
-        """Recompute the rows that depend on changed inputs or neighbourhoods; return the
-        items whose final embedding was recomputed."""
+    def _recompute_layers(self, input_rows: torch.Tensor, new_hoods: torch.Tensor) -> None:
+        """Recompute the rows that depend on changed inputs or neighbourhoods."""
         model, g = self.model, self.tensors
         if len(input_rows):
-            self.hidden[0][input_rows] = model.layer(0, None, input_rows, g)
+            self.hidden[0][input_rows] = model.input_rows(input_rows, g)
             self.item_bias[input_rows] = model.bias(input_rows, g)
         changed = set(input_rows.tolist())
         hood_changed = set(new_hoods.tolist())
         for k in range(1, self.config.n_layers + 1):
+            if changed:
+                moved = torch.as_tensor(sorted(changed))
+                self.messages[k - 1][moved] = model.convs[k - 1].message(self.hidden[k - 1][moved])
             rows = set(changed) | hood_changed
             for item in changed:
                 rows |= self._reverse_neighbours[item]
             changed = rows
             if not rows:
-                return np.empty(0, dtype=np.int64)
+                return
             index = torch.as_tensor(sorted(rows))
-            self.hidden[k][index] = model.layer(k, self.hidden[k - 1], index, g)
+            self.hidden[k][index] = model.conv_rows(
+                k, self.hidden[k - 1], self.messages[k - 1], index, g
+            )
         final_rows = changed | (set(input_rows.tolist()) if self.config.residual else set())
         index = torch.as_tensor(sorted(final_rows))
         self.item_vectors[index] = model.final(self.hidden[-1][index], self.hidden[0][index])
-        return index.numpy()
-
-    def _move_users(self, changed: np.ndarray, before: torch.Tensor) -> None:
-        """Shift the sums of the users holding a changed item by that item's change."""
-        if len(changed) == 0:
-            return
-        delta = (self.item_vectors[changed] - before[changed]).numpy().astype(np.float64)
-        users, position = [], []
-        for slot, item in enumerate(changed.tolist()):
-            holders = self.graph.holders(item)
-            users.append(holders)
-            position.append(np.full(len(holders), slot))
-        user_index, slot_index = np.concatenate(users), np.concatenate(position)
-        if len(user_index) == 0:
-            return
-        involved, local = np.unique(user_index, return_inverse=True)
-        incidence = sp.csr_matrix(
-            (np.ones(len(local)), (local, slot_index)), shape=(len(involved), len(changed))
-        )
-        self._user_sums[involved] += incidence @ delta
-
-    def _grow_users(self, n_users: int) -> None:
-        if n_users > len(self._user_sums):
-            grown = np.zeros((max(n_users, 2 * len(self._user_sums)), self.config.dim))
-            grown[: len(self._user_sums)] = self._user_sums
-            self._user_sums = grown
 
     # --- reading -------------------------------------------------------------------
 
     def user_vectors(self, users: np.ndarray) -> np.ndarray:
+        """Mean of the users' items' embeddings; the learned default for an empty profile."""
         users = np.asarray(users, dtype=np.int64)
-        lengths = self.graph.profile_length(users)
-        vectors = self._user_sums[users] / np.maximum(lengths, 1)[:, None]
+        rows = self.graph.user_item_rows(users)
+        lengths = np.asarray(rows.sum(axis=1)).ravel()
+        vectors = (rows @ self.item_vectors.numpy().astype(np.float64)) / np.maximum(lengths, 1)[
+            :, None
+        ]
         vectors[lengths == 0] = self.default_user.numpy()
         return vectors.astype(np.float32)
 

@@ -53,7 +53,10 @@ def train_pinsage(
     matrix = graph.user_item_matrix().tocoo()
     pairs = np.stack([matrix.row, matrix.col], axis=1).astype(np.int64)
     user_items = torch.sparse_coo_tensor(
-        np.stack([matrix.row, matrix.col]), np.ones(len(pairs), dtype=np.float32), matrix.shape
+        np.stack([matrix.row, matrix.col]),
+        np.ones(len(pairs), dtype=np.float32),
+        matrix.shape,
+        check_invariants=True,
     ).coalesce()
     lengths = torch.as_tensor(np.asarray(matrix.tocsr().sum(axis=1)).ravel(), dtype=torch.float32)
     optimiser = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)

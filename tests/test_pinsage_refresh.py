@@ -1,0 +1,141 @@
+"""Exactness of the incremental refresh: after any sequence of injections and removals,
+the live state equals a full recompute on the same graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.pinsage.model import PinSage, PinSageConfig
+from recsys_server.pinsage.refresh import EmbeddingState
+from recsys_server.pinsage.sampler import WalkConfig, walk_from
+from tests.pinsage_fixtures import tiny_data
+
+DATA = tiny_data()
+MAX_PROFILE = 50
+CONFIGS = {
+    "default": PinSageConfig(dim=8, walks=WalkConfig(n_walks=16, n_neighbours=5)),
+    "two-hop-residual-no-degree": PinSageConfig(
+        dim=8,
+        residual=True,
+        use_degree=False,
+        variant="content+id",
+        walks=WalkConfig(n_walks=16, max_hops=3, restart=0.3, n_neighbours=5),
+    ),
+    "content-one-layer": PinSageConfig(
+        dim=8, variant="content", n_layers=1, walks=WalkConfig(n_walks=8, n_neighbours=3)
+    ),
+}
+
+
+def fresh_state(config: PinSageConfig) -> EmbeddingState:
+    torch.manual_seed(0)
+    model = PinSage(config, DATA.content.shape[1], DATA.n_items)
+    graph = InteractionGraph(DATA.train, DATA.n_users, DATA.n_items)
+    return EmbeddingState(model, graph, DATA.content)
+
+
+def assert_equal_to_full_recompute(state: EmbeddingState) -> None:
+    full = EmbeddingState(state.model, state.graph, DATA.content)
+    assert np.array_equal(state.neighbourhoods.index, full.neighbourhoods.index)
+    assert np.array_equal(state.neighbourhoods.weight, full.neighbourhoods.weight)
+    for mine, theirs in zip(state.hidden, full.hidden, strict=True):
+        assert torch.max(torch.abs(mine - theirs)) <= 1e-5
+    assert torch.max(torch.abs(state.item_vectors - full.item_vectors)) <= 1e-5
+    assert torch.max(torch.abs(state.item_bias - full.item_bias)) <= 1e-5
+    users = np.array([*range(DATA.n_users), *state.graph.injected_users], dtype=np.int64)
+    assert np.abs(state.user_vectors(users) - full.user_vectors(users)).max() <= 1e-5
+
+
+profiles = st.one_of(
+    st.lists(st.integers(0, DATA.n_items - 1), min_size=1, max_size=MAX_PROFILE, unique=True),
+    st.integers(0, DATA.n_items - 1).map(lambda item: [item]),
+    st.permutations(range(DATA.n_items)).map(lambda items: items[:MAX_PROFILE]),
+)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), profiles),
+        st.tuples(st.just("repeat"), st.integers(0, 100)),
+        st.tuples(st.just("remove"), st.integers(0, 100)),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=operations)
+def test_incremental_equals_full_recompute(name: str, ops) -> None:
+    state = fresh_state(CONFIGS[name])
+    added: list[list[int]] = []
+    for op, value in ops:
+        live = state.graph.injected_users
+        if op == "add":
+            state.add_user(np.array(value))
+            added.append(value)
+        elif op == "repeat" and added:
+            state.add_user(np.array(added[value % len(added)]))
+        elif op == "remove" and live:
+            state.remove_user(live[value % len(live)])
+    assert_equal_to_full_recompute(state)
+
+
+def test_removing_every_injection_restores_the_clean_state() -> None:
+    state = fresh_state(CONFIGS["default"])
+    clean = state.item_vectors.clone()
+    clean_scores = state.scores(np.arange(10))
+    users = [state.add_user(np.arange(i, i + 20)) for i in range(0, 60, 20)]
+    assert not torch.equal(state.item_vectors, clean)
+    for user in users:
+        state.remove_user(user)
+    assert torch.max(torch.abs(state.item_vectors - clean)) <= 1e-6
+    assert np.abs(state.scores(np.arange(10)) - clean_scores).max() <= 1e-5
+
+
+def test_injection_changes_other_users_lists_only_through_the_graph() -> None:
+    state = fresh_state(CONFIGS["default"])
+    target = int(np.argmin(state.graph.degree))
+    before = state.scores(np.arange(DATA.n_users))[:, target]
+    untouched = [i for i in range(DATA.n_items) if i != target][:5]
+    for _ in range(10):
+        state.add_user(np.array([target, *untouched]))
+    after = state.scores(np.arange(DATA.n_users))[:, target]
+    assert not np.allclose(before, after)
+    # the new users' own items are excluded from their top-k
+    user = state.graph.injected_users[-1]
+    assert not set(state.topk(user, 20).tolist()) & {target, *untouched}
+
+
+def test_walks_are_reproducible_and_exclude_the_item_itself() -> None:
+    graph = InteractionGraph(DATA.train, DATA.n_users, DATA.n_items)
+    config = WalkConfig(n_walks=32, max_hops=2, n_neighbours=6)
+    item = int(np.argmax(graph.degree))
+    first = walk_from(graph, item, config)
+    second = walk_from(graph, item, config)
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert item not in first[0].tolist()
+    assert (np.diff(first[1]) <= 0).all()  # most visited first
+    other_seed = walk_from(graph, item, WalkConfig(n_walks=32, max_hops=2, n_neighbours=6, seed=1))
+    assert not np.array_equal(first[1], other_seed[1]) or not np.array_equal(
+        first[0], other_seed[0]
+    )
+
+
+def test_graph_add_and_remove() -> None:
+    graph = InteractionGraph(DATA.train, DATA.n_users, DATA.n_items)
+    degree = graph.degree.copy()
+    user = graph.add_user(np.array([3, 1, 2]))
+    assert user == DATA.n_users and graph.profile(user).tolist() == [3, 1, 2]
+    assert graph.holders(1)[-1] == user and graph.degree[1] == degree[1] + 1
+    assert graph.remove_user(user).tolist() == [3, 1, 2]
+    assert np.array_equal(graph.degree, degree) and user not in graph.holders(1)
+    with pytest.raises(KeyError):
+        graph.remove_user(0)  # a training user is not injected
+    # profiles of training users are chronological
+    first = DATA.train[DATA.train[:, 0] == 0]
+    assert graph.profile(0).tolist() == first[np.argsort(first[:, 2], kind="stable"), 1].tolist()

@@ -1,0 +1,121 @@
+"""Tiny models: training improves on an untrained model, is reproducible, and the
+artifact round-trips; the baselines fit on the same split."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recsys_server.artifact import ArtifactError, ModelArtifact
+from recsys_server.baselines import BPRMF, EASE, BPRConfig, MostPopular
+from recsys_server.cli import main as server_main
+from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.pinsage.model import PinSage, PinSageConfig
+from recsys_server.pinsage.refresh import EmbeddingState
+from recsys_server.pinsage.sampler import WalkConfig
+from recsys_server.pinsage.train import train_pinsage
+from recsys_server.training import TrainConfig
+from shared.scenario import save_scenario
+from tests.pinsage_fixtures import tiny_data, tiny_scenario
+
+DATA = tiny_data()
+CONFIG = PinSageConfig(dim=16, walks=WalkConfig(n_walks=16, n_neighbours=5))
+FAST = TrainConfig(lr=0.01, max_epochs=6, patience=6, progress=False)
+
+
+def state_of(model: PinSage) -> EmbeddingState:
+    return EmbeddingState(model, InteractionGraph(DATA.train, DATA.n_users, DATA.n_items),
+                          DATA.content)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained() -> PinSage:
+    model, history = train_pinsage(DATA, CONFIG, FAST)
+    assert len(history.validation_hr10) == 6
+    return model
+
+
+def test_training_beats_the_untrained_model(trained: PinSage) -> None:
+    torch.manual_seed(0)
+    untrained = PinSage(CONFIG, DATA.content.shape[1], DATA.n_items)
+    before = DATA.validation_metrics(state_of(untrained).scores)["full"]["HR@10"]
+    after = DATA.validation_metrics(state_of(trained).scores)["full"]["HR@10"]
+    assert after > before + 0.05
+
+
+def test_same_seed_same_model() -> None:
+    config = TrainConfig(lr=0.01, max_epochs=2, patience=2, progress=False)
+    first, _ = train_pinsage(DATA, CONFIG, config)
+    second, _ = train_pinsage(DATA, CONFIG, config)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(),
+                                 strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
+
+
+def test_retraining_on_a_polluted_graph_changes_the_weights(trained: PinSage) -> None:
+    graph = InteractionGraph(DATA.train, DATA.n_users, DATA.n_items)
+    for _ in range(5):
+        graph.add_user(np.array([0, 1, 2]))
+    tuned, _ = train_pinsage(
+        DATA, CONFIG, TrainConfig(max_epochs=1, patience=1, progress=False), graph=graph,
+        model=copy.deepcopy(trained),
+    )  # fmt: skip
+    assert not torch.equal(tuned.output.weight, trained.output.weight)
+
+
+def test_artifact_round_trip_and_fingerprint_check(trained: PinSage, tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    ModelArtifact(trained, "f" * 64, {"note": 1}).save(path)
+    loaded = ModelArtifact.load(path, "f" * 64)
+    users = np.arange(20)
+    assert np.allclose(state_of(loaded.model).scores(users), state_of(trained).scores(users))
+    assert loaded.metrics == {"note": 1}
+    with pytest.raises(ArtifactError, match="not on this scenario"):
+        ModelArtifact.load(path, "0" * 64)
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(ArtifactError, match="not a model artifact"):
+        ModelArtifact.load(tmp_path / "junk.pt")
+    with pytest.raises(ArtifactError, match="no model artifact"):
+        ModelArtifact.load(tmp_path / "missing.pt")
+
+
+def test_baselines_fit_and_rank_sensibly() -> None:
+    popular = MostPopular(DATA)
+    ease = EASE(DATA, l2=100.0)
+    bpr = BPRMF(DATA, BPRConfig(dim=16), TrainConfig(lr=0.01, max_epochs=3, progress=False))
+    for model in (popular, ease, bpr):
+        metrics = DATA.test_metrics(model.score)
+        assert metrics["sampled"]["HR@10"] > 0.2  # chance is 10/101
+    assert np.argmax(popular.score(np.array([0]))[0]) == np.argmax(
+        np.bincount(DATA.train[:, 1], minlength=DATA.n_items)
+    )
+
+
+def test_train_command_writes_artifact_and_json(tmp_path: Path, capsys) -> None:
+    scenario = tiny_scenario()
+    save_scenario(scenario, tmp_path / "scenario")
+    out = tmp_path / "model.pt"
+    args = ["train", "--scenario", str(tmp_path / "scenario"), "--out", str(out), "--dim", "8",
+            "--walks", "8", "--max-epochs", "2", "--json"]  # fmt: skip
+    assert server_main(args) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(results) == {"PinSage", "MostPopular", "BPR-MF", "EASE"}
+    for name in results:
+        for protocol in ("sampled", "full"):
+            assert set(results[name]["all"][protocol]) == {
+                f"{m}@{k}" for m in ("HR", "NDCG") for k in (5, 10, 20)
+            }
+    artifact = ModelArtifact.load(out, scenario.fingerprint)
+    assert artifact.model.config.dim == 8 and artifact.metrics == results
+
+
+def test_train_command_bad_input(tmp_path: Path, capsys) -> None:
+    code = server_main(["train", "--scenario", str(tmp_path), "--out", str(tmp_path / "m.pt")])
+    assert code == 2
+    assert "manifest.json is missing" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
