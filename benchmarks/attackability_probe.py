@@ -40,7 +40,7 @@ from recsys_server.data import TargetData
 from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
-from recsys_server.pinsage.train import train_pinsage
+from recsys_server.pinsage.train import scheduled_retrain, train_pinsage
 from recsys_server.training import TrainConfig
 from shared.metrics import ranks_of
 from shared.profiles import crop_around_target
@@ -187,18 +187,9 @@ def run_variant(args, scenario: Scenario, data: TargetData, name: str) -> dict:
             injected = [state.add_user(p) for p in probe.injections(method, target)]
             frozen[method].append(probe.measure(state, target, clean))
             if position < args.retrain_targets:
-                polluted = copy.deepcopy(probe.graph)
-                tuned, _ = train_pinsage(
-                    data,
-                    model.config,
-                    TrainConfig(max_epochs=args.retrain_epochs, patience=args.retrain_epochs,
-                                progress=False),
-                    graph=polluted,
-                    model=copy.deepcopy(model),
-                )  # fmt: skip
-                retrained[method].append(
-                    probe.measure(EmbeddingState(tuned, polluted, data.content), target, clean)
-                )
+                tuned = scheduled_retrain(model, data, probe.graph, args.retrain_epochs)
+                polluted = EmbeddingState(tuned, copy.deepcopy(probe.graph), data.content)
+                retrained[method].append(probe.measure(polluted, target, clean))
             for user in reversed(injected):
                 state.remove_user(user)
     result = {

@@ -119,7 +119,7 @@ def train_command(args: argparse.Namespace) -> dict[str, Any]:
     }
     if not args.no_baselines:
         results["MostPopular"] = _evaluate_split(data, MostPopular(data).score, args.seed)
-        bpr = BPRMF(data, BPRConfig(), TrainConfig(lr=0.005, seed=args.seed, progress=False))
+        bpr = BPRMF(data, BPRConfig(), TrainConfig(seed=args.seed, progress=False))
         results["BPR-MF"] = _evaluate_split(data, bpr.score, args.seed)
         ease = EASE(data)
         results["EASE"] = {**_evaluate_split(data, ease.score, args.seed), "l2": ease.l2}

@@ -14,7 +14,9 @@ from tqdm import tqdm
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lr: float = 0.001  # the paper's
+    # Adam. The paper uses 0.001; 0.005 was chosen on the validation split of both real
+    # targets (0.001 stops early, before it converges, with patience 5). --lr 0.001 to follow it.
+    lr: float = 0.005
     batch_size: int = 1024
     max_epochs: int = 200
     patience: int = 5

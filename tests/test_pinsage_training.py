@@ -18,7 +18,7 @@ from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.pinsage.sampler import WalkConfig
-from recsys_server.pinsage.train import train_pinsage
+from recsys_server.pinsage.train import scheduled_retrain, train_pinsage
 from recsys_server.training import TrainConfig
 from shared.scenario import save_scenario
 from tests.pinsage_fixtures import tiny_data, tiny_scenario
@@ -61,11 +61,11 @@ def test_retraining_on_a_polluted_graph_changes_the_weights(trained: PinSage) ->
     graph = InteractionGraph(DATA.train, DATA.n_users, DATA.n_items)
     for _ in range(5):
         graph.add_user(np.array([0, 1, 2]))
-    tuned, _ = train_pinsage(
-        DATA, CONFIG, TrainConfig(max_epochs=1, patience=1, progress=False), graph=graph,
-        model=copy.deepcopy(trained),
-    )  # fmt: skip
+    before = copy.deepcopy(trained.state_dict())
+    tuned = scheduled_retrain(trained, DATA, graph, epochs=1)
     assert not torch.equal(tuned.output.weight, trained.output.weight)
+    for name, value in trained.state_dict().items():  # the served model is left as it was
+        assert torch.equal(value, before[name]), name
 
 
 def test_artifact_round_trip_and_fingerprint_check(trained: PinSage, tmp_path: Path) -> None:

@@ -53,7 +53,6 @@ class EmbeddingState:
         self.messages = [torch.zeros(n_items, self.config.dim) for _ in range(n_layers)]
         self.item_vectors = torch.zeros(n_items, self.config.dim)
         self.item_bias = torch.zeros(n_items)
-        self._reverse_neighbours: list[set[int]] = [set() for _ in range(n_items)]
         self._reverse_through: list[set[int]] = [set() for _ in range(n_items)]
         with torch.no_grad():
             self.default_user = model.default_user.detach().clone()
@@ -71,7 +70,7 @@ class EmbeddingState:
             self._index_neighbourhoods(every)
         self.tensors.degree.copy_(torch.as_tensor(degree_features(self.graph.degree)))
         with torch.no_grad():
-            self._recompute_layers(torch.from_numpy(every), torch.from_numpy(every))
+            self._recompute_layers(every, every)
 
     # --- incremental ---------------------------------------------------------------
 
@@ -95,53 +94,58 @@ class EmbeddingState:
         else:
             input_rows = np.empty(0, dtype=np.int64)
         with torch.no_grad():
-            self._recompute_layers(torch.as_tensor(input_rows), torch.as_tensor(sorted(walk_items)))
+            self._recompute_layers(input_rows, np.fromiter(sorted(walk_items), dtype=np.int64))
 
     # --- internals -----------------------------------------------------------------
 
     def _set_neighbourhoods(self, items: np.ndarray) -> None:
         hoods = self.neighbourhoods
         for item in items.tolist():
-            for old in hoods.index[item][hoods.weight[item] > 0].tolist():
-                self._reverse_neighbours[old].discard(item)
             for old in hoods.through[item]:
                 self._reverse_through[old].discard(item)
         compute_neighbourhoods(self.graph, self.config.walks, items, hoods)
         self._index_neighbourhoods(items)
 
     def _index_neighbourhoods(self, items: np.ndarray) -> None:
+        """Index which items' walks went on from which (only walks of 2+ hops do)."""
         hoods = self.neighbourhoods
         for item in items.tolist():
-            for new in hoods.index[item][hoods.weight[item] > 0].tolist():
-                self._reverse_neighbours[new].add(item)
             for new in hoods.through[item]:
                 self._reverse_through[new].add(item)
 
-    def _recompute_layers(self, input_rows: torch.Tensor, new_hoods: torch.Tensor) -> None:
-        """Recompute the rows that depend on changed inputs or neighbourhoods."""
+    def _having_neighbours(self, items: np.ndarray) -> np.ndarray:
+        """Items with any of ``items`` among their neighbours (one vectorised pass)."""
+        marked = np.zeros(self.graph.n_items, dtype=bool)
+        marked[items] = True
+        hoods = self.neighbourhoods
+        return np.flatnonzero((marked[hoods.index] & (hoods.weight > 0)).any(axis=1))
+
+    def _recompute_layers(self, input_rows: np.ndarray, new_hoods: np.ndarray) -> None:
+        """Recompute the rows that depend on changed inputs or neighbourhoods: layer k's
+        row of an item depends on its own and its neighbours' rows of layer k - 1, and on
+        its neighbourhood."""
         model, g = self.model, self.tensors
         if len(input_rows):
-            self.hidden[0][input_rows] = model.input_rows(input_rows, g)
-            self.item_bias[input_rows] = model.bias(input_rows, g)
-        changed = set(input_rows.tolist())
-        hood_changed = set(new_hoods.tolist())
+            rows = torch.from_numpy(input_rows)
+            self.hidden[0][rows] = model.input_rows(rows, g)
+            self.item_bias[rows] = model.bias(rows, g)
+        changed = np.unique(input_rows)
         for k in range(1, self.config.n_layers + 1):
-            if changed:
-                moved = torch.as_tensor(sorted(changed))
+            if len(changed):
+                moved = torch.from_numpy(changed)
                 self.messages[k - 1][moved] = model.convs[k - 1].message(self.hidden[k - 1][moved])
-            rows = set(changed) | hood_changed
-            for item in changed:
-                rows |= self._reverse_neighbours[item]
-            changed = rows
-            if not rows:
+            changed = np.union1d(
+                np.union1d(changed, new_hoods), self._having_neighbours(changed)
+            ).astype(np.int64)
+            if len(changed) == 0:
                 return
-            index = torch.as_tensor(sorted(rows))
-            self.hidden[k][index] = model.conv_rows(
-                k, self.hidden[k - 1], self.messages[k - 1], index, g
-            )
-        final_rows = changed | (set(input_rows.tolist()) if self.config.residual else set())
-        index = torch.as_tensor(sorted(final_rows))
-        self.item_vectors[index] = model.final(self.hidden[-1][index], self.hidden[0][index])
+            rows = torch.from_numpy(changed)
+            self.hidden[k][rows] = model.conv_rows(k, self.hidden[k - 1], self.messages[k - 1],
+                                                   rows, g)  # fmt: skip
+        if self.config.residual:
+            changed = np.union1d(changed, input_rows).astype(np.int64)
+        rows = torch.from_numpy(changed)
+        self.item_vectors[rows] = model.final(self.hidden[-1][rows], self.hidden[0][rows])
 
     # --- reading -------------------------------------------------------------------
 

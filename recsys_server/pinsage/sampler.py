@@ -24,10 +24,10 @@ from recsys_server.pinsage.graph import InteractionGraph
 
 @dataclass(frozen=True)
 class WalkConfig:
-    n_walks: int = 64
+    n_walks: int = 128
     max_hops: int = 1
     restart: float = 0.5
-    n_neighbours: int = 10
+    n_neighbours: int = 20
     seed: int = 0
 
 
