@@ -7,7 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from recsys_server.data import TargetData
+from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.pinsage.model import PinSage, PinSageConfig
+from recsys_server.pinsage.refresh import EmbeddingState
 from shared.alignment import align_catalogues
 from shared.cli import main
 from shared.preprocess import liked_interactions
@@ -81,3 +86,23 @@ def test_primary_scenario_is_reproducible(primary_pair, tmp_path: Path) -> None:
         "ml-latest-small/movies.csv",
         "ml-latest-small/ratings.csv",
     }
+
+
+def test_refresh_is_exact_on_the_real_target_with_a_copied_profile(primary_pair) -> None:
+    scenario = build_scenario(*primary_pair, ScenarioConfig())
+    data = TargetData.from_scenario(scenario)
+    torch.manual_seed(0)
+    model = PinSage(PinSageConfig(dim=8), data.content.shape[1], data.n_items)
+    state = EmbeddingState(model, InteractionGraph(data.train, data.n_users, data.n_items),
+                           data.content)  # fmt: skip
+    lengths = np.diff(scenario.source_indptr)
+    longest = int(np.argmax(lengths))
+    profile = scenario.source_profile(longest)[:50]
+    target = scenario.cold_targets[0]
+    before = state.scores(scenario.pretend_pool[:5])[:, target]
+    for _ in range(3):
+        state.add_user(np.unique(np.append(profile, target)))
+    full = EmbeddingState(model, state.graph, data.content)
+    assert torch.max(torch.abs(state.item_vectors - full.item_vectors)) <= 1e-5
+    after = state.scores(scenario.pretend_pool[:5])[:, target]
+    assert not np.allclose(before, after)
