@@ -25,7 +25,13 @@ from shared.datasets.fetch import fetch_dataset
 from shared.datasets.pair import SyntheticOptions, load_pair
 from shared.datasets.registry import dataset_names, get_spec
 from shared.errors import CopyAttackError
-from shared.scenario import ScenarioConfig, build_scenario, read_manifest, save_scenario
+from shared.scenario import (
+    Scenario,
+    ScenarioConfig,
+    build_scenario,
+    read_manifest,
+    save_scenario,
+)
 
 PRIMARY_PAIR = ("movietweetings-100k", "ml-latest-small")
 REVERSE_PAIR = ("ml-latest-small", "movietweetings-100k")
@@ -123,13 +129,20 @@ def _config(args: argparse.Namespace) -> ScenarioConfig:
         raise CopyAttackError(str(exc)) from None
 
 
-def _build(args: argparse.Namespace, target: str, source: str, data_dir: Path):
-    synthetic = SyntheticOptions(
-        domain_shift=getattr(args, "domain_shift", None), seed=getattr(args, "synthetic_seed", 0)
-    )
+def _build(
+    target: str,
+    source: str,
+    data_dir: Path,
+    config: ScenarioConfig,
+    synthetic: SyntheticOptions | None = None,
+) -> Scenario:
     pair = load_pair(target, source, data_dir, fetch_missing=True, synthetic=synthetic)
-    config = _config(args) if hasattr(args, "n_target_items") else ScenarioConfig()
     return build_scenario(*pair, config)
+
+
+def _build_from_args(args: argparse.Namespace, data_dir: Path) -> Scenario:
+    synthetic = SyntheticOptions(domain_shift=args.domain_shift, seed=args.synthetic_seed)
+    return _build(args.target, args.source, data_dir, _config(args), synthetic)
 
 
 def format_table1(table: dict[str, Any]) -> str:
@@ -176,10 +189,10 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"{args.name}: verified files in {folder}")
     elif args.command == "data" and args.data_command == "table1":
-        table = _build(args, args.target, args.source, data_dir).table1()
+        table = _build_from_args(args, data_dir).table1()
         print(json.dumps(table) if args.json else format_table1(table))
     elif args.command == "scenario" and args.scenario_command == "build":
-        scenario = _build(args, args.target, args.source, data_dir)
+        scenario = _build_from_args(args, data_dir)
         manifest = save_scenario(scenario, args.out, force=args.force)
         print(_show(read_manifest(manifest.parent)))
         print(f"written to {args.out}")
@@ -190,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         pairs = [SYNTHETIC_PAIR] if args.dataset == "synthetic" else [PRIMARY_PAIR, REVERSE_PAIR]
         for target, source in pairs:
             started = time.perf_counter()
-            scenario = _build(args, target, source, data_dir)
+            scenario = _build(target, source, data_dir, ScenarioConfig())
             out = args.out / f"{target.replace(':', '-')}--from--{source.replace(':', '-')}"
             save_scenario(scenario, out, force=True)
             print(_show(read_manifest(out)))
