@@ -106,3 +106,15 @@ def test_refresh_is_exact_on_the_real_target_with_a_copied_profile(primary_pair)
     assert torch.max(torch.abs(state.item_vectors - full.item_vectors)) <= 1e-5
     after = state.scores(scenario.pretend_pool[:5])[:, target]
     assert not np.allclose(before, after)
+
+
+def test_demo_builds_both_real_pairs(real_data_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--data-dir", str(real_data_dir), "--out", str(tmp_path)]) == 0
+    built = sorted(p.name for p in tmp_path.iterdir())
+    assert built == [
+        "ml-latest-small--from--movietweetings-100k",
+        "movietweetings-100k--from--ml-latest-small",
+    ]
+    for name in built:
+        assert load_scenario(tmp_path / name).n_items > 6000
+    assert capsys.readouterr().out.count("Target domain") == 2
