@@ -15,10 +15,13 @@ class ItemInput(nn.Module):
     """h0 of an item: projected content features, plus (by variant) a popularity feature
     of its current degree and a learnable id embedding (for every item or warm items)."""
 
-    def __init__(self, n_content: int, n_items: int, dim: int, *, use_ids: bool, use_degree: bool):
+    def __init__(
+        self, n_content: int, n_items: int, dim: int, n_degree: int, *, use_ids: bool,
+        use_degree: bool,
+    ):  # fmt: skip
         super().__init__()
         self.content = nn.Linear(n_content, dim)
-        self.degree = nn.Linear(2, dim) if use_degree else None
+        self.degree = nn.Linear(n_degree, dim) if use_degree else None
         self.ids = nn.Embedding(n_items, dim) if use_ids else None
 
     def forward(

@@ -48,9 +48,21 @@ class PinSageConfig:
         return cls(**{**data, "walks": WalkConfig(**data["walks"])})
 
 
+DEGREE_BUCKETS = 64  # a quarter octave each: 0, 1, 2, 3, 4, 5, 6-7, ... up to ~2^16 holders
+
+
 def degree_features(degree: np.ndarray) -> np.ndarray:
-    scaled = np.log1p(degree.astype(np.float32)) / 5.0
-    return np.stack([scaled, scaled**2], axis=1).astype(np.float32)
+    """One-hot of the item's degree bucket, four buckets an octave.
+
+    Piecewise constant on purpose: one more holder changes the feature of a cold item
+    (3 -> 4 holders is another bucket) but rarely that of a popular one (a bucket at 1,000
+    holders is ~190 wide), so an injection's refresh stays local instead of reaching the
+    whole catalogue through the popular items that are everyone's neighbours.
+    """
+    bucket = np.floor(4 * np.log2(1.0 + degree.astype(np.float64))).astype(np.int64)
+    features = np.zeros((len(degree), DEGREE_BUCKETS), dtype=np.float32)
+    features[np.arange(len(degree)), np.minimum(bucket, DEGREE_BUCKETS - 1)] = 1.0
+    return features
 
 
 def id_mask(config: PinSageConfig, train_degree: np.ndarray) -> np.ndarray:
@@ -67,7 +79,7 @@ class GraphTensors:
     """Everything the item forward pass reads that comes from the data or the graph."""
 
     content: torch.Tensor  # (n_items, n_content)
-    degree: torch.Tensor  # (n_items, 2) degree features
+    degree: torch.Tensor  # (n_items, DEGREE_BUCKETS) degree features
     id_mask: torch.Tensor  # (n_items,)
     neighbour_index: torch.Tensor  # (n_items, T)
     neighbour_weight: torch.Tensor  # (n_items, T)
@@ -80,13 +92,14 @@ class PinSage(nn.Module):
         self.n_content, self.n_items = n_content, n_items
         use_ids = config.variant != "content"
         self.input = ItemInput(
-            n_content, n_items, config.dim, use_ids=use_ids, use_degree=config.use_degree
-        )
+            n_content, n_items, config.dim, DEGREE_BUCKETS, use_ids=use_ids,
+            use_degree=config.use_degree,
+        )  # fmt: skip
         self.convs = nn.ModuleList(
             WeightedSAGEConv(config.dim, config.dim) for _ in range(config.n_layers)
         )
         self.output = nn.Linear(config.dim, config.dim)
-        self.bias_degree = nn.Linear(2, 1) if config.use_degree else None
+        self.bias_degree = nn.Linear(DEGREE_BUCKETS, 1) if config.use_degree else None
         self.bias_id = nn.Embedding(n_items, 1) if use_ids else None
         self.default_user = nn.Parameter(torch.zeros(config.dim))
         self.reset_parameters()

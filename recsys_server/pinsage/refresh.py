@@ -1,8 +1,10 @@
 """The frozen model's live state, kept current as users are injected and removed.
 
-``add_user`` updates the graph, redoes the walks of the items whose walks can reach the
-profile's items, then recomputes layer by layer only the item rows whose inputs changed
-(their own previous-layer row, or a neighbour's, or their neighbourhood). User vectors
+``add_user`` updates the graph, redoes the walks of the items whose walks the new holder
+can reach (the profile's items where it joins the walk starters, and items whose longer
+walks went on from the profile's items), then recomputes layer by layer only the item
+rows whose inputs really changed (their degree feature, their own or a neighbour's
+previous-layer row, or their neighbourhood). User vectors
 are the mean of their items' current embeddings, computed when read, so no user vector is
 ever stale and an injection costs nothing per user. After any sequence of injections the
 state equals :meth:`EmbeddingState.recompute_all` on the same graph.
@@ -19,6 +21,7 @@ from recsys_server.pinsage.sampler import (
     Neighbourhoods,
     compute_neighbourhoods,
     empty_neighbourhoods,
+    holder_priority,
 )
 
 
@@ -76,35 +79,53 @@ class EmbeddingState:
 
     def add_user(self, items: np.ndarray) -> int:
         items = np.asarray(items, dtype=np.int64)
+        # the walk-start cut-offs are read before the graph changes
+        starters = self._walk_starters_changed(items, self.graph.n_users)
         user = self.graph.add_user(items)
-        self._refresh_after_change(items)
+        self._refresh_after_change(items, starters)
         return user
 
     def remove_user(self, user: int) -> None:
-        self._refresh_after_change(self.graph.remove_user(user))
+        items = self.graph.profile(user)
+        starters = self._walk_starters_changed(items, user)
+        self._refresh_after_change(self.graph.remove_user(user), starters)
 
-    def _refresh_after_change(self, items: np.ndarray) -> None:
-        walk_items = set(items.tolist())
+    def _walk_starters_changed(self, items: np.ndarray, user: int) -> np.ndarray:
+        """Items whose walk-starting holders gain or lose ``user``: where every holder
+        starts walks, or where the user's priority is within the cut-off."""
+        cutoff = self.neighbourhoods.cutoff[items]
+        priority = holder_priority(self.config.walks, items, np.int64(user))
+        return items[(cutoff == 0) | (priority <= cutoff)]
+
+    def _refresh_after_change(self, items: np.ndarray, starters: np.ndarray) -> None:
+        walk_items = set(starters.tolist())
         for item in items.tolist():
             walk_items |= self._reverse_through[item]
-        self._set_neighbourhoods(np.fromiter(walk_items, dtype=np.int64))
+        new_hoods = self._set_neighbourhoods(np.fromiter(sorted(walk_items), dtype=np.int64))
+        input_rows = np.empty(0, dtype=np.int64)
         if self.config.use_degree:
-            self.tensors.degree[items] = torch.as_tensor(degree_features(self.graph.degree[items]))
-            input_rows = items
-        else:
-            input_rows = np.empty(0, dtype=np.int64)
+            features = torch.as_tensor(degree_features(self.graph.degree[items]))
+            moved = (features != self.tensors.degree[items]).any(dim=1).numpy()
+            input_rows = items[moved]
+            self.tensors.degree[torch.from_numpy(input_rows)] = features[moved]
         with torch.no_grad():
-            self._recompute_layers(input_rows, np.fromiter(sorted(walk_items), dtype=np.int64))
+            self._recompute_layers(input_rows, new_hoods)
 
     # --- internals -----------------------------------------------------------------
 
-    def _set_neighbourhoods(self, items: np.ndarray) -> None:
+    def _set_neighbourhoods(self, items: np.ndarray) -> np.ndarray:
+        """Redo the walks of ``items``; return those whose neighbourhood changed."""
         hoods = self.neighbourhoods
+        old_index, old_weight = hoods.index[items].copy(), hoods.weight[items].copy()
         for item in items.tolist():
             for old in hoods.through[item]:
                 self._reverse_through[old].discard(item)
         compute_neighbourhoods(self.graph, self.config.walks, items, hoods)
         self._index_neighbourhoods(items)
+        same = (hoods.index[items] == old_index).all(axis=1) & (
+            hoods.weight[items] == old_weight
+        ).all(axis=1)
+        return items[~same]
 
     def _index_neighbourhoods(self, items: np.ndarray) -> None:
         """Index which items' walks went on from which (only walks of 2+ hops do)."""

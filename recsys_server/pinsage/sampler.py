@@ -6,11 +6,15 @@ user; after a hop a walk stops with probability ``restart``, and after ``max_hop
 it stops anyway. The ``n_neighbours`` most visited items (the item itself excluded,
 ties by item id) are its neighbours, their visit counts the weights.
 
-Every item's walks draw from their own generator, seeded by (seed, item), with a fixed
-number of draws per hop. The walks of an item therefore depend only on the holder lists
-and profiles they pass through: after an injection, only the items whose walks passed
-through an injected profile's items (as a start or as an item the walk went on from)
-need new walks, and recomputing them gives what a full recompute would.
+Every random choice is a hash of (seed, start item, walk, hop, ...), never a shared
+random stream, so the walks of an item depend only on the holder lists and profiles they
+read, and the same graph always gives the same neighbourhoods. The first hop is a
+bottom-k sample: each holder of the start item gets a hash priority and the ``n_walks``
+lowest-priority holders start the walks (cycled when there are fewer holders). One more
+holder therefore changes a popular item's walks only when its priority falls below the
+current cut-off (probability ``n_walks / (holders + 1)``): an injection leaves the
+neighbourhoods of the popular items in its profile as they were, which is what keeps
+the incremental refresh local.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ class Neighbourhoods:
     weight: np.ndarray  # (n_items, T) float32 visit counts
     # items each item's walks went on from (hop > 1 starts); empty when max_hops == 1
     through: list[frozenset[int]]
+    # the highest priority among the holders that start an item's walks; a new holder
+    # above it changes nothing. 0 when every holder starts a walk (any change counts).
+    cutoff: np.ndarray  # (n_items,) uint64
 
 
 def empty_neighbourhoods(n_items: int, config: WalkConfig) -> Neighbourhoods:
@@ -46,42 +53,80 @@ def empty_neighbourhoods(n_items: int, config: WalkConfig) -> Neighbourhoods:
         index=np.zeros((n_items, config.n_neighbours), dtype=np.int64),
         weight=np.zeros((n_items, config.n_neighbours), dtype=np.float32),
         through=[frozenset()] * n_items,
+        cutoff=np.zeros(n_items, dtype=np.uint64),
     )
+
+
+_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a well-spread 64-bit hash of each uint64."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def hash_of(*parts: np.ndarray | int) -> np.ndarray:
+    """64-bit hash of a tuple of integers (arrays broadcast)."""
+    with np.errstate(over="ignore"):
+        h = np.uint64(0x9E3779B97F4A7C15)
+        for part in parts:
+            h = _mix((h * np.uint64(31)) ^ np.asarray(part).astype(np.uint64) & _MASK)
+    return np.atleast_1d(h)
+
+
+def _unit(h: np.ndarray) -> np.ndarray:
+    """Hash -> float in [0, 1)."""
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def holder_priority(config: WalkConfig, item: int, users: np.ndarray) -> np.ndarray:
+    return hash_of(config.seed, item, users, 0)
 
 
 def walk_from(
     graph: InteractionGraph, item: int, config: WalkConfig
-) -> tuple[np.ndarray, np.ndarray, frozenset[int]]:
-    """Top neighbours of ``item``, their visit counts, and the items walks went on from."""
-    rng = np.random.default_rng((config.seed, item))
-    current = np.full(config.n_walks, item, dtype=np.int64)
-    alive = np.ones(config.n_walks, dtype=bool)
-    visits: list[np.ndarray] = []
+) -> tuple[np.ndarray, np.ndarray, frozenset[int], np.uint64]:
+    """Top neighbours of ``item``, their visit counts, the items walks went on from, and
+    the priority cut-off of the holders that start its walks."""
+    holders = graph.holders(item)
+    if len(holders) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.float32), frozenset(), np.uint64(0)
+    priority = holder_priority(config, item, holders)
+    n_walks = config.n_walks
+    if len(holders) > n_walks:
+        lowest = np.argpartition(priority, n_walks - 1)[:n_walks]
+        cutoff = priority[lowest].max()
+    else:
+        lowest, cutoff = np.arange(len(holders)), np.uint64(0)
+    lowest = lowest[np.argsort(priority[lowest])]
+    walk = np.arange(n_walks)
+    # a walk is named by its first holder and how often the holders were cycled
+    first, cycle = holders[lowest[walk % len(lowest)]], walk // len(lowest)
+    current = graph.pick_items(first, _unit(hash_of(config.seed, item, first, cycle, 1)))
+    visits = [current]
     through: set[int] = set()
-    for hop in range(config.max_hops):
-        # the same draws every hop, used or not, so one walk's path never shifts another's
-        pick_user, pick_item, stop = rng.random((3, config.n_walks))
-        if hop > 0:
-            through.update(current[alive].tolist())
-        next_item = current.copy()
-        for start in np.unique(current[alive]).tolist():
-            walkers = np.flatnonzero(alive & (current == start))
-            holders = graph.holders(start)
-            if len(holders) == 0:
-                alive[walkers] = False
-                continue
-            users = holders[(pick_user[walkers] * len(holders)).astype(np.int64)]
-            next_item[walkers] = graph.pick_items(users, pick_item[walkers])
-        current = next_item
-        visits.append(current[alive])
-        alive &= stop >= config.restart
+    alive = _unit(hash_of(config.seed, item, first, cycle, 2)) >= config.restart
+    for hop in range(1, config.max_hops):
         if not alive.any():
             break
-    visited = np.concatenate(visits) if visits else np.empty(0, dtype=np.int64)
+        through.update(current[alive].tolist())
+        pick_user = _unit(hash_of(config.seed, item, first, cycle, 3 * hop + 3))
+        pick_item = _unit(hash_of(config.seed, item, first, cycle, 3 * hop + 4))
+        stop = _unit(hash_of(config.seed, item, first, cycle, 3 * hop + 5))
+        for start in np.unique(current[alive]).tolist():
+            walkers = np.flatnonzero(alive & (current == start))
+            start_holders = graph.holders(start)
+            users = start_holders[(pick_user[walkers] * len(start_holders)).astype(np.int64)]
+            current[walkers] = graph.pick_items(users, pick_item[walkers])
+        visits.append(current[alive])
+        alive &= stop >= config.restart
+    visited = np.concatenate(visits)
     visited = visited[visited != item]
     neighbours, counts = np.unique(visited, return_counts=True)
     order = np.lexsort((neighbours, -counts))[: config.n_neighbours]
-    return neighbours[order], counts[order].astype(np.float32), frozenset(through)
+    return neighbours[order], counts[order].astype(np.float32), frozenset(through), cutoff
 
 
 def compute_neighbourhoods(
@@ -89,7 +134,8 @@ def compute_neighbourhoods(
 ) -> None:
     """(Re)compute the neighbourhoods of ``items`` in place."""
     for item in np.asarray(items, dtype=np.int64).tolist():
-        neighbours, counts, through = walk_from(graph, item, config)
+        neighbours, counts, through, cutoff = walk_from(graph, item, config)
+        into.cutoff[item] = cutoff
         into.index[item] = 0
         into.weight[item] = 0
         into.index[item, : len(neighbours)] = neighbours
