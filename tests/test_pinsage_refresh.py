@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
-from recsys_server.pinsage.sampler import WalkConfig, walk_from
+from recsys_server.pinsage.sampler import WalkConfig, holder_priority, walk_from
 from tests.pinsage_fixtures import tiny_data
 
 DATA = tiny_data()
@@ -139,3 +139,21 @@ def test_graph_add_and_remove() -> None:
     # profiles of training users are chronological
     first = DATA.train[DATA.train[:, 0] == 0]
     assert graph.profile(0).tolist() == first[np.argsort(first[:, 2], kind="stable"), 1].tolist()
+
+
+def test_a_new_holder_changes_a_popular_items_walks_only_below_the_cutoff() -> None:
+    graph = InteractionGraph(DATA.train, DATA.n_users, DATA.n_items)
+    config = WalkConfig(n_walks=8, n_neighbours=5)
+    item = int(np.argmax(graph.degree))
+    assert graph.degree[item] > config.n_walks
+    outcomes = set()
+    for _ in range(40):
+        neighbours, counts, _, cutoff = walk_from(graph, item, config)
+        user = graph.add_user(np.array([item]))
+        after = walk_from(graph, item, config)
+        entered = holder_priority(config, item, np.int64(user))[0] <= cutoff
+        unchanged = np.array_equal(neighbours, after[0]) and np.array_equal(counts, after[1])
+        if not entered:
+            assert unchanged  # the walk starters, hence the walks, are the same
+        outcomes.add(bool(entered))
+    assert outcomes == {True, False}  # both cases happened
