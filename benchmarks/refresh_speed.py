@@ -39,6 +39,7 @@ def main() -> None:
     source.add_argument("--scenario", type=Path)
     source.add_argument("--synthetic", help="synthetic preset, e.g. ml20m")
     parser.add_argument("--artifact", type=Path)
+    parser.add_argument("--degree-steps", type=int, default=0, help="degree feature rounding")
     parser.add_argument("--injections", type=int, default=5)
     parser.add_argument("--full-repeats", type=int, default=2)
     args = parser.parse_args()
@@ -54,7 +55,8 @@ def main() -> None:
     if args.artifact:
         model = ModelArtifact.load(args.artifact, scenario.fingerprint).model
     else:
-        model = PinSage(PinSageConfig(), data.content.shape[1], data.n_items)
+        config = PinSageConfig(degree_steps_per_octave=args.degree_steps)
+        model = PinSage(config, data.content.shape[1], data.n_items)
     graph = InteractionGraph(data.train, data.n_users, data.n_items)
 
     full = []
@@ -85,6 +87,7 @@ def main() -> None:
                 "items": data.n_items,
                 "train_interactions": len(data.train),
                 "profile_length": PROFILE_LENGTH,
+                "degree_steps_per_octave": model.config.degree_steps_per_octave,
                 "full_recompute_seconds_median": round(full_median, 4),
                 "incremental_add_seconds_median": round(add_median, 5),
                 "incremental_remove_seconds_median": round(statistics.median(remove), 5),

@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--no-degree", action="store_true", help="no popularity feature in the item input"
     )
+    train.add_argument(
+        "--degree-steps",
+        type=int,
+        default=0,
+        help="round the degree feature to 1/N octave (N > 0: the refresh stays local)",
+    )
     train.add_argument("--residual", action="store_true", help="add the input to the output")
     train.add_argument("--id-dropout", type=float, default=0.0)
     train.add_argument("--dim", type=int, default=PinSageConfig.dim, help="paper: 8")
@@ -81,6 +87,7 @@ def train_command(args: argparse.Namespace) -> dict[str, Any]:
             variant=args.variant,
             warm_threshold=args.warm_threshold,
             use_degree=not args.no_degree,
+            degree_steps_per_octave=args.degree_steps,
             dim=args.dim,
             n_layers=args.layers,
             residual=args.residual,

@@ -19,6 +19,9 @@ DATA = tiny_data()
 MAX_PROFILE = 50
 CONFIGS = {
     "default": PinSageConfig(dim=8, walks=WalkConfig(n_walks=16, n_neighbours=5)),
+    "degree-steps": PinSageConfig(
+        dim=8, degree_steps_per_octave=4, walks=WalkConfig(n_walks=16, n_neighbours=5)
+    ),
     "two-hop-residual-no-degree": PinSageConfig(
         dim=8,
         residual=True,

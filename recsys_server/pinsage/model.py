@@ -28,6 +28,7 @@ class PinSageConfig:
     variant: str = "content+id-warm"
     warm_threshold: int = 10  # content+id-warm: ids for items with this many train interactions
     use_degree: bool = True  # popularity feature of the item's current degree
+    degree_steps_per_octave: int = 0  # > 0: piecewise-constant degree feature (local refresh)
     dim: int = 32
     n_layers: int = 2
     residual: bool = False  # add h0 to the output (DGL's example) instead of Ying's design
@@ -48,21 +49,24 @@ class PinSageConfig:
         return cls(**{**data, "walks": WalkConfig(**data["walks"])})
 
 
-DEGREE_BUCKETS = 64  # a quarter octave each: 0, 1, 2, 3, 4, 5, 6-7, ... up to ~2^16 holders
+DEGREE_FEATURES = 2
 
 
-def degree_features(degree: np.ndarray) -> np.ndarray:
-    """One-hot of the item's degree bucket, four buckets an octave.
+def degree_features(degree: np.ndarray, steps_per_octave: int = 0) -> np.ndarray:
+    """log2(1 + degree), scaled, and its square; rounded down to ``1 / steps_per_octave``
+    when that is positive.
 
-    Piecewise constant on purpose: one more holder changes the feature of a cold item
-    (3 -> 4 holders is another bucket) but rarely that of a popular one (a bucket at 1,000
-    holders is ~190 wide), so an injection's refresh stays local instead of reaching the
-    whole catalogue through the popular items that are everyone's neighbours.
+    Rounding makes the feature piecewise constant: one more holder changes it for a cold
+    item (3 -> 4 holders is another step) but rarely for a popular one (a step at 1,000
+    holders is ~190 wide at 4 steps an octave), so an injection's refresh stays local
+    instead of reaching the whole catalogue through the popular items that are everyone's
+    neighbours. It costs some quality (see the README).
     """
-    bucket = np.floor(4 * np.log2(1.0 + degree.astype(np.float64))).astype(np.int64)
-    features = np.zeros((len(degree), DEGREE_BUCKETS), dtype=np.float32)
-    features[np.arange(len(degree)), np.minimum(bucket, DEGREE_BUCKETS - 1)] = 1.0
-    return features
+    octaves = np.log2(1.0 + degree.astype(np.float64))
+    if steps_per_octave > 0:
+        octaves = np.floor(steps_per_octave * octaves) / steps_per_octave
+    scaled = octaves / 16.0
+    return np.stack([scaled, scaled**2], axis=1).astype(np.float32)
 
 
 def id_mask(config: PinSageConfig, train_degree: np.ndarray) -> np.ndarray:
@@ -79,7 +83,7 @@ class GraphTensors:
     """Everything the item forward pass reads that comes from the data or the graph."""
 
     content: torch.Tensor  # (n_items, n_content)
-    degree: torch.Tensor  # (n_items, DEGREE_BUCKETS) degree features
+    degree: torch.Tensor  # (n_items, DEGREE_FEATURES) degree features
     id_mask: torch.Tensor  # (n_items,)
     neighbour_index: torch.Tensor  # (n_items, T)
     neighbour_weight: torch.Tensor  # (n_items, T)
@@ -92,14 +96,14 @@ class PinSage(nn.Module):
         self.n_content, self.n_items = n_content, n_items
         use_ids = config.variant != "content"
         self.input = ItemInput(
-            n_content, n_items, config.dim, DEGREE_BUCKETS, use_ids=use_ids,
+            n_content, n_items, config.dim, DEGREE_FEATURES, use_ids=use_ids,
             use_degree=config.use_degree,
         )  # fmt: skip
         self.convs = nn.ModuleList(
             WeightedSAGEConv(config.dim, config.dim) for _ in range(config.n_layers)
         )
         self.output = nn.Linear(config.dim, config.dim)
-        self.bias_degree = nn.Linear(DEGREE_BUCKETS, 1) if config.use_degree else None
+        self.bias_degree = nn.Linear(DEGREE_FEATURES, 1) if config.use_degree else None
         self.bias_id = nn.Embedding(n_items, 1) if use_ids else None
         self.default_user = nn.Parameter(torch.zeros(config.dim))
         self.reset_parameters()

@@ -45,7 +45,9 @@ class EmbeddingState:
             self.neighbourhoods.through = list(neighbourhoods.through)
         self.tensors = GraphTensors(
             content=torch.as_tensor(content, dtype=torch.float32),
-            degree=torch.as_tensor(degree_features(graph.degree)),
+            degree=torch.as_tensor(
+                degree_features(graph.degree, self.config.degree_steps_per_octave)
+            ),
             id_mask=torch.as_tensor(id_mask(self.config, graph.train_degree)),
             neighbour_index=torch.from_numpy(self.neighbourhoods.index),
             neighbour_weight=torch.from_numpy(self.neighbourhoods.weight),
@@ -71,7 +73,7 @@ class EmbeddingState:
             self._set_neighbourhoods(every)
         else:
             self._index_neighbourhoods(every)
-        self.tensors.degree.copy_(torch.as_tensor(degree_features(self.graph.degree)))
+        self.tensors.degree.copy_(torch.as_tensor(self._degree_features(self.graph.degree)))
         with torch.no_grad():
             self._recompute_layers(every, every)
 
@@ -90,6 +92,9 @@ class EmbeddingState:
         starters = self._walk_starters_changed(items, user)
         self._refresh_after_change(self.graph.remove_user(user), starters)
 
+    def _degree_features(self, degree: np.ndarray) -> np.ndarray:
+        return degree_features(degree, self.config.degree_steps_per_octave)
+
     def _walk_starters_changed(self, items: np.ndarray, user: int) -> np.ndarray:
         """Items whose walk-starting holders gain or lose ``user``: where every holder
         starts walks, or where the user's priority is within the cut-off."""
@@ -104,7 +109,7 @@ class EmbeddingState:
         new_hoods = self._set_neighbourhoods(np.fromiter(sorted(walk_items), dtype=np.int64))
         input_rows = np.empty(0, dtype=np.int64)
         if self.config.use_degree:
-            features = torch.as_tensor(degree_features(self.graph.degree[items]))
+            features = torch.as_tensor(self._degree_features(self.graph.degree[items]))
             moved = (features != self.tensors.degree[items]).any(dim=1).numpy()
             input_rows = items[moved]
             self.tensors.degree[torch.from_numpy(input_rows)] = features[moved]

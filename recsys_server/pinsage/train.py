@@ -47,7 +47,7 @@ def train_pinsage(
     compute_neighbourhoods(graph, config.walks, np.arange(data.n_items), hoods)
     tensors = GraphTensors(
         content=torch.as_tensor(data.content),
-        degree=torch.as_tensor(degree_features(graph.degree)),
+        degree=torch.as_tensor(degree_features(graph.degree, config.degree_steps_per_octave)),
         id_mask=torch.as_tensor(id_mask(config, graph.train_degree)),
         neighbour_index=torch.from_numpy(hoods.index),
         neighbour_weight=torch.from_numpy(hoods.weight),
