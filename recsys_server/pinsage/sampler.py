@@ -57,9 +57,6 @@ def empty_neighbourhoods(n_items: int, config: WalkConfig) -> Neighbourhoods:
     )
 
 
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser: a well-spread 64-bit hash of each uint64."""
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -72,7 +69,7 @@ def hash_of(*parts: np.ndarray | int) -> np.ndarray:
     with np.errstate(over="ignore"):
         h = np.uint64(0x9E3779B97F4A7C15)
         for part in parts:
-            h = _mix((h * np.uint64(31)) ^ np.asarray(part).astype(np.uint64) & _MASK)
+            h = _mix((h * np.uint64(31)) ^ np.asarray(part).astype(np.uint64))
     return np.atleast_1d(h)
 
 
@@ -81,7 +78,8 @@ def _unit(h: np.ndarray) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def holder_priority(config: WalkConfig, item: int, users: np.ndarray) -> np.ndarray:
+def holder_priority(config: WalkConfig, item: int | np.ndarray, users: np.ndarray) -> np.ndarray:
+    """The bottom-k priority of ``users`` as holders of ``item``: the lowest start walks."""
     return hash_of(config.seed, item, users, 0)
 
 
