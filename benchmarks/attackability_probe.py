@@ -56,8 +56,8 @@ VARIANTS = {
         variant="content+id", use_degree=False, residual=True
     ),
     "content+id-warm/id-dropout": PinSageConfig(variant="content+id-warm", id_dropout=0.5),
-    "content+id-warm/degree-steps-4": PinSageConfig(
-        variant="content+id-warm", degree_steps_per_octave=4
+    "content+id-warm/continuous-degree": PinSageConfig(
+        variant="content+id-warm", degree_steps_per_octave=0
     ),
 }
 METHODS = (

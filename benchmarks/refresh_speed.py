@@ -39,7 +39,10 @@ def main() -> None:
     source.add_argument("--scenario", type=Path)
     source.add_argument("--synthetic", help="synthetic preset, e.g. ml20m")
     parser.add_argument("--artifact", type=Path)
-    parser.add_argument("--degree-steps", type=int, default=0, help="degree feature rounding")
+    parser.add_argument(
+        "--degree-steps", type=int, default=PinSageConfig.degree_steps_per_octave,
+        help="degree feature rounding (0: continuous)",
+    )  # fmt: skip
     parser.add_argument("--injections", type=int, default=5)
     parser.add_argument("--full-repeats", type=int, default=2)
     args = parser.parse_args()

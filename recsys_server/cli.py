@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--degree-steps",
         type=int,
-        default=0,
-        help="round the degree feature to 1/N octave (N > 0: the refresh stays local)",
+        default=PinSageConfig.degree_steps_per_octave,
+        help="round the degree feature to 1/N octave (0: continuous; N > 0: local refresh)",
     )
     train.add_argument("--residual", action="store_true", help="add the input to the output")
     train.add_argument("--id-dropout", type=float, default=0.0)
