@@ -147,7 +147,7 @@ def _position(ranked: np.ndarray, item: int) -> int:
 
 
 def trained_model(
-    scenario_dir: Path, data: TargetData, name: str, config: PinSageConfig, cache: Path
+    data: TargetData, name: str, config: PinSageConfig, cache: Path
 ) -> tuple[PinSage, dict]:
     key = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
     path = cache / f"{data.fingerprint[:16]}-{name.replace('/', '_')}-{key}.pt"
@@ -178,7 +178,7 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def run_variant(args, scenario: Scenario, data: TargetData, name: str) -> dict:
-    model, metrics = trained_model(args.scenario, data, name, VARIANTS[name], args.cache)
+    model, metrics = trained_model(data, name, VARIANTS[name], args.cache)
     probe = Probe(scenario, data, args.budget, np.random.default_rng(args.seed))
     state = EmbeddingState(model, probe.graph, data.content)
     targets = scenario.cold_targets[: args.targets]

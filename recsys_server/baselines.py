@@ -83,7 +83,7 @@ class BPRMF(nn.Module):
         pairs = np.unique(data.train[:, :2], axis=0)
         optimiser = torch.optim.Adam(self.parameters(), lr=train.lr)
 
-        def run_epoch(epoch: int) -> float:
+        def run_epoch() -> float:
             total = 0.0
             for users, positives, negatives in bpr_batches(
                 pairs, data.n_items, train.batch_size, rng

@@ -61,7 +61,7 @@ def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
 
 def fit_with_early_stopping(
     model: torch.nn.Module,
-    run_epoch: Callable[[int], float],
+    run_epoch: Callable[[], float],
     validate: Callable[[], float],
     config: TrainConfig,
     desc: str,
@@ -73,7 +73,7 @@ def fit_with_early_stopping(
     bar = tqdm(range(config.max_epochs), desc=desc, disable=not config.progress, leave=False)
     for epoch in bar:
         model.train()
-        history.loss.append(run_epoch(epoch))
+        history.loss.append(run_epoch())
         model.eval()
         score = validate()
         history.validation_hr10.append(score)

@@ -63,7 +63,7 @@ def train_pinsage(
     lengths = torch.as_tensor(np.asarray(matrix.tocsr().sum(axis=1)).ravel(), dtype=torch.float32)
     optimiser = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
 
-    def run_epoch(epoch: int) -> float:
+    def run_epoch() -> float:
         total = 0.0
         batches = bpr_batches(pairs, data.n_items, train.batch_size, rng)
         for users, positives, negatives in batches:
