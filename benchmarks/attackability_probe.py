@@ -25,7 +25,6 @@ polluted graph, then the same measures) for the first N targets. The last line i
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import time
@@ -122,14 +121,14 @@ class Probe:
             return [self.profiles[i] for i in chosen]
         raise ValueError(method)
 
-    def measure(self, state: EmbeddingState, target: int, clean: torch.Tensor) -> dict:
+    def measure(self, state: EmbeddingState, target: int, clean: np.ndarray) -> dict:
         holders = self.data.known[:, target].nonzero()[0]
         users = np.setdiff1d(self.scenario.eval_users, holders)
         items = np.full(len(users), target)
         ranks = ranks_of(state.scores, users, items, self.data.known, seed=1)
         pretend_ranks = np.array([_position(state.topk(int(u), 100), target) for u in self.pretend])
-        vector = state.item_vectors[target]
-        cosine = torch.nn.functional.cosine_similarity(vector, clean, dim=0).item()
+        vector = state.item_vectors[np.array([target])][0]
+        cosine = float(vector @ clean / (np.linalg.norm(vector) * np.linalg.norm(clean)))
         return {
             "hr20_sampled": float((ranks["sampled"] < 20).mean()),
             "hr20_full": float((ranks["full"] < 20).mean()),
@@ -185,16 +184,16 @@ def run_variant(args, scenario: Scenario, data: TargetData, name: str) -> dict:
     frozen: dict[str, list[dict]] = {m: [] for m in METHODS}
     retrained: dict[str, list[dict]] = {m: [] for m in METHODS}
     for position, target in enumerate(targets):
-        clean = state.item_vectors[target].clone()
+        clean = state.item_vectors[np.array([target])][0]
         for method in METHODS:
-            injected = [state.add_user(p) for p in probe.injections(method, target)]
-            frozen[method].append(probe.measure(state, target, clean))
+            attacked = state.fork()
+            for profile in probe.injections(method, target):
+                attacked.add_user(profile)
+            frozen[method].append(probe.measure(attacked, target, clean))
             if position < args.retrain_targets:
-                tuned = scheduled_retrain(model, data, probe.graph, args.retrain_epochs)
-                polluted = EmbeddingState(tuned, copy.deepcopy(probe.graph), data.content)
+                tuned = scheduled_retrain(model, data, attacked.graph, args.retrain_epochs)
+                polluted = EmbeddingState(tuned, attacked.graph, data.content)
                 retrained[method].append(probe.measure(polluted, target, clean))
-            for user in reversed(injected):
-                state.remove_user(user)
     result = {
         "variant": name,
         "quality": metrics,

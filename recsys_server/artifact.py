@@ -1,7 +1,11 @@
-"""A trained model as one file: weights, config, scenario fingerprint and metrics.
+"""A trained model as one file: weights, config, scenario fingerprint, metrics and (for
+serving) the target data it runs on.
 
 Loading checks the fingerprint against the scenario it is used with and refuses a
-mismatch, since a model trained on other data would answer for the wrong catalogue.
+mismatch, since a model trained on other data would answer for the wrong catalogue. The
+bundled data (training graph, splits, content features, pretend-user pool, evaluation
+users) make the file all the service needs: one file to mount, and it cannot be paired
+with the wrong scenario.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from recsys_server.data import TargetData
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from shared.errors import CopyAttackError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class ArtifactError(CopyAttackError):
@@ -29,6 +35,7 @@ class ModelArtifact:
     model: PinSage
     scenario_fingerprint: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    data: TargetData | None = None
 
     def save(self, path: Path) -> None:
         """Write atomically: a temporary file in the same folder, renamed into place."""
@@ -42,6 +49,7 @@ class ModelArtifact:
             "state_dict": self.model.state_dict(),
             "scenario_fingerprint": self.scenario_fingerprint,
             "metrics": self.metrics,
+            "data": None if self.data is None else _pack(self.data),
         }
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.close(handle)
@@ -72,4 +80,18 @@ class ModelArtifact:
         config = PinSageConfig.from_dict(payload["config"])
         model = PinSage(config, payload["n_content"], payload["n_items"])
         model.load_state_dict(payload["state_dict"])
-        return cls(model.eval(), fingerprint, payload["metrics"])
+        data = None if payload.get("data") is None else _unpack(payload["data"], fingerprint)
+        return cls(model.eval(), fingerprint, payload["metrics"], data)
+
+
+def _pack(data: TargetData) -> dict[str, Any]:
+    # tensors, not numpy arrays: ``torch.load(weights_only=True)`` accepts only those
+    arrays = {name: torch.from_numpy(np.ascontiguousarray(getattr(data, name)))
+              for name in TargetData.ARRAYS}  # fmt: skip
+    return {**arrays, "n_users": data.n_users, "n_items": data.n_items}
+
+
+def _unpack(packed: dict[str, Any], fingerprint: str) -> TargetData:
+    arrays = {name: packed[name].numpy() for name in TargetData.ARRAYS}
+    return TargetData(n_users=packed["n_users"], n_items=packed["n_items"],
+                      fingerprint=fingerprint, **arrays)  # fmt: skip

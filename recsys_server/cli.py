@@ -1,10 +1,15 @@
-"""``recsys-server``: train the target model (and, later, serve it).
+"""``recsys-server``: train the target model, and serve it.
 
     recsys-server train --scenario DIR --out FILE [--variant V] [--json]
+    recsys-server serve --artifact FILE [--host H] [--port P] [--ledger FILE]
 
 ``train`` fits PinSage with early stopping on validation HR@10, evaluates it and the
 baselines (MostPopular, BPR-MF, EASE) on the test split under both protocols, and writes
 the model artifact. With ``--json`` the last line is the metrics as JSON.
+
+``serve`` runs the black-box service. Every setting also comes from ``RECSYS_*``
+environment variables (or ``.env``); the admin token only from ``RECSYS_ADMIN_TOKEN``,
+never from a flag, so it does not show in process listings.
 """
 
 from __future__ import annotations
@@ -66,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-baselines", action="store_true", help="evaluate PinSage only")
     train.add_argument("--json", action="store_true", help="last line: metrics as JSON")
+
+    serve = commands.add_parser("serve", help="serve a trained model over HTTP")
+    serve.add_argument("--artifact", type=Path, help="model file (RECSYS_ARTIFACT)")
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--ledger", type=Path, dest="ledger_path", help="SQLite ledger file")
+    serve.add_argument("--max-k", type=int, help="largest k of /topk (default 100)")
+    serve.add_argument("--rate-limit", help="per key, e.g. '200/second;6000/minute'")
+    serve.add_argument("--log-level", default="info")
     return parser
 
 
@@ -130,7 +144,7 @@ def train_command(args: argparse.Namespace) -> dict[str, Any]:
         results["BPR-MF"] = _evaluate_split(data, bpr.score, args.seed)
         ease = EASE(data)
         results["EASE"] = {**_evaluate_split(data, ease.score, args.seed), "l2": ease.l2}
-    ModelArtifact(model, scenario.fingerprint, metrics=results).save(args.out)
+    ModelArtifact(model, scenario.fingerprint, metrics=results, data=data).save(args.out)
     return results
 
 
@@ -149,9 +163,41 @@ def format_metrics(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def serve_command(args: argparse.Namespace) -> None:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from recsys_server.app import create_app
+    from recsys_server.settings import Settings
+
+    flags = ("artifact", "host", "port", "ledger_path", "max_k", "rate_limit")
+    overrides = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise CopyAttackError(
+            f"{problems} (flags, or RECSYS_* variables: RECSYS_ARTIFACT, RECSYS_ADMIN_TOKEN, ...)"
+        ) from None
+    # fail before listening, with the reason, rather than serve a model that cannot load
+    ModelArtifact.load(settings.artifact)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "serve":
+            serve_command(args)
+            return 0
         results = train_command(args)
     except CopyAttackError as exc:
         print(f"recsys-server: error: {exc}", file=sys.stderr)

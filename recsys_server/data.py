@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -22,6 +22,12 @@ class TargetData:
     n_items: int
     content: np.ndarray  # (n_items, n_features)
     fingerprint: str = ""
+    # users the service hands to attackers as their established accounts, and the
+    # (disjoint) users attacks are evaluated on
+    pretend_pool: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    eval_users: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    ARRAYS = ("train", "valid", "test", "content", "pretend_pool", "eval_users")
 
     @classmethod
     def from_scenario(cls, scenario: Scenario) -> TargetData:
@@ -33,6 +39,8 @@ class TargetData:
             n_items=scenario.n_items,
             content=content_features(scenario.catalogue)[0],
             fingerprint=scenario.fingerprint,
+            pretend_pool=scenario.pretend_pool,
+            eval_users=scenario.eval_users,
         )
 
     @cached_property

@@ -44,12 +44,12 @@ def fresh_state(config: PinSageConfig) -> EmbeddingState:
 
 def assert_equal_to_full_recompute(state: EmbeddingState) -> None:
     full = EmbeddingState(state.model, state.graph, DATA.content)
-    assert np.array_equal(state.neighbourhoods.index, full.neighbourhoods.index)
-    assert np.array_equal(state.neighbourhoods.weight, full.neighbourhoods.weight)
+    assert np.array_equal(state.hood_index.dense(), full.hood_index.dense())
+    assert np.array_equal(state.hood_weight.dense(), full.hood_weight.dense())
     for mine, theirs in zip(state.hidden, full.hidden, strict=True):
-        assert torch.max(torch.abs(mine - theirs)) <= 1e-5
-    assert torch.max(torch.abs(state.item_vectors - full.item_vectors)) <= 1e-5
-    assert torch.max(torch.abs(state.item_bias - full.item_bias)) <= 1e-5
+        assert np.abs(mine.dense() - theirs.dense()).max() <= 1e-5
+    assert np.abs(state.item_vectors.dense() - full.item_vectors.dense()).max() <= 1e-5
+    assert np.abs(state.item_bias.dense() - full.item_bias.dense()).max() <= 1e-5
     users = np.array([*range(DATA.n_users), *state.graph.injected_users], dtype=np.int64)
     assert np.abs(state.user_vectors(users) - full.user_vectors(users)).max() <= 1e-5
 
@@ -90,13 +90,13 @@ def test_incremental_equals_full_recompute(name: str, ops) -> None:
 
 def test_removing_every_injection_restores_the_clean_state() -> None:
     state = fresh_state(CONFIGS["default"])
-    clean = state.item_vectors.clone()
+    clean = state.item_vectors.dense()
     clean_scores = state.scores(np.arange(10))
     users = [state.add_user(np.arange(i, i + 20)) for i in range(0, 60, 20)]
-    assert not torch.equal(state.item_vectors, clean)
+    assert not np.array_equal(state.item_vectors.dense(), clean)
     for user in users:
         state.remove_user(user)
-    assert torch.max(torch.abs(state.item_vectors - clean)) <= 1e-6
+    assert np.abs(state.item_vectors.dense() - clean).max() <= 1e-6
     assert np.abs(state.scores(np.arange(10)) - clean_scores).max() <= 1e-5
 
 
@@ -160,3 +160,42 @@ def test_a_new_holder_changes_a_popular_items_walks_only_below_the_cutoff() -> N
             assert unchanged  # the walk starters, hence the walks, are the same
         outcomes.add(bool(entered))
     assert outcomes == {True, False}  # both cases happened
+
+
+def test_forks_share_the_base_and_never_see_each_others_injections() -> None:
+    clean = fresh_state(CONFIGS["two-hop-residual-no-degree"])
+    clean_vectors, clean_scores = clean.item_vectors.dense(), clean.scores(np.arange(10))
+    first, second = clean.fork(), clean.fork()
+    assert first.item_vectors.base is clean.item_vectors.base  # shared, not copied
+    target = int(np.argmin(clean.graph.degree))
+    for i in range(5):
+        first.add_user(np.array([target, i, i + 7]))
+    second.add_user(np.array([1, 2, 3]))
+    assert first.graph.injected_users == [DATA.n_users + i for i in range(5)]
+    assert second.graph.injected_users == [DATA.n_users]
+    assert np.array_equal(clean.item_vectors.dense(), clean_vectors)
+    assert np.array_equal(clean.scores(np.arange(10)), clean_scores)
+    assert not np.allclose(first.scores(np.arange(10)), second.scores(np.arange(10)))
+    assert len(first.item_vectors.private_rows()) < DATA.n_items  # only changed rows copied
+    for world in (first, second):
+        assert_equal_to_full_recompute(world)
+    # a fork of a fork carries its parent's injections and then goes its own way
+    third = first.fork()
+    third.remove_user(DATA.n_users)
+    assert first.graph.injected_users[0] == DATA.n_users
+    assert_equal_to_full_recompute(third)
+    assert_equal_to_full_recompute(first)
+
+
+def test_topk_is_the_head_of_a_full_sort_with_ties_by_item_id() -> None:
+    state = fresh_state(CONFIGS["default"])
+    for user in range(0, DATA.n_users, 7):
+        scores = state.scores(np.array([user]))[0]
+        scores = np.round(scores, 1)  # force ties
+        state_scores = state.scores
+        state.scores = lambda users, s=scores: s[None, :].copy()  # type: ignore[method-assign]
+        held = set(state.graph.profile(user).tolist())
+        ranked = [i for i in np.lexsort((np.arange(len(scores)), -scores)) if i not in held]
+        for k in (1, 5, 20, DATA.n_items):
+            assert state.topk(user, k).tolist() == ranked[:k]
+        state.scores = state_scores  # type: ignore[method-assign]

@@ -9,6 +9,8 @@ in between (an injection that was later removed leaves no trace).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -43,6 +45,16 @@ class InteractionGraph:
         self.degree = np.diff(self._holder_indptr).astype(np.int64)
         self.train_degree = self.degree.copy()
 
+    def fork(self) -> InteractionGraph:
+        """An independent graph sharing this one's (never written) training arrays."""
+        other = copy.copy(self)
+        other._injected = dict(self._injected)
+        other._injected_holders = {
+            item: list(users) for item, users in self._injected_holders.items()
+        }
+        other.degree = self.degree.copy()
+        return other
+
     # --- users ---------------------------------------------------------------------
 
     @property
@@ -53,6 +65,9 @@ class InteractionGraph:
     @property
     def injected_users(self) -> list[int]:
         return list(self._injected)
+
+    def is_injected(self, user: int) -> bool:
+        return user in self._injected
 
     def profile(self, user: int) -> np.ndarray:
         if user < self.n_base_users:

@@ -1,8 +1,8 @@
 """PinSage's building blocks, each computing only the rows it is asked for.
 
 Partial computation is what makes the incremental refresh exact: a layer computes rows
-``R`` from the previous layer's full table, the same way whether ``R`` is every item
-(training, full recompute) or the few items an injection touched.
+``R`` from those rows' inputs and their neighbours' messages, the same way whether ``R`` is
+every item (training, full recompute) or the few items an injection touched.
 """
 
 from __future__ import annotations
@@ -26,16 +26,17 @@ class ItemInput(nn.Module):
 
     def forward(
         self,
+        rows: torch.Tensor,
         content: torch.Tensor,
         degree_features: torch.Tensor,
-        rows: torch.Tensor,
         id_mask: torch.Tensor,
     ) -> torch.Tensor:
-        h = self.content(content[rows])
+        """h0 of items ``rows`` from their own features (each argument has one row per item)."""
+        h = self.content(content)
         if self.degree is not None:
-            h = h + self.degree(degree_features[rows])
+            h = h + self.degree(degree_features)
         if self.ids is not None:
-            h = h + self.ids(rows) * id_mask[rows, None]
+            h = h + self.ids(rows) * id_mask[:, None]
         return h
 
 
@@ -56,16 +57,12 @@ class WeightedSAGEConv(nn.Module):
         return torch.relu(self.neighbour(h))
 
     def forward(
-        self,
-        h_rows: torch.Tensor,
-        messages: torch.Tensor,
-        neighbour_index: torch.Tensor,
-        neighbour_weight: torch.Tensor,
+        self, h_rows: torch.Tensor, neighbour_messages: torch.Tensor, neighbour_weight: torch.Tensor
     ) -> torch.Tensor:
-        """Output rows from their own previous rows, the full message table and their
-        neighbour lists (``neighbour_*`` are the rows' lists, (R, T))."""
+        """Output rows from their own previous rows (R, d), their neighbours' messages
+        (R, T, d) and visit counts (R, T)."""
         total = neighbour_weight.sum(dim=1, keepdim=True).clamp(min=1.0)
-        weighted = messages[neighbour_index] * neighbour_weight.unsqueeze(-1)
+        weighted = neighbour_messages * neighbour_weight.unsqueeze(-1)
         aggregated = weighted.sum(dim=1) / total
         out = torch.relu(self.combine(torch.cat([h_rows, aggregated], dim=1)))
         return out / out.norm(dim=1, keepdim=True).clamp(min=1e-6)

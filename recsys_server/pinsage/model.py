@@ -118,44 +118,58 @@ class PinSage(nn.Module):
             else:
                 nn.init.normal_(parameter, mean=0.0, std=0.1)
 
-    # --- partial computations (rows = item indices) --------------------------------
+    # --- partial computations: each argument holds one row per item of ``rows`` -----
 
-    def input_rows(self, rows: torch.Tensor, g: GraphTensors) -> torch.Tensor:
-        """Layer 0 for ``rows``."""
-        return self.input(g.content, g.degree, rows, g.id_mask)
+    def input_rows(
+        self, rows: torch.Tensor, content: torch.Tensor, degree: torch.Tensor,
+        id_mask: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """Layer 0 of items ``rows``."""
+        return self.input(rows, content, degree, id_mask)
 
     def conv_rows(
-        self, k: int, previous: torch.Tensor, messages: torch.Tensor, rows: torch.Tensor,
-        g: GraphTensors,
+        self, k: int, previous: torch.Tensor, neighbour_messages: torch.Tensor,
+        neighbour_weight: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
-        """Layer k >= 1 for ``rows``, from the previous layer's full table and layer k's
-        message table (``self.convs[k - 1].message(previous)``)."""
-        return self.convs[k - 1](
-            previous[rows], messages, g.neighbour_index[rows], g.neighbour_weight[rows]
-        )
+        """Layer k >= 1 from the rows' layer k - 1 (R, d), their neighbours' layer-k
+        messages (``self.convs[k - 1].message`` of the neighbours' layer k - 1; (R, T, d))
+        and visit counts (R, T)."""
+        return self.convs[k - 1](previous, neighbour_messages, neighbour_weight)
 
     def final(self, last: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         """z from the last layer's (and, with the residual variant, the input's) rows."""
         z = self.output(last)
         return z + first if self.config.residual else z
 
-    def bias(self, rows: torch.Tensor, g: GraphTensors) -> torch.Tensor:
+    def bias_rows(
+        self, rows: torch.Tensor, degree: torch.Tensor, id_mask: torch.Tensor
+    ) -> torch.Tensor:
         out = torch.zeros(len(rows))
         if self.bias_degree is not None:
-            out = out + self.bias_degree(g.degree[rows]).squeeze(-1)
+            out = out + self.bias_degree(degree).squeeze(-1)
         if self.bias_id is not None:
-            out = out + self.bias_id(rows).squeeze(-1) * g.id_mask[rows]
+            out = out + self.bias_id(rows).squeeze(-1) * id_mask
         return out
 
-    def item_table(self, g: GraphTensors, drop_ids: float = 0.0):
+    def item_table(
+        self, g: GraphTensors, drop_ids: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every item's final embedding and bias (training and full recompute)."""
+        _, z, bias = self.all_layers(g, drop_ids)
+        return z, bias
+
+    def all_layers(
+        self, g: GraphTensors, drop_ids: float = 0.0
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Every item's layers 0..n_layers, final embedding and bias."""
         rows = torch.arange(len(g.content))
+        mask = g.id_mask
         if drop_ids > 0:
-            keep = (torch.rand(len(rows)) >= drop_ids).float()
-            g = GraphTensors(g.content, g.degree, g.id_mask * keep, g.neighbour_index,
-                             g.neighbour_weight)  # fmt: skip
-        h0 = self.input_rows(rows, g)
-        h = h0
+            mask = mask * (torch.rand(len(rows)) >= drop_ids).float()
+        hidden = [self.input_rows(rows, g.content, g.degree, mask)]
         for k in range(1, self.config.n_layers + 1):
-            h = self.conv_rows(k, h, self.convs[k - 1].message(h), rows, g)
-        return self.final(h, h0), self.bias(rows, g)
+            messages = self.convs[k - 1].message(hidden[-1])
+            hidden.append(
+                self.conv_rows(k, hidden[-1], messages[g.neighbour_index], g.neighbour_weight)
+            )
+        return hidden, self.final(hidden[-1], hidden[0]), self.bias_rows(rows, g.degree, mask)

@@ -8,21 +8,24 @@ previous-layer row, or their neighbourhood). User vectors
 are the mean of their items' current embeddings, computed when read, so no user vector is
 ever stale and an injection costs nothing per user. After any sequence of injections the
 state equals :meth:`EmbeddingState.recompute_all` on the same graph.
+
+Every table is a copy-on-write overlay on a frozen base (:mod:`.overlay`), so
+:meth:`EmbeddingState.fork` is cheap: the service's worlds are forks of the clean state,
+each holding only the rows its own injections changed.
 """
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.model import GraphTensors, PinSage, degree_features, id_mask
-from recsys_server.pinsage.sampler import (
-    Neighbourhoods,
-    compute_neighbourhoods,
-    empty_neighbourhoods,
-    holder_priority,
-)
+from recsys_server.pinsage.overlay import RowOverlay, SetOverlay
+from recsys_server.pinsage.sampler import Neighbourhoods, holder_priority, neighbourhoods_of
 
 
 class EmbeddingState:
@@ -37,45 +40,73 @@ class EmbeddingState:
         self.model = model.eval()
         self.graph = graph
         self.config = model.config
-        n_items = graph.n_items
-        self.neighbourhoods = empty_neighbourhoods(n_items, self.config.walks)
-        if neighbourhoods is not None:
-            self.neighbourhoods.index[:] = neighbourhoods.index
-            self.neighbourhoods.weight[:] = neighbourhoods.weight
-            self.neighbourhoods.through = list(neighbourhoods.through)
-        self.tensors = GraphTensors(
-            content=torch.as_tensor(content, dtype=torch.float32),
-            degree=torch.as_tensor(
-                degree_features(graph.degree, self.config.degree_steps_per_octave)
-            ),
-            id_mask=torch.as_tensor(id_mask(self.config, graph.train_degree)),
-            neighbour_index=torch.from_numpy(self.neighbourhoods.index),
-            neighbour_weight=torch.from_numpy(self.neighbourhoods.weight),
-        )
-        n_layers = self.config.n_layers
-        self.hidden = [torch.zeros(n_items, self.config.dim) for _ in range(n_layers + 1)]
-        # messages[k - 1]: layer k's neighbour transform of hidden[k - 1], per item
-        self.messages = [torch.zeros(n_items, self.config.dim) for _ in range(n_layers)]
-        self.item_vectors = torch.zeros(n_items, self.config.dim)
-        self.item_bias = torch.zeros(n_items)
-        self._reverse_through: list[set[int]] = [set() for _ in range(n_items)]
-        with torch.no_grad():
-            self.default_user = model.default_user.detach().clone()
-        self.recompute_all(walk=neighbourhoods is None)
+        self.content = np.ascontiguousarray(content, dtype=np.float32)
+        self.id_mask = id_mask(self.config, graph.train_degree)
+        self.default_user = model.default_user.detach().numpy().copy()
+        self._build_base(neighbourhoods)
+
+    def fork(self) -> EmbeddingState:
+        """An independent state on the same graph and tables, sharing their frozen base:
+        what a world starts from. Changes to either never reach the other."""
+        other = copy.copy(self)
+        other.graph = self.graph.fork()
+        for name in (
+            "degree",
+            "hood_index",
+            "hood_weight",
+            "cutoff",
+            "item_vectors",
+            "item_bias",
+            "through",
+            "reverse_through",
+        ):
+            setattr(other, name, getattr(self, name).fork())
+        other.hidden = [table.fork() for table in self.hidden]
+        other.messages = [table.fork() for table in self.messages]
+        return other
 
     # --- full recompute ------------------------------------------------------------
 
-    def recompute_all(self, walk: bool = True) -> None:
-        """Every neighbourhood, layer and bias from the current graph (``walk=False`` keeps
-        the neighbourhoods and only rebuilds their indices)."""
-        every = np.arange(self.graph.n_items)
-        if walk:
-            self._set_neighbourhoods(every)
-        else:
-            self._index_neighbourhoods(every)
-        self.tensors.degree.copy_(torch.as_tensor(self._degree_features(self.graph.degree)))
+    def recompute_all(self) -> None:
+        """Every neighbourhood, layer and bias from the current graph, as a new base."""
+        self._build_base(None)
+
+    def _build_base(self, neighbourhoods: Neighbourhoods | None) -> None:
+        n_items = self.graph.n_items
+        hoods = neighbourhoods or neighbourhoods_of(
+            self.graph, self.config.walks, np.arange(n_items)
+        )
+        index, weight = hoods.index.copy(), hoods.weight.copy()
+        degree = self._degree_features(self.graph.degree)
+        tensors = GraphTensors(
+            content=torch.from_numpy(self.content),
+            degree=torch.from_numpy(degree),
+            id_mask=torch.from_numpy(self.id_mask),
+            neighbour_index=torch.from_numpy(index),
+            neighbour_weight=torch.from_numpy(weight),
+        )
         with torch.no_grad():
-            self._recompute_layers(every, every)
+            hidden, vectors, bias = self.model.all_layers(tensors)
+            messages = [conv.message(h) for conv, h in zip(self.model.convs, hidden, strict=False)]
+        self.degree = RowOverlay(degree)
+        self.hood_index, self.hood_weight = RowOverlay(index), RowOverlay(weight)
+        self.cutoff = RowOverlay(hoods.cutoff.copy())
+        self.hidden = [RowOverlay(h.numpy()) for h in hidden]
+        # messages[k - 1]: layer k's neighbour transform of hidden[k - 1], per item
+        self.messages = [RowOverlay(m.numpy()) for m in messages]
+        self.item_vectors, self.item_bias = RowOverlay(vectors.numpy()), RowOverlay(bias.numpy())
+        self.through = SetOverlay(list(hoods.through))
+        reverse: list[set[int]] = [set() for _ in range(n_items)]
+        for item, through in enumerate(hoods.through):
+            for start in through:
+                reverse[start].add(item)
+        self.reverse_through = SetOverlay([frozenset(r) for r in reverse])
+        # row n: the items whose base neighbourhood holds item n
+        used = weight > 0
+        self._base_having = sp.csr_matrix(
+            (np.ones(int(used.sum()), dtype=np.int8), (index[used], np.nonzero(used)[0])),
+            shape=(n_items, n_items),
+        )
 
     # --- incremental ---------------------------------------------------------------
 
@@ -98,80 +129,92 @@ class EmbeddingState:
     def _walk_starters_changed(self, items: np.ndarray, user: int) -> np.ndarray:
         """Items whose walk-starting holders gain or lose ``user``: where every holder
         starts walks, or where the user's priority is within the cut-off."""
-        cutoff = self.neighbourhoods.cutoff[items]
+        cutoff = self.cutoff[items]
         priority = holder_priority(self.config.walks, items, np.int64(user))
         return items[(cutoff == 0) | (priority <= cutoff)]
 
     def _refresh_after_change(self, items: np.ndarray, starters: np.ndarray) -> None:
         walk_items = set(starters.tolist())
         for item in items.tolist():
-            walk_items |= self._reverse_through[item]
+            walk_items |= self.reverse_through[item]
         new_hoods = self._set_neighbourhoods(np.fromiter(sorted(walk_items), dtype=np.int64))
         input_rows = np.empty(0, dtype=np.int64)
         if self.config.use_degree:
-            features = torch.as_tensor(self._degree_features(self.graph.degree[items]))
-            moved = (features != self.tensors.degree[items]).any(dim=1).numpy()
+            features = self._degree_features(self.graph.degree[items])
+            moved = (features != self.degree[items]).any(axis=1)
             input_rows = items[moved]
-            self.tensors.degree[torch.from_numpy(input_rows)] = features[moved]
+            self.degree[input_rows] = features[moved]
         with torch.no_grad():
-            self._recompute_layers(input_rows, new_hoods)
+            self._recompute_layers(np.sort(input_rows), new_hoods)
 
     # --- internals -----------------------------------------------------------------
 
     def _set_neighbourhoods(self, items: np.ndarray) -> np.ndarray:
         """Redo the walks of ``items``; return those whose neighbourhood changed."""
-        hoods = self.neighbourhoods
-        old_index, old_weight = hoods.index[items].copy(), hoods.weight[items].copy()
-        for item in items.tolist():
-            for old in hoods.through[item]:
-                self._reverse_through[old].discard(item)
-        compute_neighbourhoods(self.graph, self.config.walks, items, hoods)
-        self._index_neighbourhoods(items)
-        same = (hoods.index[items] == old_index).all(axis=1) & (
-            hoods.weight[items] == old_weight
-        ).all(axis=1)
+        old_index, old_weight = self.hood_index[items], self.hood_weight[items]
+        new = neighbourhoods_of(self.graph, self.config.walks, items)
+        self.hood_index[items], self.hood_weight[items] = new.index, new.weight
+        self.cutoff[items] = new.cutoff
+        for item, through in zip(items.tolist(), new.through, strict=True):
+            old = self.through[item]
+            if old == through:
+                continue
+            for start in old - through:
+                self.reverse_through[start] = self.reverse_through[start] - {item}
+            for start in through - old:
+                self.reverse_through[start] = self.reverse_through[start] | {item}
+            self.through[item] = through
+        same = (new.index == old_index).all(axis=1) & (new.weight == old_weight).all(axis=1)
         return items[~same]
 
-    def _index_neighbourhoods(self, items: np.ndarray) -> None:
-        """Index which items' walks went on from which (only walks of 2+ hops do)."""
-        hoods = self.neighbourhoods
-        for item in items.tolist():
-            for new in hoods.through[item]:
-                self._reverse_through[new].add(item)
-
     def _having_neighbours(self, items: np.ndarray) -> np.ndarray:
-        """Items with any of ``items`` among their neighbours (one vectorised pass)."""
+        """Items with any of ``items`` among their current neighbours: from the base's
+        index for the neighbourhoods still as in the base, by a scan of the redone ones."""
+        if len(items) == 0:
+            return items
+        from_base = np.unique(self._base_having[items].indices).astype(np.int64)
+        from_base = from_base[~self.hood_index.is_private(from_base)]
+        redone = self.hood_index.private_rows()
+        if len(redone) == 0:
+            return from_base
         marked = np.zeros(self.graph.n_items, dtype=bool)
         marked[items] = True
-        hoods = self.neighbourhoods
-        return np.flatnonzero((marked[hoods.index] & (hoods.weight > 0)).any(axis=1))
+        holds = marked[self.hood_index[redone]] & (self.hood_weight[redone] > 0)
+        return np.union1d(from_base, redone[holds.any(axis=1)])
 
     def _recompute_layers(self, input_rows: np.ndarray, new_hoods: np.ndarray) -> None:
         """Recompute the rows that depend on changed inputs or neighbourhoods: layer k's
         row of an item depends on its own and its neighbours' rows of layer k - 1, and on
         its neighbourhood."""
-        model, g = self.model, self.tensors
+        model, t = self.model, torch.from_numpy
         if len(input_rows):
-            rows = torch.from_numpy(input_rows)
-            self.hidden[0][rows] = model.input_rows(rows, g)
-            self.item_bias[rows] = model.bias(rows, g)
-        changed = np.unique(input_rows)
+            rows = t(input_rows)
+            degree, mask = t(self.degree[input_rows]), t(self.id_mask[input_rows])
+            self.hidden[0][input_rows] = model.input_rows(
+                rows, t(self.content[input_rows]), degree, mask
+            ).numpy()
+            self.item_bias[input_rows] = model.bias_rows(rows, degree, mask).numpy()
+        changed = input_rows
         for k in range(1, self.config.n_layers + 1):
             if len(changed):
-                moved = torch.from_numpy(changed)
-                self.messages[k - 1][moved] = model.convs[k - 1].message(self.hidden[k - 1][moved])
+                previous = t(self.hidden[k - 1][changed])
+                self.messages[k - 1][changed] = model.convs[k - 1].message(previous).numpy()
             changed = np.union1d(
                 np.union1d(changed, new_hoods), self._having_neighbours(changed)
             ).astype(np.int64)
             if len(changed) == 0:
                 return
-            rows = torch.from_numpy(changed)
-            self.hidden[k][rows] = model.conv_rows(k, self.hidden[k - 1], self.messages[k - 1],
-                                                   rows, g)  # fmt: skip
+            self.hidden[k][changed] = model.conv_rows(
+                k,
+                t(self.hidden[k - 1][changed]),
+                t(self.messages[k - 1][self.hood_index[changed]]),
+                t(self.hood_weight[changed]),
+            ).numpy()
         if self.config.residual:
             changed = np.union1d(changed, input_rows).astype(np.int64)
-        rows = torch.from_numpy(changed)
-        self.item_vectors[rows] = model.final(self.hidden[-1][rows], self.hidden[0][rows])
+        self.item_vectors[changed] = model.final(
+            t(self.hidden[-1][changed]), t(self.hidden[0][changed])
+        ).numpy()
 
     # --- reading -------------------------------------------------------------------
 
@@ -180,19 +223,25 @@ class EmbeddingState:
         users = np.asarray(users, dtype=np.int64)
         rows = self.graph.user_item_rows(users)
         lengths = np.asarray(rows.sum(axis=1)).ravel()
-        vectors = (rows @ self.item_vectors.numpy().astype(np.float64)) / np.maximum(lengths, 1)[
-            :, None
-        ]
-        vectors[lengths == 0] = self.default_user.numpy()
+        vectors = self.item_vectors.left_multiply(rows) / np.maximum(lengths, 1)[:, None]
+        vectors[lengths == 0] = self.default_user
         return vectors.astype(np.float32)
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         """(len(users), n_items) scores."""
-        return self.user_vectors(users) @ self.item_vectors.numpy().T + self.item_bias.numpy()
+        return self.item_vectors.dot_rows(self.user_vectors(users)) + self.item_bias.dense()
 
     def topk(self, user: int, k: int) -> np.ndarray:
         """The k best items the user does not hold, best first (ties by item id)."""
         scores = self.scores(np.array([user]))[0]
-        scores[self.graph.profile(user)] = -np.inf
-        ranked = np.lexsort((np.arange(len(scores)), -scores))
-        return ranked[: min(k, len(scores) - len(self.graph.profile(user)))]
+        held = self.graph.profile(user)
+        scores[held] = -np.inf
+        n = min(k, len(scores) - len(held))
+        if n <= 0:
+            return np.empty(0, dtype=np.int64)
+        # the n-th best score, then every item above it and the lowest ids tied with it:
+        # linear time, and the same tie-break as a full sort
+        threshold = -np.partition(-scores, n - 1)[n - 1]
+        above = np.flatnonzero(scores > threshold)
+        chosen = np.concatenate([above, np.flatnonzero(scores == threshold)[: n - len(above)]])
+        return chosen[np.lexsort((chosen, -scores[chosen]))]

@@ -37,7 +37,7 @@ class WalkConfig:
 
 @dataclass
 class Neighbourhoods:
-    """Fixed-size neighbour lists; unused slots hold item 0 with weight 0."""
+    """Fixed-size neighbour lists of some items; unused slots hold item 0 with weight 0."""
 
     index: np.ndarray  # (n_items, T) int64
     weight: np.ndarray  # (n_items, T) float32 visit counts
@@ -46,15 +46,6 @@ class Neighbourhoods:
     # the highest priority among the holders that start an item's walks; a new holder
     # above it changes nothing. 0 when every holder starts a walk (any change counts).
     cutoff: np.ndarray  # (n_items,) uint64
-
-
-def empty_neighbourhoods(n_items: int, config: WalkConfig) -> Neighbourhoods:
-    return Neighbourhoods(
-        index=np.zeros((n_items, config.n_neighbours), dtype=np.int64),
-        weight=np.zeros((n_items, config.n_neighbours), dtype=np.float32),
-        through=[frozenset()] * n_items,
-        cutoff=np.zeros(n_items, dtype=np.uint64),
-    )
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -127,15 +118,21 @@ def walk_from(
     return neighbours[order], counts[order].astype(np.float32), frozenset(through), cutoff
 
 
-def compute_neighbourhoods(
-    graph: InteractionGraph, config: WalkConfig, items: np.ndarray, into: Neighbourhoods
-) -> None:
-    """(Re)compute the neighbourhoods of ``items`` in place."""
-    for item in np.asarray(items, dtype=np.int64).tolist():
+def neighbourhoods_of(
+    graph: InteractionGraph, config: WalkConfig, items: np.ndarray
+) -> Neighbourhoods:
+    """The neighbourhoods of ``items``, one row per item in the given order."""
+    items = np.asarray(items, dtype=np.int64)
+    out = Neighbourhoods(
+        index=np.zeros((len(items), config.n_neighbours), dtype=np.int64),
+        weight=np.zeros((len(items), config.n_neighbours), dtype=np.float32),
+        through=[],
+        cutoff=np.zeros(len(items), dtype=np.uint64),
+    )
+    for row, item in enumerate(items.tolist()):
         neighbours, counts, through, cutoff = walk_from(graph, item, config)
-        into.cutoff[item] = cutoff
-        into.index[item] = 0
-        into.weight[item] = 0
-        into.index[item, : len(neighbours)] = neighbours
-        into.weight[item, : len(neighbours)] = counts
-        into.through[item] = through
+        out.index[row, : len(neighbours)] = neighbours
+        out.weight[row, : len(neighbours)] = counts
+        out.through.append(through)
+        out.cutoff[row] = cutoff
+    return out

@@ -20,7 +20,7 @@ from recsys_server.pinsage.model import (
     id_mask,
 )
 from recsys_server.pinsage.refresh import EmbeddingState
-from recsys_server.pinsage.sampler import compute_neighbourhoods, empty_neighbourhoods
+from recsys_server.pinsage.sampler import neighbourhoods_of
 from recsys_server.training import (
     History,
     TrainConfig,
@@ -43,8 +43,7 @@ def train_pinsage(
     graph = graph or InteractionGraph(data.train, data.n_users, data.n_items)
     model = model or PinSage(config, data.content.shape[1], data.n_items)
     config = model.config
-    hoods = empty_neighbourhoods(data.n_items, config.walks)
-    compute_neighbourhoods(graph, config.walks, np.arange(data.n_items), hoods)
+    hoods = neighbourhoods_of(graph, config.walks, np.arange(data.n_items))
     tensors = GraphTensors(
         content=torch.as_tensor(data.content),
         degree=torch.as_tensor(degree_features(graph.degree, config.degree_steps_per_octave)),

@@ -1,0 +1,1 @@
+"""Route modules: attacker (two routes), admin (under /admin), operations."""

@@ -1,0 +1,99 @@
+"""Experiment control, behind the admin token: worlds, their usage, their injected
+profiles, and the evaluation of target items on them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from recsys_server import __version__
+from recsys_server.api.deps import AdminDep, MetricsDep, RegistryDep, WorldDep
+from recsys_server.problems import (
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    Unauthorized,
+    problem_responses,
+)
+from shared.schemas import (
+    CreateWorldRequest,
+    EvaluateRequest,
+    EvaluationReport,
+    InjectedProfile,
+    ModelInfo,
+    ResetRequest,
+    WorldCreated,
+    WorldUsage,
+)
+
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[AdminDep],
+    responses=problem_responses(Unauthorized, Forbidden, NotReady),
+)
+WORLD_PROBLEMS = problem_responses(NotFound, InvalidRequest)
+
+
+@router.get("/model")
+async def model_info(registry: RegistryDep) -> ModelInfo:
+    artifact = registry.artifact
+    return ModelInfo(
+        version=__version__,
+        scenario_fingerprint=artifact.scenario_fingerprint,
+        config=artifact.model.config.to_dict(),
+        metrics=artifact.metrics,
+        n_users=registry.data.n_users,
+        n_items=registry.data.n_items,
+        worlds=registry.n_worlds,
+    )
+
+
+@router.post("/worlds", status_code=201, responses=problem_responses(InvalidRequest))
+async def create_world(
+    body: CreateWorldRequest, registry: RegistryDep, metrics: MetricsDep
+) -> WorldCreated:
+    """A new world: its key (shown once), its pretend users, its budgets."""
+    created = registry.create(body)
+    metrics.worlds.set(registry.n_worlds)
+    return created
+
+
+@router.get("/worlds", responses=problem_responses(InvalidRequest))
+async def list_worlds(registry: RegistryDep) -> list[WorldUsage]:
+    return [registry.usage(registry.get(world_id)) for world_id in registry.world_ids()]
+
+
+@router.get("/worlds/{world_id}/usage", responses=WORLD_PROBLEMS)
+async def world_usage(world: WorldDep, registry: RegistryDep) -> WorldUsage:
+    return registry.usage(world)
+
+
+@router.post("/worlds/{world_id}/reset", responses=WORLD_PROBLEMS)
+async def reset_world(
+    world: WorldDep, registry: RegistryDep, body: ResetRequest | None = None
+) -> WorldUsage:
+    """Drop the world's injections; its pretend users and key stay."""
+    return await registry.reset(world, (body or ResetRequest()).restore_budgets)
+
+
+@router.delete("/worlds/{world_id}", status_code=204, responses=WORLD_PROBLEMS)
+async def delete_world(world: WorldDep, registry: RegistryDep, metrics: MetricsDep) -> Response:
+    await registry.delete(world)
+    metrics.worlds.set(registry.n_worlds)
+    return Response(status_code=204)
+
+
+@router.get("/worlds/{world_id}/injections", responses=WORLD_PROBLEMS)
+async def export_injections(world: WorldDep, registry: RegistryDep) -> list[InjectedProfile]:
+    """Every injected profile of the world, in injection order."""
+    return registry.export(world)
+
+
+@router.post("/worlds/{world_id}/evaluate", responses=WORLD_PROBLEMS)
+async def evaluate_world(
+    world: WorldDep, registry: RegistryDep, body: EvaluateRequest
+) -> EvaluationReport:
+    """HR@K and NDCG@K (K = 5, 10, 20) of each target over the evaluation users (never
+    pretend users), both protocols, clean model vs this world on the same samples."""
+    return await registry.evaluate(world, body.target_items)

@@ -1,0 +1,66 @@
+"""The attacker's whole view of the target: inject a user, read a user's top-k."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query
+
+from recsys_server.api.deps import CurrentWorld, RegistryDep
+from recsys_server.problems import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    QuotaExceeded,
+    RateLimited,
+    Unauthorized,
+    problem_responses,
+)
+from shared.schemas import InjectUserRequest, InjectUserResponse, TopKResponse
+
+MAX_USER_ID = 2**53  # JSON-safe integers; larger ids cannot exist
+
+
+def attacker_router(max_k: int) -> APIRouter:
+    router = APIRouter(tags=["attacker"])
+
+    @router.post(
+        "/inject_user",
+        status_code=201,
+        responses=problem_responses(
+            Unauthorized, Conflict, InvalidRequest, RateLimited, QuotaExceeded, NotReady
+        ),
+    )
+    async def inject_user(
+        body: InjectUserRequest,
+        world: CurrentWorld,
+        registry: RegistryDep,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                min_length=1,
+                max_length=200,
+                description="A retry with the same key returns the first result.",
+            ),
+        ] = None,
+    ) -> InjectUserResponse:
+        """Inject a user holding ``items`` (oldest first). The incremental refresh runs
+        before the answer, so the next ``/topk`` already sees the new user."""
+        return await registry.inject(world, body.items, idempotency_key)
+
+    @router.get(
+        "/topk/{user_id}",
+        responses=problem_responses(
+            Unauthorized, NotFound, InvalidRequest, RateLimited, QuotaExceeded, NotReady
+        ),
+    )
+    async def topk(
+        user_id: Annotated[int, Path(ge=0, le=MAX_USER_ID)],
+        world: CurrentWorld,
+        registry: RegistryDep,
+        k: Annotated[int, Query(ge=1, le=max_k)] = min(10, max_k),
+    ) -> TopKResponse:
+        """The ``k`` items the recommender ranks highest for the user, best first, among
+        items the user does not have. One call is one query of the world's budget."""
+        return TopKResponse(user_id=user_id, items=await registry.topk(world, user_id, k))
+
+    return router

@@ -1,0 +1,140 @@
+"""The FastAPI application: routers, error handling, metrics, and the model's lifecycle.
+
+The model and every world in the ledger load on a thread after startup, so ``/livez``
+answers at once and ``/readyz`` turns ready when the embeddings are in place. Every error
+leaves as an RFC 9457 problem document; no request gets a bare 5xx page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from recsys_server import __version__
+from recsys_server.api.routes import admin, attack, ops
+from recsys_server.artifact import ModelArtifact
+from recsys_server.ledger import Ledger
+from recsys_server.observability import MetricsMiddleware, ServiceMetrics
+from recsys_server.problems import PROBLEM_JSON, ServiceProblem
+from recsys_server.ratelimit import KeyRateLimiter
+from recsys_server.settings import Settings
+from recsys_server.worlds import WorldRegistry
+from shared.schemas import Problem
+
+log = logging.getLogger("recsys_server")
+
+
+def load_registry(settings: Settings, metrics: ServiceMetrics) -> WorldRegistry:
+    """The artifact, the ledger, the clean state and every world replayed (slow: seconds)."""
+    artifact = ModelArtifact.load(settings.artifact)
+    ledger = Ledger(
+        settings.ledger_path, artifact.scenario_fingerprint, settings.ledger_synchronous
+    )
+    registry = WorldRegistry(
+        artifact,
+        ledger,
+        max_profile_length=settings.max_profile_length,
+        eval_seed=settings.eval_seed,
+        metrics=metrics,
+    )
+    metrics.worlds.set(registry.n_worlds)
+    return registry
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def load() -> None:
+            try:
+                app.state.registry = await asyncio.to_thread(load_registry, settings, metrics)
+                log.info("ready: %d worlds", app.state.registry.n_worlds)
+            except Exception as exc:  # reported by /readyz and every route, never a crash
+                app.state.load_error = f"the model could not be loaded: {exc}"
+                log.error(app.state.load_error)
+
+        loading = asyncio.create_task(load())
+        try:
+            yield
+        finally:
+            await loading
+            if app.state.registry is not None:
+                app.state.registry.close()
+                app.state.registry.ledger.close()
+
+    app = FastAPI(
+        title="CopyAttack target recommender",
+        version=__version__,
+        description="A PinSage recommender as a black box: attackers inject users and read "
+        "top-k lists with a world's key; admins create, reset and evaluate worlds.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.limiter = KeyRateLimiter(settings.rate_limit)
+    app.state.registry = None
+    app.state.load_error = None
+    app.include_router(attack.attacker_router(settings.max_k))
+    app.include_router(admin.router)
+    app.include_router(ops.router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    _add_problem_handlers(app)
+    return app
+
+
+def _problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        problem.model_dump(exclude_none=True),
+        status_code=problem.status,
+        headers=headers,
+        media_type=PROBLEM_JSON,
+    )
+
+
+def _add_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceProblem)
+    async def service_problem(request: Request, exc: ServiceProblem) -> JSONResponse:
+        return _problem_response(exc.problem(), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        problem = Problem(
+            type="validation-error",
+            title="The request is not valid",
+            status=422,
+            detail=detail,
+            errors=errors,
+        )
+        return _problem_response(problem)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        problem = Problem(
+            type=kind,
+            title=str(exc.detail),
+            status=exc.status_code,
+            detail=f"{request.method} {request.url.path}: {exc.detail}",
+        )
+        return _problem_response(problem, dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        problem = Problem(
+            type="internal-error",
+            title="Internal error",
+            status=500,
+            detail=f"{type(exc).__name__}; the server log has the trace",
+        )
+        return _problem_response(problem)

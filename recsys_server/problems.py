@@ -1,0 +1,86 @@
+"""Every error the service answers with, as an RFC 9457 problem: its status, its ``type``
+(what clients branch on) and a detail that names what was wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.schemas import Problem
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ServiceProblem(Exception):
+    status = 500
+    type = "internal-error"
+    title = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.errors = errors
+
+    def problem(self) -> Problem:
+        return Problem(
+            type=self.type,
+            title=self.title,
+            status=self.status,
+            detail=self.detail,
+            errors=self.errors,
+        )
+
+
+class Unauthorized(ServiceProblem):
+    status, type, title = 401, "unauthorized", "Missing or unknown credentials"
+
+
+class Forbidden(ServiceProblem):
+    status, type, title = 403, "forbidden", "Not allowed with these credentials"
+
+
+class NotFound(ServiceProblem):
+    status, type, title = 404, "not-found", "No such resource"
+
+
+class Conflict(ServiceProblem):
+    status, type, title = 409, "conflict", "Conflicts with an earlier request"
+
+
+class InvalidRequest(ServiceProblem):
+    status, type, title = 422, "validation-error", "The request is not valid"
+
+
+class RateLimited(ServiceProblem):
+    status, type, title = 429, "rate-limited", "Too many requests"
+
+
+class QuotaExceeded(ServiceProblem):
+    status, type, title = 429, "quota-exceeded", "A budget of this world is spent"
+
+    def __init__(self, detail: str) -> None:
+        # retrying cannot help: the budget does not refill
+        super().__init__(detail, headers={"x-should-retry": "false"})
+
+
+class NotReady(ServiceProblem):
+    status, type, title = 503, "not-ready", "The model is still loading"
+
+
+def problem_responses(*problems: type[ServiceProblem]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` documenting these problems, in their real content type."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for problem in problems:
+        titles = [p.title for p in problems if p.status == problem.status]
+        out[problem.status] = {
+            "description": "; ".join(titles),
+            "model": Problem,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    return out

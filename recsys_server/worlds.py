@@ -1,0 +1,315 @@
+"""Worlds: isolated copies of the target platform, one per attacker key, in one process.
+
+A world is a fork of the clean model's live state (copy-on-write: the training graph and
+every embedding table are shared, a world holds only the rows its own injections
+changed) plus the pretend users handed to its attacker. The :class:`WorldRegistry` owns
+the worlds, keeps the ledger in step with them, and runs the CPU-heavy work (the
+incremental refresh, evaluations) on dedicated threads, so the event loop keeps serving
+other worlds meanwhile. Each world has a lock: its injections, resets and evaluations
+are serialised, and a ``/topk`` sees a world either before or after an injection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+
+from recsys_server.artifact import ArtifactError, ModelArtifact
+from recsys_server.data import TargetData
+from recsys_server.ledger import Ledger, LedgerError, WorldRecord
+from recsys_server.observability import ServiceMetrics
+from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.pinsage.refresh import EmbeddingState
+from recsys_server.problems import Conflict, InvalidRequest, NotFound, QuotaExceeded
+from recsys_server.security import hash_key, new_api_key, same_secret
+from shared.metrics import KS, metrics_from_ranks, ranks_of
+from shared.schemas import (
+    CreateWorldRequest,
+    EvaluationReport,
+    InjectedProfile,
+    InjectUserResponse,
+    Metrics,
+    TargetEvaluation,
+    WorldCreated,
+    WorldUsage,
+)
+
+T = TypeVar("T")
+
+
+@dataclass
+class World:
+    world_id: str
+    key_hash: str
+    pretend_users: frozenset[int]
+    state: EmbeddingState
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    embedding_epoch: int = 0  # refreshes applied to ``state``
+
+    def can_see(self, user: int) -> bool:
+        """Its attacker may query its pretend users and the users it injected, nothing else."""
+        return user in self.pretend_users or self.state.graph.is_injected(user)
+
+
+class WorldRegistry:
+    def __init__(
+        self,
+        artifact: ModelArtifact,
+        ledger: Ledger,
+        *,
+        max_profile_length: int,
+        eval_seed: int = 0,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        """Build the clean state from the artifact and replay every world in the ledger."""
+        if artifact.data is None:
+            raise ArtifactError(
+                "the model artifact carries no serving data; write it with "
+                "`recsys-server train` from this version"
+            )
+        self.data: TargetData = artifact.data
+        self.artifact = artifact
+        self.ledger = ledger
+        self.max_profile_length = max_profile_length
+        self.eval_seed = eval_seed
+        self.metrics = metrics or ServiceMetrics()
+        graph = InteractionGraph(self.data.train, self.data.n_users, self.data.n_items)
+        self.clean = EmbeddingState(artifact.model, graph, self.data.content)
+        self._holders = self.data.known.tocsc()
+        self._worlds: dict[str, World] = {}
+        self._by_key: dict[str, World] = {}
+        self._clean_metrics: dict[int, tuple[int, dict[str, Metrics]]] = {}
+        # one thread mutates world states, one evaluates: neither blocks the event loop
+        self._refresher = ThreadPoolExecutor(1, thread_name_prefix="refresh")
+        self._evaluator = ThreadPoolExecutor(1, thread_name_prefix="evaluate")
+        for record in ledger.worlds():
+            self._restore(record)
+
+    def close(self) -> None:
+        self._refresher.shutdown(wait=True)
+        self._evaluator.shutdown(wait=True)
+
+    @property
+    def n_worlds(self) -> int:
+        return len(self._worlds)
+
+    # --- lookup --------------------------------------------------------------------
+
+    def get(self, world_id: str) -> World:
+        try:
+            return self._worlds[world_id]
+        except KeyError:
+            raise NotFound(f"no world {world_id!r}") from None
+
+    def world_for_key(self, key: str) -> World | None:
+        world = self._by_key.get(hash_key(key))
+        return world if world is not None and same_secret(hash_key(key), world.key_hash) else None
+
+    def world_ids(self) -> list[str]:
+        return list(self._worlds)
+
+    # --- admin ---------------------------------------------------------------------
+
+    def create(self, request: CreateWorldRequest) -> WorldCreated:
+        pool = self.data.pretend_pool
+        if request.n_pretend_users > len(pool):
+            raise InvalidRequest(
+                f"n_pretend_users is {request.n_pretend_users}, but the pretend-user pool "
+                f"holds {len(pool)} users"
+            )
+        rng = np.random.default_rng(request.seed)
+        pretend = sorted(int(u) for u in rng.choice(pool, request.n_pretend_users, replace=False))
+        world_id, key = "w_" + secrets.token_hex(8), new_api_key()
+        self.ledger.create_world(world_id, hash_key(key), pretend, request.budgets)
+        self._add(World(world_id, hash_key(key), frozenset(pretend), self.clean.fork()))
+        return WorldCreated(
+            world_id=world_id, api_key=key, pretend_users=pretend, budgets=request.budgets
+        )
+
+    async def delete(self, world: World) -> None:
+        async with world.lock:
+            self.ledger.delete_world(world.world_id)
+            del self._worlds[world.world_id]
+            del self._by_key[world.key_hash]
+
+    async def reset(self, world: World, restore_budgets: bool) -> WorldUsage:
+        async with world.lock:
+            self.ledger.reset_world(world.world_id, restore_budgets)
+            world.state = self.clean.fork()
+            world.embedding_epoch = 0
+        return self.usage(world)
+
+    def usage(self, world: World) -> WorldUsage:
+        record = self.ledger.world(world.world_id)
+        return WorldUsage(
+            world_id=world.world_id,
+            pretend_users=sorted(world.pretend_users),
+            budgets=record.budgets,
+            used=record.used,
+            total=record.total,
+            remaining=record.remaining(),
+            injected_users=len(world.state.graph.injected_users),
+            embedding_epoch=world.embedding_epoch,
+        )
+
+    def export(self, world: World) -> list[InjectedProfile]:
+        return [
+            InjectedProfile(
+                user_id=r.user_id,
+                items=r.items,
+                idempotency_key=r.idempotency_key,
+                created_at=r.created_at,
+            )
+            for r in self.ledger.injections(world.world_id)
+        ]
+
+    async def evaluate(self, world: World, targets: list[int]) -> EvaluationReport:
+        """HR@K / NDCG@K of each target over the evaluation users, clean model and world,
+        both protocols, on the same sampled negatives."""
+        self._check_items(targets, "target_items")
+        async with world.lock:
+            evaluated = await self._run(self._evaluator, self._evaluate_sync, world.state, targets)
+        return EvaluationReport(
+            world_id=world.world_id,
+            seed=self.eval_seed,
+            targets=evaluated,
+            mean_before=_mean([t.before for t in evaluated]),
+            mean_after=_mean([t.after for t in evaluated]),
+        )
+
+    # --- attacker ------------------------------------------------------------------
+
+    async def topk(self, world: World, user: int, k: int) -> list[int]:
+        if not world.can_see(user):
+            raise NotFound(f"no user {user}")
+        async with world.lock:
+            if not self.ledger.consume_query(world.world_id):
+                raise QuotaExceeded("the query budget of this world is spent")
+            self.metrics.queries.labels(world.world_id).inc()
+            return world.state.topk(user, k).tolist()
+
+    async def inject(
+        self, world: World, items: list[int], idempotency_key: str | None
+    ) -> InjectUserResponse:
+        self._check_profile(items)
+        async with world.lock:
+            if idempotency_key is not None:
+                earlier = self.ledger.injection_by_key(world.world_id, idempotency_key)
+                if earlier is not None:
+                    if earlier.items != items:
+                        raise Conflict(
+                            f"Idempotency-Key {idempotency_key!r} was used for another profile"
+                        )
+                    return self._injected(world, earlier.user_id, len(items))
+            remaining = self.ledger.world(world.world_id).remaining()
+            if remaining.injections < 1:
+                raise QuotaExceeded("the injection budget of this world is spent")
+            if remaining.items < len(items):
+                raise QuotaExceeded(
+                    f"the item budget of this world has {remaining.items} items left, "
+                    f"the profile has {len(items)}"
+                )
+            started = time.perf_counter()
+            state = world.state
+            user = await self._run(self._refresher, state.add_user, np.asarray(items))
+            self.metrics.refresh_seconds.observe(time.perf_counter() - started)
+            try:
+                recorded = self.ledger.record_injection(
+                    world.world_id, user, items, idempotency_key
+                )
+            except BaseException:
+                await self._run(self._refresher, state.remove_user, user)
+                raise
+            if not recorded:  # the checks above run under the same lock: cannot happen
+                await self._run(self._refresher, state.remove_user, user)
+                raise QuotaExceeded("a budget of this world is spent")
+            world.embedding_epoch += 1
+            self.metrics.injections.labels(world.world_id).inc()
+            return self._injected(world, user, len(items))
+
+    # --- internals -----------------------------------------------------------------
+
+    def _add(self, world: World) -> None:
+        self._worlds[world.world_id] = world
+        self._by_key[world.key_hash] = world
+
+    def _restore(self, record: WorldRecord) -> None:
+        world = World(
+            record.world_id, record.key_hash, frozenset(record.pretend_users), self.clean.fork()
+        )
+        for injection in self.ledger.injections(record.world_id):
+            user = world.state.add_user(np.asarray(injection.items, dtype=np.int64))
+            if user != injection.user_id:
+                raise LedgerError(
+                    f"replaying world {record.world_id}: injection recorded as user "
+                    f"{injection.user_id} came back as user {user}"
+                )
+            world.embedding_epoch += 1
+        self._add(world)
+
+    def _injected(self, world: World, user: int, n_items: int) -> InjectUserResponse:
+        return InjectUserResponse(
+            user_id=user, n_items=n_items, remaining=self.ledger.world(world.world_id).remaining()
+        )
+
+    def _check_items(self, items: list[int], name: str) -> None:
+        unknown = sorted({i for i in items if i >= self.data.n_items})
+        if unknown:
+            shown = ", ".join(map(str, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
+            raise InvalidRequest(
+                f"{name}: {len(unknown)} unknown item ids (the catalogue has ids 0.."
+                f"{self.data.n_items - 1}): {shown}"
+            )
+
+    def _check_profile(self, items: list[int]) -> None:
+        if len(items) > self.max_profile_length:
+            raise InvalidRequest(
+                f"items: the profile has {len(items)} items, at most "
+                f"{self.max_profile_length} are allowed"
+            )
+        self._check_items(items, "items")
+        seen: set[int] = set()
+        repeated = sorted({i for i in items if i in seen or seen.add(i)})
+        if repeated:
+            raise InvalidRequest(
+                f"items: repeated item ids {repeated[:10]}; a profile holds each item once"
+            )
+
+    def _evaluate_sync(self, state: EmbeddingState, targets: list[int]) -> list[TargetEvaluation]:
+        out = []
+        for target in targets:
+            if target not in self._clean_metrics:
+                self._clean_metrics[target] = self._rank_metrics(self.clean, target)
+            n_users, before = self._clean_metrics[target]
+            _, after = self._rank_metrics(state, target)
+            out.append(TargetEvaluation(item=target, n_users=n_users, before=before, after=after))
+        return out
+
+    def _rank_metrics(self, state: EmbeddingState, target: int) -> tuple[int, dict[str, Metrics]]:
+        holders = self._holders[:, target].nonzero()[0]
+        users = np.setdiff1d(self.data.eval_users, holders)
+        ranks = ranks_of(
+            state.scores, users, np.full(len(users), target), self.data.known, seed=self.eval_seed
+        )
+        return len(users), {p: metrics_from_ranks(r, KS) for p, r in ranks.items()}
+
+    @staticmethod
+    async def _run(executor: ThreadPoolExecutor, function: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+
+def _mean(reports: list[dict[str, Metrics]]) -> dict[str, Metrics]:
+    return {
+        protocol: {
+            name: float(np.mean([r[protocol][name] for r in reports]))
+            for name in reports[0][protocol]
+        }
+        for protocol in reports[0]
+    }

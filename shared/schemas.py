@@ -1,0 +1,144 @@
+"""The wire contract between the recommender service and its clients, in one place.
+
+The server validates requests and serialises responses with these models and the SDK
+parses responses with the same ones, so the two sides cannot drift apart. Errors are RFC
+9457 problem documents (:class:`Problem`); ``type`` names the kind of problem (for
+example ``quota-exceeded``) so clients can tell them apart without parsing prose.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ItemId = Annotated[int, Field(ge=0, description="A target-catalogue item id.")]
+UserId = Annotated[int, Field(ge=0, description="A target-platform user id.")]
+KS = (5, 10, 20)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- attacker-facing ---------------------------------------------------------------
+
+
+class Counts(BaseModel):
+    """Queries (``/topk`` calls), injected profiles, and items over all injected profiles."""
+
+    queries: int
+    injections: int
+    items: int
+
+
+class InjectUserRequest(_Strict):
+    items: list[ItemId] = Field(
+        min_length=1, description="The profile: target item ids, oldest first, no repeats."
+    )
+
+
+class InjectUserResponse(BaseModel):
+    user_id: UserId
+    n_items: int
+    remaining: Counts
+
+
+class TopKResponse(BaseModel):
+    user_id: UserId
+    items: list[ItemId] = Field(description="Best first; never an item the user already has.")
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    type: str = Field(description="The kind of problem, e.g. quota-exceeded, rate-limited.")
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Per-field validation errors, for validation-error."
+    )
+
+
+# --- admin ---------------------------------------------------------------------------
+
+
+class Budgets(_Strict):
+    """A world's limits: ``/topk`` calls, injected profiles, and items over all profiles."""
+
+    queries: int = Field(default=100_000, ge=0)
+    injections: int = Field(default=10_000, ge=0)
+    items: int = Field(default=1_000_000, ge=0)
+
+
+class CreateWorldRequest(_Strict):
+    n_pretend_users: int = Field(
+        default=50, ge=1, description="Real target users handed to the attacker."
+    )
+    seed: int = Field(default=0, ge=0, description="Chooses the pretend users from the pool.")
+    budgets: Budgets = Field(default_factory=Budgets)
+
+
+class WorldCreated(BaseModel):
+    world_id: str
+    api_key: str = Field(description="Shown once; the server keeps only its hash.")
+    pretend_users: list[UserId]
+    budgets: Budgets
+
+
+class WorldUsage(BaseModel):
+    world_id: str
+    pretend_users: list[UserId]
+    budgets: Budgets
+    used: Counts = Field(description="Counted against the budgets (since the last restore).")
+    total: Counts = Field(description="Since the world was created, across resets.")
+    remaining: Counts
+    injected_users: int = Field(description="Injected users live in the world now.")
+    embedding_epoch: int = Field(description="Incremental refreshes applied to the world.")
+
+
+class ResetRequest(_Strict):
+    restore_budgets: bool = Field(
+        default=False,
+        description="Also zero the budget counters (lifetime totals are always kept).",
+    )
+
+
+class InjectedProfile(BaseModel):
+    user_id: UserId
+    items: list[ItemId]
+    idempotency_key: str | None
+    created_at: float = Field(description="Unix time the injection was acknowledged.")
+
+
+class EvaluateRequest(_Strict):
+    target_items: list[ItemId] = Field(min_length=1, max_length=100)
+
+
+Metrics = dict[str, float]  # "HR@10" -> value
+
+
+class TargetEvaluation(BaseModel):
+    item: ItemId
+    n_users: int = Field(description="Evaluation users who never interacted with the item.")
+    before: dict[str, Metrics] = Field(description="Clean model: protocol -> metrics.")
+    after: dict[str, Metrics] = Field(description="This world: protocol -> metrics.")
+
+
+class EvaluationReport(BaseModel):
+    world_id: str
+    seed: int = Field(description="Seed of the sampled negatives, the same before and after.")
+    targets: list[TargetEvaluation]
+    mean_before: dict[str, Metrics]
+    mean_after: dict[str, Metrics]
+
+
+class ModelInfo(BaseModel):
+    version: str
+    scenario_fingerprint: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    n_users: int
+    n_items: int
+    worlds: int

@@ -1,0 +1,366 @@
+"""The black-box service in-process (httpx over ASGI, lifespan included): the two attacker
+routes, worlds, admin, budgets, rate limits, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from recsys_server.artifact import ArtifactError, ModelArtifact
+from recsys_server.ledger import Ledger, LedgerError
+from tests.pinsage_fixtures import tiny_data
+from tests.service_fixtures import ADMIN, serving, settings_for, write_tiny_artifact
+
+pytestmark = pytest.mark.anyio
+DATA = tiny_data()
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_artifact(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def new_world(client: httpx.AsyncClient, **body: object) -> tuple[dict, dict]:
+    response = await client.post("/admin/worlds", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    created = response.json()
+    return created, {"X-API-Key": created["api_key"]}
+
+
+async def usage(client: httpx.AsyncClient, world_id: str) -> dict:
+    response = await client.get(f"/admin/worlds/{world_id}/usage", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def assert_problem(response: httpx.Response, status: int, kind: str, *words: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == kind and problem["status"] == status
+    for word in words:
+        assert word in problem["detail"], problem["detail"]
+    return problem
+
+
+def cold_item() -> int:
+    return int(np.argmin(np.bincount(DATA.train[:, 1], minlength=DATA.n_items)))
+
+
+async def test_world_topk_and_injection(artifact: Path, tmp_path: Path) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, key = await new_world(client)
+        pretend = world["pretend_users"]
+        assert len(pretend) == 50 and set(pretend) <= set(DATA.pretend_pool.tolist())
+        user = pretend[0]
+        first = await client.get(f"/topk/{user}", params={"k": 20}, headers=key)
+        assert first.status_code == 200
+        items = first.json()["items"]
+        held = set(DATA.train[DATA.train[:, 0] == user, 1].tolist())
+        assert len(items) == 20 == len(set(items)) and not held & set(items)
+
+        target = cold_item()
+        profile = [target, *[i for i in range(DATA.n_items) if i != target][:9]]
+        injected = await client.post("/inject_user", json={"items": profile}, headers=key)
+        assert injected.status_code == 201, injected.text
+        body = injected.json()
+        assert body["n_items"] == 10 and body["user_id"] == DATA.n_users
+        assert body["remaining"]["injections"] == world["budgets"]["injections"] - 1
+        # the new user is visible at once, and its own items are never recommended to it
+        own = await client.get(f"/topk/{body['user_id']}", params={"k": 50}, headers=key)
+        assert own.status_code == 200 and not set(profile) & set(own.json()["items"])
+        # what the server answers equals the model on a fork with the same injection
+        expected = tiny_fork_with(artifact, [profile]).topk(user, 20).tolist()
+        after = await client.get(f"/topk/{user}", params={"k": 20}, headers=key)
+        assert after.json()["items"] == expected
+        used = await usage(client, world["world_id"])
+        assert used["used"] == {"queries": 3, "injections": 1, "items": 10}
+        assert used["injected_users"] == 1 and used["embedding_epoch"] == 1
+
+
+def tiny_fork_with(artifact: Path, profiles: list[list[int]]):
+    from recsys_server.pinsage.graph import InteractionGraph
+    from recsys_server.pinsage.refresh import EmbeddingState
+
+    loaded = ModelArtifact.load(artifact)
+    state = EmbeddingState(
+        loaded.model, InteractionGraph(DATA.train, DATA.n_users, DATA.n_items), DATA.content
+    )
+    for profile in profiles:
+        state.add_user(np.asarray(profile))
+    return state
+
+
+async def test_worlds_are_isolated_and_users_outside_a_world_are_not_found(
+    artifact: Path, tmp_path: Path
+) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        first, first_key = await new_world(client, seed=1)
+        second, second_key = await new_world(client, seed=2)
+        target = cold_item()
+        profiles = [list(dict.fromkeys([target, *range(i * 5, i * 5 + 5)])) for i in range(8)]
+        attacked = tiny_fork_with(artifact, profiles)
+        clean = tiny_fork_with(artifact, [])
+        # a user both worlds may query whose list the injections change
+        shared = set(first["pretend_users"]) & set(second["pretend_users"])
+        user = next(
+            u for u in sorted(shared) if attacked.topk(u, 30).tolist() != clean.topk(u, 30).tolist()
+        )
+        for profile in profiles:
+            response = await client.post("/inject_user", json={"items": profile}, headers=first_key)
+            assert response.status_code == 201
+        changed = await client.get(f"/topk/{user}", params={"k": 30}, headers=first_key)
+        after = await client.get(f"/topk/{user}", params={"k": 30}, headers=second_key)
+        assert changed.json()["items"] == attacked.topk(user, 30).tolist()
+        assert after.json()["items"] == clean.topk(user, 30).tolist()  # never sees the first
+        injected = DATA.n_users  # the first world's first injected user
+        outsider = next(u for u in range(DATA.n_users) if u not in first["pretend_users"])
+        answers = [
+            await client.get(f"/topk/{u}", headers=second_key) for u in (injected, outsider, 10**9)
+        ]
+        details = {assert_problem(r, 404, "not-found")["detail"].split()[-1] for r in answers}
+        assert len(details) == 3  # the same answer, naming only the id asked for
+        assert (await usage(client, second["world_id"]))["used"]["queries"] == 1
+
+
+async def test_idempotent_injection(artifact: Path, tmp_path: Path) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, key = await new_world(client)
+        headers = {**key, "Idempotency-Key": "episode-1-profile-1"}
+        first = await client.post("/inject_user", json={"items": [1, 2, 3]}, headers=headers)
+        again = await client.post("/inject_user", json={"items": [1, 2, 3]}, headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert first.json()["user_id"] == again.json()["user_id"]
+        other = await client.post("/inject_user", json={"items": [4, 5]}, headers=headers)
+        assert_problem(other, 409, "conflict", "episode-1-profile-1")
+        used = await usage(client, world["world_id"])
+        assert used["used"]["injections"] == 1 and used["injected_users"] == 1
+        exported = await client.get(f"/admin/worlds/{world['world_id']}/injections", headers=ADMIN)
+        assert [(p["items"], p["idempotency_key"]) for p in exported.json()] == [
+            ([1, 2, 3], "episode-1-profile-1")
+        ]
+
+
+async def test_bad_input_is_a_clear_4xx_and_changes_nothing(artifact: Path, tmp_path: Path) -> None:
+    settings = settings_for(artifact, tmp_path / "ledger.db", max_profile_length=20, max_k=30)
+    async with serving(settings) as client:
+        world, key = await new_world(client)
+        user = world["pretend_users"][0]
+        inject_cases = [
+            ({"items": [1, DATA.n_items + 5]}, f"{DATA.n_items + 5}"),
+            ({"items": []}, "items"),
+            ({"items": list(range(21))}, "at most 20"),
+            ({"items": [3, 4, 3]}, "repeated"),
+            ({"items": ["x"]}, "items"),
+            ({"items": [-1]}, "items"),
+            ({"items": [1], "extra": 1}, "extra"),
+        ]
+        cases = [
+            (await client.post("/inject_user", json=body, headers=key), word)
+            for body, word in inject_cases
+        ]
+        malformed = {**key, "Content-Type": "application/json"}
+        cases.append((await client.post("/inject_user", content=b"{no", headers=malformed), "JSON"))
+        for params, path in (({"k": 0}, user), ({"k": 31}, user), ({"k": "ten"}, user), ({}, "a")):
+            cases.append(
+                (
+                    await client.get(f"/topk/{path}", params=params, headers=key),
+                    "k" if params else "user_id",
+                )
+            )
+        for response, word in cases:
+            assert_problem(response, 422, "validation-error", word)
+        bad_world = await client.post(
+            "/admin/worlds", json={"n_pretend_users": 10**6}, headers=ADMIN
+        )
+        assert_problem(bad_world, 422, "validation-error", "pool")
+        bad_target = await client.post(
+            f"/admin/worlds/{world['world_id']}/evaluate",
+            json={"target_items": [DATA.n_items]},
+            headers=ADMIN,
+        )
+        assert_problem(bad_target, 422, "validation-error", str(DATA.n_items))
+        used = await usage(client, world["world_id"])
+        assert used["used"] == {"queries": 0, "injections": 0, "items": 0}
+        assert used["injected_users"] == 0
+
+
+async def test_authentication(artifact: Path, tmp_path: Path) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, key = await new_world(client)
+        user = world["pretend_users"][0]
+        assert_problem(await client.get(f"/topk/{user}"), 401, "unauthorized", "X-API-Key")
+        wrong = {"X-API-Key": "ca_" + "x" * 43}
+        assert_problem(await client.get(f"/topk/{user}", headers=wrong), 401, "unauthorized")
+        assert_problem(await client.get(f"/topk/{user}", headers=ADMIN), 401, "unauthorized")
+        assert_problem(await client.get("/admin/worlds"), 401, "unauthorized")
+        as_bearer = {"Authorization": f"Bearer {key['X-API-Key']}"}
+        for headers in (key, as_bearer):
+            response = await client.get("/admin/worlds", headers=headers)
+            assert_problem(response, 403, "forbidden", "attacker key")
+        bad_admin = {"Authorization": "Bearer not-the-token"}
+        assert_problem(await client.get("/admin/worlds", headers=bad_admin), 401, "unauthorized")
+        # the key is stored hashed: the ledger file never holds it
+        assert key["X-API-Key"].encode() not in (tmp_path / "ledger.db").read_bytes()
+
+
+async def test_budgets_are_exact_under_concurrency(artifact: Path, tmp_path: Path) -> None:
+    settings = settings_for(artifact, tmp_path / "ledger.db", rate_limit="100000/second")
+    async with serving(settings) as client:
+        budgets = {"queries": 50, "injections": 3, "items": 7}
+        world, key = await new_world(client, budgets=budgets)
+        user = world["pretend_users"][0]
+        responses = await asyncio.gather(
+            *(client.get(f"/topk/{user}", params={"k": 5}, headers=key) for _ in range(200))
+        )
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(200) == 50 and statuses.count(429) == 150
+        refused = next(r for r in responses if r.status_code == 429)
+        assert_problem(refused, 429, "quota-exceeded", "query budget")
+        assert refused.headers["x-should-retry"] == "false"
+
+        profiles = [[1, 2], [3, 4, 5], [6, 7, 8], [9], [10]]
+        answers = await asyncio.gather(
+            *(client.post("/inject_user", json={"items": p}, headers=key) for p in profiles)
+        )
+        accepted = [p for p, r in zip(profiles, answers, strict=True) if r.status_code == 201]
+        for response in answers:
+            if response.status_code != 201:
+                assert_problem(response, 429, "quota-exceeded", "budget")
+        used = await usage(client, world["world_id"])
+        assert used["used"]["queries"] == 50
+        assert used["used"]["injections"] == len(accepted) <= 3
+        assert used["used"]["items"] == sum(map(len, accepted)) <= 7
+        assert used["injected_users"] == len(accepted)
+
+        # a reset drops the injections; restoring the budgets zeroes the counters only
+        reset = await client.post(
+            f"/admin/worlds/{world['world_id']}/reset",
+            json={"restore_budgets": True},
+            headers=ADMIN,
+        )
+        assert reset.status_code == 200
+        assert reset.json()["used"] == {"queries": 0, "injections": 0, "items": 0}
+        assert reset.json()["total"]["queries"] == 50 and reset.json()["injected_users"] == 0
+        gone = await client.get(f"/topk/{DATA.n_users}", headers=key)
+        assert_problem(gone, 404, "not-found")
+
+
+async def test_rate_limit_headers(artifact: Path, tmp_path: Path) -> None:
+    settings = settings_for(artifact, tmp_path / "ledger.db", rate_limit="5/second")
+    async with serving(settings) as client:
+        world, key = await new_world(client)
+        other, other_key = await new_world(client, seed=3)
+        user = world["pretend_users"][0]
+        responses = [await client.get(f"/topk/{user}", headers=key) for _ in range(6)]
+        assert [r.status_code for r in responses] == [200] * 5 + [429]
+        ok, limited = responses[0], responses[-1]
+        assert ok.headers["X-RateLimit-Limit"] == "5"
+        assert ok.headers["X-RateLimit-Remaining"] == "4"
+        assert ok.headers["RateLimit"].startswith("limit=5, remaining=4, reset=")
+        assert ok.headers["RateLimit-Policy"] == "5;w=1"
+        assert_problem(limited, 429, "rate-limited")
+        assert limited.headers["Retry-After"] == "1"
+        assert "x-should-retry" not in limited.headers
+        assert (await usage(client, world["world_id"]))["used"]["queries"] == 5
+        # the limit is per key
+        other_user = other["pretend_users"][0]
+        assert (await client.get(f"/topk/{other_user}", headers=other_key)).status_code == 200
+        await asyncio.sleep(1.05)
+        assert (await client.get(f"/topk/{user}", headers=key)).status_code == 200
+
+
+async def test_evaluation_is_paired_with_the_clean_model(artifact: Path, tmp_path: Path) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, key = await new_world(client)
+        target = cold_item()
+        url = f"/admin/worlds/{world['world_id']}/evaluate"
+        clean = (await client.post(url, json={"target_items": [target]}, headers=ADMIN)).json()
+        entry = clean["targets"][0]
+        assert entry["before"] == entry["after"]  # nothing injected yet
+        holders = set(DATA.train[DATA.train[:, 1] == target, 0].tolist())
+        assert entry["n_users"] == len(set(DATA.eval_users.tolist()) - holders)
+        assert set(entry["before"]) == {"sampled", "full"}
+        assert set(entry["before"]["full"]) == {
+            f"{m}@{k}" for m in ("HR", "NDCG") for k in (5, 10, 20)
+        }
+        popular = np.argsort(-np.bincount(DATA.train[:, 1], minlength=DATA.n_items))[:4]
+        for _ in range(15):
+            items = [target, *map(int, popular)]
+            assert (
+                await client.post("/inject_user", json={"items": items}, headers=key)
+            ).status_code == 201
+        attacked = (await client.post(url, json={"target_items": [target]}, headers=ADMIN)).json()
+        assert attacked["targets"][0]["before"] == entry["before"]
+        assert attacked["targets"][0]["after"] != entry["after"]
+        assert attacked["mean_after"] == attacked["targets"][0]["after"]
+
+
+async def test_delete_world_and_operations_routes(artifact: Path, tmp_path: Path) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, key = await new_world(client)
+        user = world["pretend_users"][0]
+        assert (await client.get(f"/topk/{user}", headers=key)).status_code == 200
+        assert (await client.get("/livez")).json() == {"status": "ok"}
+        info = (await client.get("/admin/model", headers=ADMIN)).json()
+        assert info["n_items"] == DATA.n_items and info["worlds"] == 1
+        assert info["scenario_fingerprint"] == DATA.fingerprint
+        metrics = (await client.get("/metrics")).text
+        assert 'recsys_http_requests_total{method="GET",route="/topk/{user_id}",status="200"}' in (
+            metrics
+        )
+        assert f'recsys_world_queries_total{{world="{world["world_id"]}"}} 1.0' in metrics
+        deleted = await client.delete(f"/admin/worlds/{world['world_id']}", headers=ADMIN)
+        assert deleted.status_code == 204
+        assert_problem(await client.get(f"/topk/{user}", headers=key), 401, "unauthorized")
+        missing = await client.get(f"/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
+        assert_problem(missing, 404, "not-found", world["world_id"])
+        unknown_route = await client.get("/nope")
+        assert_problem(unknown_route, 404, "not-found")
+
+
+async def test_unloadable_artifact_is_reported_not_served(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a model")
+    from recsys_server.app import create_app
+
+    app = create_app(settings_for(broken, tmp_path / "ledger.db"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://s") as client:
+            for _ in range(100):
+                response = await client.get("/readyz")
+                if "could not be loaded" in response.text:
+                    break
+                await asyncio.sleep(0.05)
+            assert_problem(response, 503, "not-ready", "broken.pt")
+            assert (await client.get("/livez")).status_code == 200
+
+
+def test_ledger_refuses_another_models_file(tmp_path: Path) -> None:
+    Ledger(tmp_path / "l.db", "a" * 64).close()
+    with pytest.raises(LedgerError, match="item ids would mean other movies"):
+        Ledger(tmp_path / "l.db", "b" * 64)
+
+
+def test_artifact_without_serving_data_is_refused(artifact: Path, tmp_path: Path) -> None:
+    from recsys_server.worlds import WorldRegistry
+
+    loaded = ModelArtifact.load(artifact)
+    ModelArtifact(loaded.model, loaded.scenario_fingerprint).save(tmp_path / "bare.pt")
+    bare = ModelArtifact.load(tmp_path / "bare.pt")
+    with pytest.raises(ArtifactError, match="no serving data"):
+        WorldRegistry(
+            bare, Ledger(tmp_path / "l.db", bare.scenario_fingerprint), max_profile_length=10
+        )
+    assert json.dumps(loaded.metrics) == '{"note": "tiny test model"}'
