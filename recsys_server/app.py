@@ -119,6 +119,14 @@ def _add_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's answer to a body it cannot decode at all
+            problem = Problem(
+                type="validation-error",
+                title="The request is not valid",
+                status=422,
+                detail=f"body: {exc.detail} (send UTF-8 JSON)",
+            )
+            return _problem_response(problem)
         kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         problem = Problem(
             type=kind,
