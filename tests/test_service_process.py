@@ -17,8 +17,9 @@ import httpx
 import numpy as np
 import pytest
 
+from recsys_server.process import ServerProcess
 from tests.pinsage_fixtures import tiny_data
-from tests.service_fixtures import ADMIN, ADMIN_TOKEN, ServerProcess, write_tiny_artifact
+from tests.service_fixtures import ADMIN, ADMIN_TOKEN, tiny_server, write_tiny_artifact
 
 DATA = tiny_data()
 FAST = {"RECSYS_RATE_LIMIT": "100000/second"}
@@ -31,7 +32,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(artifact, tmp_path_factory.mktemp("ledger") / "l.db", **FAST).start()
+    process = tiny_server(artifact, tmp_path_factory.mktemp("ledger") / "l.db", **FAST).start()
     yield process
     process.stop()
 
@@ -94,7 +95,7 @@ def topk_lists(url: str, key: dict[str, str], users: list[int]) -> list[list[int
 
 def test_answers_survive_sigkill(artifact: Path, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.db"
-    first = ServerProcess(artifact, ledger, **FAST).start()
+    first = tiny_server(artifact, ledger, **FAST).start()
     try:
         world, key = create_world(first.url)
         rng = np.random.default_rng(0)
@@ -108,7 +109,7 @@ def test_answers_survive_sigkill(artifact: Path, tmp_path: Path) -> None:
         before = topk_lists(first.url, key, asked)
     finally:
         first.kill()
-    second = ServerProcess(artifact, ledger, **FAST).start()
+    second = tiny_server(artifact, ledger, **FAST).start()
     try:
         assert topk_lists(second.url, key, asked) == before
         usage = httpx.get(f"{second.url}/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
@@ -128,7 +129,7 @@ def test_answers_survive_sigkill(artifact: Path, tmp_path: Path) -> None:
 
 def test_a_kill_mid_stream_loses_nothing_acknowledged(artifact: Path, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.db"
-    first = ServerProcess(artifact, ledger, **FAST).start()
+    first = tiny_server(artifact, ledger, **FAST).start()
     world, key = create_world(first.url)
     acknowledged: list[tuple[int, list[int]]] = []
     rng = np.random.default_rng(1)
@@ -149,7 +150,7 @@ def test_a_kill_mid_stream_loses_nothing_acknowledged(artifact: Path, tmp_path: 
     first.kill()
     sender.join(timeout=30)
     assert acknowledged, "no injection was acknowledged before the kill"
-    second = ServerProcess(artifact, ledger, **FAST).start()
+    second = tiny_server(artifact, ledger, **FAST).start()
     try:
         base = f"{second.url}/admin/worlds/{world['world_id']}"
         exported = httpx.get(f"{base}/injections", headers=ADMIN).json()

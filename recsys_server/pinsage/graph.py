@@ -31,9 +31,6 @@ class InteractionGraph:
         self._base_indptr = np.zeros(n_users + 1, dtype=np.int64)
         self._base_indptr[1:] = np.cumsum(np.bincount(rows[:, 0], minlength=n_users))
         self._base_items = rows[:, 1].astype(np.int64)
-        self._base_matrix = sp.csr_matrix(
-            (np.ones(len(rows)), self._base_items, self._base_indptr), shape=(n_users, n_items)
-        )
         columns = matrix.tocsc()
         self._holder_indptr = columns.indptr.astype(np.int64)
         self._holder_users = columns.indices.astype(np.int64)  # sorted by user id
@@ -85,6 +82,18 @@ class InteractionGraph:
             lengths[position] = len(self._injected[int(users[position])])
         return lengths
 
+    def profiles_of(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The users' profiles as CSR arrays: (indptr, items), profiles in time order."""
+        lengths = self.profile_length(users)
+        indptr = np.zeros(len(users) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        if (users < self.n_base_users).all():
+            # one vectorised gather: each item's position in the base arrays
+            offsets = np.repeat(self._base_indptr[users] - indptr[:-1], lengths)
+            return indptr, self._base_items[offsets + np.arange(indptr[-1])]
+        items = [self.profile(int(u)) for u in users]
+        return indptr, np.concatenate(items) if items else np.empty(0, dtype=np.int64)
+
     def add_user(self, items: np.ndarray) -> int:
         """Add a user holding ``items`` (oldest first, no repeats); return its id."""
         items = np.asarray(items, dtype=np.int64)
@@ -128,22 +137,13 @@ class InteractionGraph:
             picked[position] = profile[int(uniforms[position] * len(profile))]
         return picked
 
-    def user_item_rows(self, users: np.ndarray) -> sp.csr_matrix:
-        """0/1 rows of ``users`` (training or injected; a removed user has an empty row)."""
-        users = np.asarray(users, dtype=np.int64)
-        base = users < self.n_base_users
-        if base.all():
-            return self._base_matrix[users]
-        profiles = [self._injected.get(int(u), np.empty(0, dtype=np.int64)) for u in users[~base]]
-        indptr = np.concatenate([[0], np.cumsum([len(p) for p in profiles])])
-        indices = np.concatenate(profiles) if profiles else np.empty(0, dtype=np.int64)
-        injected = sp.csr_matrix(
-            (np.ones(len(indices)), indices, indptr), shape=(len(profiles), self.n_items)
-        )
-        stacked = sp.vstack([self._base_matrix[users[base]], injected], format="csr")
-        order = np.argsort(np.concatenate([np.flatnonzero(base), np.flatnonzero(~base)]))
-        return stacked[order]
-
     def user_item_matrix(self) -> sp.csr_matrix:
         """0/1 matrix over every user id handed out (removed users have empty rows)."""
-        return self.user_item_rows(np.arange(self.n_users))
+        live = np.array([*range(self.n_base_users), *self._injected], dtype=np.int64)
+        live_indptr, items = self.profiles_of(live)  # ids ascending: rows come in order
+        lengths = np.zeros(self.n_users, dtype=np.int64)
+        lengths[live] = np.diff(live_indptr)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        return sp.csr_matrix(
+            (np.ones(len(items)), items, indptr), shape=(self.n_users, self.n_items)
+        )

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-import scipy.sparse as sp
 
 
 class RowOverlay:
@@ -22,6 +21,7 @@ class RowOverlay:
         # per row per owner, against dim floats per row for a copied table
         self._slot = np.full(len(base), -1, dtype=np.int64)
         self._private = np.empty((0, *base.shape[1:]), dtype=base.dtype)
+        self._row_of = np.empty(0, dtype=np.int64)  # the row of each private slot
         self._n_private = 0
 
     def fork(self) -> RowOverlay:
@@ -30,6 +30,7 @@ class RowOverlay:
         other.base = self.base
         other._slot = self._slot.copy()
         other._private = self._private[: self._n_private].copy()
+        other._row_of = self._row_of[: self._n_private].copy()
         other._n_private = self._n_private
         return other
 
@@ -57,13 +58,13 @@ class RowOverlay:
         if len(new):
             needed = self._n_private + len(new)
             if needed > len(self._private):
-                grown = np.empty(
-                    (max(needed, 2 * len(self._private), 16), *self.base.shape[1:]),
-                    dtype=self.base.dtype,
-                )
+                size = max(needed, 2 * len(self._private), 16)
+                grown = np.empty((size, *self.base.shape[1:]), dtype=self.base.dtype)
                 grown[: self._n_private] = self._private[: self._n_private]
                 self._private = grown
+                self._row_of = np.resize(self._row_of, size)
             self._slot[new] = np.arange(self._n_private, needed)
+            self._row_of[self._n_private : needed] = new
             self._n_private = needed
         self._private[self._slot[rows]] = values
 
@@ -81,22 +82,13 @@ class RowOverlay:
         out[rows] = self._private[self._slot[rows]]
         return out
 
-    def left_multiply(self, matrix: sp.csr_matrix) -> np.ndarray:
-        """``matrix @ table`` without materialising the table: the base product plus a
-        correction on the private rows."""
-        out = np.asarray(matrix @ self.base.astype(np.float64))
-        rows = self.private_rows()
-        if len(rows):
-            delta = self[rows].astype(np.float64) - self.base[rows]
-            out += matrix[:, rows] @ delta
-        return out
-
     def dot_rows(self, vectors: np.ndarray) -> np.ndarray:
-        """``vectors @ table.T`` (scores of every row against each vector)."""
+        """``vectors @ table.T`` (scores of every row against each vector): two contiguous
+        products, the base and the private rows in slot order, no gather."""
         out = vectors @ self.base.T
-        rows = self.private_rows()
-        if len(rows):
-            out[:, rows] = vectors @ self[rows].T
+        n = self._n_private
+        if n:
+            out[:, self._row_of[:n]] = vectors @ self._private[:n].T
         return out
 
 

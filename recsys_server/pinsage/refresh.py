@@ -220,10 +220,14 @@ class EmbeddingState:
 
     def user_vectors(self, users: np.ndarray) -> np.ndarray:
         """Mean of the users' items' embeddings; the learned default for an empty profile."""
-        users = np.asarray(users, dtype=np.int64)
-        rows = self.graph.user_item_rows(users)
-        lengths = np.asarray(rows.sum(axis=1)).ravel()
-        vectors = self.item_vectors.left_multiply(rows) / np.maximum(lengths, 1)[:, None]
+        indptr, items = self.graph.profiles_of(np.asarray(users, dtype=np.int64))
+        # one gather of every profile's rows, then per-user sums; a zero row at the end
+        # keeps reduceat's indices in range when trailing profiles are empty
+        gathered = np.zeros((len(items) + 1, self.config.dim))
+        gathered[:-1] = self.item_vectors[items]
+        sums = np.add.reduceat(gathered, indptr[:-1], axis=0)
+        lengths = np.diff(indptr)
+        vectors = sums / np.maximum(lengths, 1)[:, None]
         vectors[lengths == 0] = self.default_user
         return vectors.astype(np.float32)
 

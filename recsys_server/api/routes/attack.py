@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query
 
-from recsys_server.api.deps import CurrentWorld, RegistryDep
+from recsys_server.api.deps import AttackerDep
 from recsys_server.problems import (
     Conflict,
     InvalidRequest,
@@ -32,8 +32,7 @@ def attacker_router(max_k: int) -> APIRouter:
     )
     async def inject_user(
         body: InjectUserRequest,
-        world: CurrentWorld,
-        registry: RegistryDep,
+        attacker: AttackerDep,
         idempotency_key: Annotated[
             str | None,
             Header(
@@ -45,7 +44,7 @@ def attacker_router(max_k: int) -> APIRouter:
     ) -> InjectUserResponse:
         """Inject a user holding ``items`` (oldest first). The incremental refresh runs
         before the answer, so the next ``/topk`` already sees the new user."""
-        return await registry.inject(world, body.items, idempotency_key)
+        return await attacker.registry.inject(attacker.world, body.items, idempotency_key)
 
     @router.get(
         "/topk/{user_id}",
@@ -55,12 +54,12 @@ def attacker_router(max_k: int) -> APIRouter:
     )
     async def topk(
         user_id: Annotated[int, Path(ge=0, le=MAX_USER_ID)],
-        world: CurrentWorld,
-        registry: RegistryDep,
+        attacker: AttackerDep,
         k: Annotated[int, Query(ge=1, le=max_k)] = min(10, max_k),
     ) -> TopKResponse:
         """The ``k`` items the recommender ranks highest for the user, best first, among
         items the user does not have. One call is one query of the world's budget."""
-        return TopKResponse(user_id=user_id, items=await registry.topk(world, user_id, k))
+        items = await attacker.registry.topk(attacker.world, user_id, k)
+        return TopKResponse(user_id=user_id, items=items)
 
     return router
