@@ -36,9 +36,29 @@ def settings_for(artifact: Path, ledger: Path, **overrides: object) -> Settings:
     return Settings(artifact=artifact, ledger_path=ledger, admin_token=ADMIN_TOKEN, **overrides)
 
 
+TRANSPORTS = ("in-process", "uvicorn")
+
+
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in-process, lifespan included, once ``/readyz`` says ready."""
+async def serving(
+    settings: Settings, transport: str = "in-process"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the service once ``/readyz`` says ready: the app in-process (httpx over
+    ASGI, lifespan included) or ``recsys-server serve`` as a process on 127.0.0.1 with
+    the same settings (passed as RECSYS_* variables)."""
+    if transport == "uvicorn":
+        env = {
+            f"RECSYS_{name.upper()}": str(value)
+            for name, value in settings.model_dump(exclude={"admin_token"}).items()
+        }
+        server = tiny_server(settings.artifact, settings.ledger_path, **env)
+        await asyncio.to_thread(server.start)
+        try:
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                yield client
+        finally:
+            await asyncio.to_thread(server.stop)
+        return
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

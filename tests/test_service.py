@@ -14,7 +14,13 @@ import pytest
 from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.ledger import Ledger, LedgerError
 from tests.pinsage_fixtures import tiny_data
-from tests.service_fixtures import ADMIN, serving, settings_for, write_tiny_artifact
+from tests.service_fixtures import (
+    ADMIN,
+    TRANSPORTS,
+    serving,
+    settings_for,
+    write_tiny_artifact,
+)
 
 pytestmark = pytest.mark.anyio
 DATA = tiny_data()
@@ -28,6 +34,12 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every service test runs in-process and against a real uvicorn process."""
+    return request.param
 
 
 async def new_world(client: httpx.AsyncClient, **body: object) -> tuple[dict, dict]:
@@ -57,8 +69,8 @@ def cold_item() -> int:
     return int(np.argmin(np.bincount(DATA.train[:, 1], minlength=DATA.n_items)))
 
 
-async def test_world_topk_and_injection(artifact: Path, tmp_path: Path) -> None:
-    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+async def test_world_topk_and_injection(artifact: Path, tmp_path: Path, transport: str) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db"), transport) as client:
         world, key = await new_world(client)
         pretend = world["pretend_users"]
         assert len(pretend) == 50 and set(pretend) <= set(DATA.pretend_pool.tolist())
@@ -102,9 +114,9 @@ def tiny_fork_with(artifact: Path, profiles: list[list[int]]):
 
 
 async def test_worlds_are_isolated_and_users_outside_a_world_are_not_found(
-    artifact: Path, tmp_path: Path
+    artifact: Path, tmp_path: Path, transport: str
 ) -> None:
-    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db"), transport) as client:
         first, first_key = await new_world(client, seed=1)
         second, second_key = await new_world(client, seed=2)
         target = cold_item()
@@ -133,8 +145,8 @@ async def test_worlds_are_isolated_and_users_outside_a_world_are_not_found(
         assert (await usage(client, second["world_id"]))["used"]["queries"] == 1
 
 
-async def test_idempotent_injection(artifact: Path, tmp_path: Path) -> None:
-    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+async def test_idempotent_injection(artifact: Path, tmp_path: Path, transport: str) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db"), transport) as client:
         world, key = await new_world(client)
         headers = {**key, "Idempotency-Key": "episode-1-profile-1"}
         first = await client.post("/inject_user", json={"items": [1, 2, 3]}, headers=headers)
@@ -151,9 +163,11 @@ async def test_idempotent_injection(artifact: Path, tmp_path: Path) -> None:
         ]
 
 
-async def test_bad_input_is_a_clear_4xx_and_changes_nothing(artifact: Path, tmp_path: Path) -> None:
+async def test_bad_input_is_a_clear_4xx_and_changes_nothing(
+    artifact: Path, tmp_path: Path, transport: str
+) -> None:
     settings = settings_for(artifact, tmp_path / "ledger.db", max_profile_length=20, max_k=30)
-    async with serving(settings) as client:
+    async with serving(settings, transport) as client:
         world, key = await new_world(client)
         user = world["pretend_users"][0]
         inject_cases = [
@@ -195,8 +209,8 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(artifact: Path, tmp_
         assert used["injected_users"] == 0
 
 
-async def test_authentication(artifact: Path, tmp_path: Path) -> None:
-    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+async def test_authentication(artifact: Path, tmp_path: Path, transport: str) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db"), transport) as client:
         world, key = await new_world(client)
         user = world["pretend_users"][0]
         assert_problem(await client.get(f"/topk/{user}"), 401, "unauthorized", "X-API-Key")
@@ -210,13 +224,16 @@ async def test_authentication(artifact: Path, tmp_path: Path) -> None:
             assert_problem(response, 403, "forbidden", "attacker key")
         bad_admin = {"Authorization": "Bearer not-the-token"}
         assert_problem(await client.get("/admin/worlds", headers=bad_admin), 401, "unauthorized")
-        # the key is stored hashed: the ledger file never holds it
-        assert key["X-API-Key"].encode() not in (tmp_path / "ledger.db").read_bytes()
+        # the key is stored hashed: no ledger file ever holds it
+        for path in tmp_path.glob("ledger.db*"):
+            assert key["X-API-Key"].encode() not in path.read_bytes()
 
 
-async def test_budgets_are_exact_under_concurrency(artifact: Path, tmp_path: Path) -> None:
+async def test_budgets_are_exact_under_concurrency(
+    artifact: Path, tmp_path: Path, transport: str
+) -> None:
     settings = settings_for(artifact, tmp_path / "ledger.db", rate_limit="100000/second")
-    async with serving(settings) as client:
+    async with serving(settings, transport) as client:
         budgets = {"queries": 50, "injections": 3, "items": 7}
         world, key = await new_world(client, budgets=budgets)
         user = world["pretend_users"][0]
@@ -256,9 +273,9 @@ async def test_budgets_are_exact_under_concurrency(artifact: Path, tmp_path: Pat
         assert_problem(gone, 404, "not-found")
 
 
-async def test_rate_limit_headers(artifact: Path, tmp_path: Path) -> None:
+async def test_rate_limit_headers(artifact: Path, tmp_path: Path, transport: str) -> None:
     settings = settings_for(artifact, tmp_path / "ledger.db", rate_limit="5/second")
-    async with serving(settings) as client:
+    async with serving(settings, transport) as client:
         world, key = await new_world(client)
         other, other_key = await new_world(client, seed=3)
         user = world["pretend_users"][0]
@@ -280,8 +297,10 @@ async def test_rate_limit_headers(artifact: Path, tmp_path: Path) -> None:
         assert (await client.get(f"/topk/{user}", headers=key)).status_code == 200
 
 
-async def test_evaluation_is_paired_with_the_clean_model(artifact: Path, tmp_path: Path) -> None:
-    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+async def test_evaluation_is_paired_with_the_clean_model(
+    artifact: Path, tmp_path: Path, transport: str
+) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db"), transport) as client:
         world, key = await new_world(client)
         target = cold_item()
         url = f"/admin/worlds/{world['world_id']}/evaluate"
@@ -306,8 +325,10 @@ async def test_evaluation_is_paired_with_the_clean_model(artifact: Path, tmp_pat
         assert attacked["mean_after"] == attacked["targets"][0]["after"]
 
 
-async def test_delete_world_and_operations_routes(artifact: Path, tmp_path: Path) -> None:
-    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+async def test_delete_world_and_operations_routes(
+    artifact: Path, tmp_path: Path, transport: str
+) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db"), transport) as client:
         world, key = await new_world(client)
         user = world["pretend_users"][0]
         assert (await client.get(f"/topk/{user}", headers=key)).status_code == 200
