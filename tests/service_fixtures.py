@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI
 
 from recsys_server.app import create_app
 from recsys_server.artifact import ModelArtifact
@@ -59,17 +60,27 @@ async def serving(
         finally:
             await asyncio.to_thread(server.stop)
         return
+    async with running_app(settings) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=IN_PROCESS_URL) as client:
+            yield client
+
+
+IN_PROCESS_URL = "http://service"
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan running, once the model and worlds are loaded."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
-            for _ in range(600):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise RuntimeError(f"service never became ready: {app.state.load_error}")
-            yield client
+        for _ in range(1200):
+            if app.state.registry is not None or app.state.load_error:
+                break
+            await asyncio.sleep(0.05)
+        if app.state.registry is None:
+            raise RuntimeError(f"service never became ready: {app.state.load_error}")
+        yield app
 
 
 def tiny_server(artifact: Path, ledger: Path, **env: str) -> ServerProcess:

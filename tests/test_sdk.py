@@ -1,0 +1,272 @@
+"""The attacker SDK against the real service: in-process (httpx over ASGI) and over a real
+uvicorn process, its error hierarchy, and its retries under injected faults."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from attacker_client import (
+    AdminClient,
+    APIConnectionError,
+    APITimeoutError,
+    AsyncAdminClient,
+    AsyncClient,
+    AuthenticationError,
+    Client,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    UnprocessableEntityError,
+)
+from recsys_server.process import ServerProcess, free_port
+from tests.pinsage_fixtures import tiny_data
+from tests.service_fixtures import (
+    ADMIN_TOKEN,
+    IN_PROCESS_URL,
+    running_app,
+    settings_for,
+    tiny_server,
+    write_tiny_artifact,
+)
+
+DATA = tiny_data()
+FAST = {"RECSYS_RATE_LIMIT": "100000/second"}
+# a fault: given the request and a way to send it for real, the response or an exception
+Fault = Callable[[httpx.Request, Callable[[], httpx.Response]], httpx.Response]
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_artifact(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def server(artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = tiny_server(artifact, tmp_path_factory.mktemp("ledger") / "l.db", **FAST).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def admin(server: ServerProcess) -> Iterator[AdminClient]:
+    with AdminClient(server.url, ADMIN_TOKEN) as client:
+        yield client
+
+
+class FaultyTransport(httpx.BaseTransport):
+    """Sends requests for real, except that the next faults queued for a (method, path
+    prefix) decide what the client sees. Counts what reaches the wire."""
+
+    def __init__(self, faults: dict[tuple[str, str], list[Fault]]) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.faults = faults
+        self.sent: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(f"{request.method} {request.url.path}")
+        for (method, prefix), queue in self.faults.items():
+            if request.method == method and request.url.path.startswith(prefix) and queue:
+                return queue.pop(0)(request, lambda: self._forward(request))
+        return self._forward(request)
+
+    def _forward(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        response.read()
+        return response
+
+
+def drop_answer(request: httpx.Request, send: Callable[[], httpx.Response]) -> httpx.Response:
+    """The server gets and commits the request; its answer is lost on the way back."""
+    send()
+    raise httpx.ReadError("connection reset after the request was sent", request=request)
+
+
+def answer(status: int, kind: str, **headers: str) -> Fault:
+    def fault(request: httpx.Request, send: Callable[[], httpx.Response]) -> httpx.Response:
+        problem = {"type": kind, "title": kind, "status": status, "detail": f"injected {kind}"}
+        return httpx.Response(status, json=problem, headers=headers, request=request)
+
+    return fault
+
+
+def raise_(error: type[httpx.TransportError]) -> Fault:
+    def fault(request: httpx.Request, send: Callable[[], httpx.Response]) -> httpx.Response:
+        raise error("injected", request=request)
+
+    return fault
+
+
+def test_sync_client_round_trip_and_errors(server: ServerProcess, admin: AdminClient) -> None:
+    world = admin.create_world(n_pretend_users=20, seed=4)
+    assert len(world.pretend_users) == 20
+    with Client(server.url, world.api_key) as client:
+        injected = client.inject_user([5, 9, 2], idempotency_key="one")
+        assert injected.user_id == DATA.n_users and injected.n_items == 3
+        assert client.inject_user([5, 9, 2], idempotency_key="one") == injected
+        top = client.topk(injected.user_id, k=7)
+        assert len(top.items) == 7 and not {5, 9, 2} & set(top.items)
+        assert client.stats.queries == 1 and client.stats.injections == 2
+        with pytest.raises(NotFoundError, match="no user"):
+            client.topk(10**6)
+        with pytest.raises(UnprocessableEntityError, match=str(DATA.n_items + 3)):
+            client.inject_user([1, DATA.n_items + 3])
+        with pytest.raises(ConflictError, match="'one'"):
+            client.inject_user([1, 2], idempotency_key="one")
+        assert client.stats.retries == 0  # none of these is retried
+    with Client(server.url, "ca_wrong") as stranger, pytest.raises(AuthenticationError):
+        stranger.topk(world.pretend_users[0])
+    with AdminClient(server.url, world.api_key) as impostor, pytest.raises(PermissionDeniedError):
+        impostor.list_worlds()
+    usage = admin.usage(world.world_id)
+    assert usage.used.injections == 1 and usage.used.queries == 1
+    assert [p.items for p in admin.injections(world.world_id)] == [[5, 9, 2]]
+    report = admin.evaluate(world.world_id, [DATA.n_items - 1])
+    assert report.targets[0].item == DATA.n_items - 1
+    assert admin.reset_world(world.world_id).injected_users == 0
+    assert admin.model_info().n_items == DATA.n_items
+    admin.delete_world(world.world_id)
+    assert world.world_id not in {w.world_id for w in admin.list_worlds()}
+
+
+@pytest.mark.parametrize("where", ["in-process", "uvicorn"])
+def test_async_clients(where: str, server: ServerProcess, artifact: Path, tmp_path: Path) -> None:
+    async def scenario(url: str, transport: httpx.AsyncBaseTransport | None) -> None:
+        async with AsyncAdminClient(url, ADMIN_TOKEN, transport=transport) as admin:
+            world = await admin.create_world(budgets={"queries": 60})
+            async with AsyncClient(url, world.api_key, transport=transport) as client:
+                lists = await client.topk_many(world.pretend_users, k=5)
+                assert [t.user_id for t in lists] == world.pretend_users
+                await client.inject_user([3, 1])
+                with pytest.raises(QuotaExceededError):
+                    await client.topk_many(world.pretend_users[:15], k=5)
+                assert client.stats.queries == 60 and client.stats.injected_items == 2
+            usage = await admin.usage(world.world_id)
+            assert usage.used.queries == 60 and usage.remaining.queries == 0
+
+    async def in_process() -> None:
+        async with running_app(settings_for(artifact, tmp_path / "l.db")) as app:
+            await scenario(IN_PROCESS_URL, httpx.ASGITransport(app=app))
+
+    asyncio.run(in_process() if where == "in-process" else scenario(server.url, None))
+
+
+def test_a_lost_answer_after_commit_injects_once(server: ServerProcess, admin: AdminClient) -> None:
+    world = admin.create_world()
+    transport = FaultyTransport({("POST", "/inject_user"): [drop_answer, drop_answer]})
+    with Client(server.url, world.api_key, transport=transport, retry_seed=0) as client:
+        injected = client.inject_user([4, 8, 15, 16])
+    assert transport.sent == ["POST /inject_user"] * 3
+    assert client.stats.retries == 2 and client.stats.injections == 1
+    usage = admin.usage(world.world_id)
+    assert usage.used.injections == 1 and usage.injected_users == 1
+    assert [p.user_id for p in admin.injections(world.world_id)] == [injected.user_id]
+
+
+def test_rate_limited_waits_for_retry_after(server: ServerProcess, admin: AdminClient) -> None:
+    world = admin.create_world()
+    user = world.pretend_users[0]
+    limited = answer(429, "rate-limited", **{"Retry-After": "1"})
+    transport = FaultyTransport({("GET", "/topk"): [limited]})
+    with Client(server.url, world.api_key, transport=transport) as client:
+        started = time.monotonic()
+        client.topk(user)
+        assert time.monotonic() - started >= 1.0
+    assert client.stats.retries == 1 and client.stats.queries == 1
+
+
+def test_a_real_rate_limit_is_waited_out(artifact: Path, tmp_path: Path) -> None:
+    limited = tiny_server(artifact, tmp_path / "l.db", RECSYS_RATE_LIMIT="3/second").start()
+    try:
+        with AdminClient(limited.url, ADMIN_TOKEN) as admin:
+            world = admin.create_world()
+        with Client(limited.url, world.api_key) as client:
+            for user in world.pretend_users[:7]:
+                client.topk(user)
+        assert client.stats.queries == 7 and client.stats.retries >= 1
+    finally:
+        limited.stop()
+
+
+def test_quota_exhaustion_raises_at_once(server: ServerProcess, admin: AdminClient) -> None:
+    world = admin.create_world(budgets={"queries": 1})
+    transport = FaultyTransport({})
+    with Client(server.url, world.api_key, transport=transport) as client:
+        client.topk(world.pretend_users[0])
+        with pytest.raises(QuotaExceededError, match="query budget") as raised:
+            client.topk(world.pretend_users[0])
+    assert raised.value.problem is not None and raised.value.problem.type == "quota-exceeded"
+    assert transport.sent == ["GET /topk/" + str(world.pretend_users[0])] * 2  # one each
+    assert client.stats.retries == 0
+
+
+def test_server_errors_are_retried_then_succeed(server: ServerProcess, admin: AdminClient) -> None:
+    world = admin.create_world()
+    errors = [answer(503, "not-ready"), answer(500, "internal-error")]
+    transport = FaultyTransport({("GET", "/topk"): errors})
+    with Client(server.url, world.api_key, transport=transport, retry_seed=1) as client:
+        assert len(client.topk(world.pretend_users[0], k=3).items) == 3
+    assert client.stats.retries == 2 and len(transport.sent) == 3
+    always = FaultyTransport({("GET", "/topk"): [answer(502, "bad-gateway")] * 5})
+    with (
+        Client(server.url, world.api_key, transport=always, max_retries=2) as client,
+        pytest.raises(InternalServerError, match="injected bad-gateway"),
+    ):
+        client.topk(world.pretend_users[0])
+    assert len(always.sent) == 3
+
+
+def test_connection_errors_and_timeouts(server: ServerProcess) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    with (
+        Client(closed, "ca_x", max_retries=2, retry_seed=2) as client,
+        pytest.raises(APIConnectionError),
+    ):
+        client.topk(1)
+    assert client.stats.requests == 3 and client.stats.retries == 2
+    timeouts = FaultyTransport({("GET", "/topk"): [raise_(httpx.ReadTimeout)] * 3})
+    with (
+        Client(server.url, "ca_x", transport=timeouts, max_retries=2) as client,
+        pytest.raises(APITimeoutError),
+    ):
+        client.topk(1)
+    # creating a world is not idempotent: a lost answer is not resent blindly
+    lost = FaultyTransport({("POST", "/admin/worlds"): [raise_(httpx.ConnectError)]})
+    with (
+        AdminClient(server.url, ADMIN_TOKEN, transport=lost) as admin,
+        pytest.raises(APIConnectionError),
+    ):
+        admin.create_world()
+    assert lost.sent == ["POST /admin/worlds"]
+
+
+def test_concurrent_queries_beat_sequential_ones_over_a_socket(
+    server: ServerProcess, admin: AdminClient
+) -> None:
+    """One reward step: the 50 pretend users' top-k, concurrently vs one after another."""
+    world = admin.create_world(n_pretend_users=50)
+
+    async def timings() -> tuple[float, float]:
+        concurrent, sequential = [], []
+        async with AsyncClient(server.url, world.api_key) as client:
+            await client.topk_many(world.pretend_users, k=20)  # warm connections
+            for _ in range(5):
+                started = time.perf_counter()
+                await client.topk_many(world.pretend_users, k=20)
+                concurrent.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                for user in world.pretend_users:
+                    await client.topk(user, k=20)
+                sequential.append(time.perf_counter() - started)
+        return statistics.median(concurrent), statistics.median(sequential)
+
+    concurrent, sequential = asyncio.run(timings())
+    assert concurrent < sequential, (concurrent, sequential)
