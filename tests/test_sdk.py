@@ -270,3 +270,15 @@ def test_concurrent_queries_beat_sequential_ones_over_a_socket(
 
     concurrent, sequential = asyncio.run(timings())
     assert concurrent < sequential, (concurrent, sequential)
+
+
+def test_the_readme_example_runs(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## The attacker's SDK", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("RECSYS_URL", server.url)
+    monkeypatch.setenv("RECSYS_ADMIN_TOKEN", ADMIN_TOKEN)
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert namespace["client"].stats.injections == 1
+    assert namespace["report"].targets[0].item == 99
