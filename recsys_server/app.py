@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,7 +23,7 @@ from recsys_server.api.routes import admin, attack, ops
 from recsys_server.artifact import ModelArtifact
 from recsys_server.ledger import Ledger
 from recsys_server.observability import MetricsMiddleware, ServiceMetrics
-from recsys_server.problems import PROBLEM_JSON, ServiceProblem
+from recsys_server.problems import PROBLEM_JSON, LedgerUnavailable, ServiceProblem
 from recsys_server.ratelimit import KeyRateLimiter
 from recsys_server.settings import Settings
 from recsys_server.worlds import WorldRegistry
@@ -135,6 +136,13 @@ def _add_problem_handlers(app: FastAPI) -> None:
             detail=f"{request.method} {request.url.path}: {exc.detail}",
         )
         return _problem_response(problem, dict(exc.headers or {}))
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def ledger_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        # another process holds the database (a backup, a shell): nothing was acknowledged
+        log.warning("ledger unavailable on %s %s: %s", request.method, request.url.path, exc)
+        problem = LedgerUnavailable(f"the ledger could not be written ({exc}); retry")
+        return _problem_response(problem.problem(), problem.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -88,7 +88,11 @@ class Ledger:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # a short busy wait: the calls run on the event loop; a ledger held elsewhere
+            # (a backup, a shell) answers 503 rather than stalling every world
+            self._db = sqlite3.connect(
+                path, timeout=0.5, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")

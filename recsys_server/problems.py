@@ -40,6 +40,9 @@ class ServiceProblem(Exception):
 class Unauthorized(ServiceProblem):
     status, type, title = 401, "unauthorized", "Missing or unknown credentials"
 
+    def __init__(self, detail: str, scheme: str = 'ApiKey header="X-API-Key"') -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": scheme})
+
 
 class Forbidden(ServiceProblem):
     status, type, title = 403, "forbidden", "Not allowed with these credentials"
@@ -71,6 +74,13 @@ class QuotaExceeded(ServiceProblem):
 
 class NotReady(ServiceProblem):
     status, type, title = 503, "not-ready", "The model is still loading"
+
+
+class LedgerUnavailable(ServiceProblem):
+    status, type, title = 503, "ledger-unavailable", "The ledger cannot be written now"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": "1"})
 
 
 def problem_responses(*problems: type[ServiceProblem]) -> dict[int | str, dict[str, Any]]:

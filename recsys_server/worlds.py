@@ -5,8 +5,15 @@ every embedding table are shared, a world holds only the rows its own injections
 changed) plus the pretend users handed to its attacker. The :class:`WorldRegistry` owns
 the worlds, keeps the ledger in step with them, and runs the CPU-heavy work (the
 incremental refresh, evaluations) on dedicated threads, so the event loop keeps serving
-other worlds meanwhile. Each world has a lock: its injections, resets and evaluations
-are serialised, and a ``/topk`` sees a world either before or after an injection.
+meanwhile.
+
+A state, once installed in a world, is never changed: an injection refreshes a fork of
+it on the refresh thread and installs the fork only after the ledger has committed the
+injection. So a ``/topk`` or an evaluation reads one consistent state without waiting,
+sees the world before or after an injection and never halfway, and an injection that
+fails leaves no trace (not even a used-up user id). Writers of a world (injections,
+resets, deletion) are serialised by its lock, and re-check after waiting for it that
+the world still exists.
 """
 
 from __future__ import annotations
@@ -27,8 +34,14 @@ from recsys_server.ledger import Ledger, LedgerError, WorldRecord
 from recsys_server.observability import ServiceMetrics
 from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.refresh import EmbeddingState
-from recsys_server.problems import Conflict, InvalidRequest, NotFound, QuotaExceeded
-from recsys_server.security import hash_key, new_api_key, same_secret
+from recsys_server.problems import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    QuotaExceeded,
+    Unauthorized,
+)
+from recsys_server.security import hash_key, new_api_key
 from shared.metrics import KS, metrics_from_ranks, ranks_of
 from shared.schemas import (
     CreateWorldRequest,
@@ -50,12 +63,9 @@ class World:
     key_hash: str
     pretend_users: frozenset[int]
     state: EmbeddingState
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # serialises writers
     embedding_epoch: int = 0  # refreshes applied to ``state``
-
-    def can_see(self, user: int) -> bool:
-        """Its attacker may query its pretend users and the users it injected, nothing else."""
-        return user in self.pretend_users or self.state.graph.is_injected(user)
+    deleted: bool = False
 
 
 class WorldRegistry:
@@ -109,8 +119,9 @@ class WorldRegistry:
             raise NotFound(f"no world {world_id!r}") from None
 
     def world_for_key(self, key: str) -> World | None:
-        world = self._by_key.get(hash_key(key))
-        return world if world is not None and same_secret(hash_key(key), world.key_hash) else None
+        # looked up by the key's SHA-256: lookup time can only reveal bits of the hash,
+        # which say nothing usable about a 256-bit random key
+        return self._by_key.get(hash_key(key))
 
     def world_ids(self) -> list[str]:
         return list(self._worlds)
@@ -135,12 +146,17 @@ class WorldRegistry:
 
     async def delete(self, world: World) -> None:
         async with world.lock:
+            _still_there(world)
             self.ledger.delete_world(world.world_id)
+            world.deleted = True
             del self._worlds[world.world_id]
             del self._by_key[world.key_hash]
+            for counter in (self.metrics.queries, self.metrics.injections):
+                counter.remove(world.world_id)
 
     async def reset(self, world: World, restore_budgets: bool) -> WorldUsage:
         async with world.lock:
+            _still_there(world)
             self.ledger.reset_world(world.world_id, restore_budgets)
             world.state = self.clean.fork()
             world.embedding_epoch = 0
@@ -174,8 +190,14 @@ class WorldRegistry:
         """HR@K / NDCG@K of each target over the evaluation users, clean model and world,
         both protocols, on the same sampled negatives."""
         self._check_items(targets, "target_items")
-        async with world.lock:
-            evaluated = await self._run(self._evaluator, self._evaluate_sync, world.state, targets)
+        holders = np.diff(self._holders.indptr)[targets]
+        lacking = [
+            t for t, n in zip(targets, holders, strict=True) if n >= len(self.data.eval_users)
+        ]
+        if lacking:
+            raise InvalidRequest(f"target_items: every evaluation user holds {lacking}")
+        # the installed state never changes: evaluate it without holding up the world
+        evaluated = await self._run(self._evaluator, self._evaluate_sync, world.state, targets)
         return EvaluationReport(
             world_id=world.world_id,
             seed=self.eval_seed,
@@ -186,20 +208,27 @@ class WorldRegistry:
 
     # --- attacker ------------------------------------------------------------------
 
-    async def topk(self, world: World, user: int, k: int) -> list[int]:
-        if not world.can_see(user):
+    def topk(self, world: World, user: int, k: int) -> list[int]:
+        """Synchronous on purpose: check, count and answer with no await in between, so
+        nothing can change the world halfway (about 0.1 ms of numpy)."""
+        if world.deleted:
+            raise Unauthorized("unknown API key")
+        state = world.state
+        # the attacker may query its pretend users and the users it injected, nothing else
+        if user not in world.pretend_users and not state.graph.is_injected(user):
             raise NotFound(f"no user {user}")
-        async with world.lock:
-            if not self.ledger.consume_query(world.world_id):
-                raise QuotaExceeded("the query budget of this world is spent")
-            self.metrics.queries.labels(world.world_id).inc()
-            return world.state.topk(user, k).tolist()
+        if not self.ledger.consume_query(world.world_id):
+            raise QuotaExceeded("the query budget of this world is spent")
+        self.metrics.queries.labels(world.world_id).inc()
+        return state.topk(user, k).tolist()
 
     async def inject(
         self, world: World, items: list[int], idempotency_key: str | None
     ) -> InjectUserResponse:
         self._check_profile(items)
         async with world.lock:
+            if world.deleted:
+                raise Unauthorized("unknown API key")
             if idempotency_key is not None:
                 earlier = self.ledger.injection_by_key(world.world_id, idempotency_key)
                 if earlier is not None:
@@ -217,19 +246,12 @@ class WorldRegistry:
                     f"the profile has {len(items)}"
                 )
             started = time.perf_counter()
-            state = world.state
-            user = await self._run(self._refresher, state.add_user, np.asarray(items))
+            refreshed, user = await self._run(self._refresher, _with_user, world.state, items)
             self.metrics.refresh_seconds.observe(time.perf_counter() - started)
-            try:
-                recorded = self.ledger.record_injection(
-                    world.world_id, user, items, idempotency_key
-                )
-            except BaseException:
-                await self._run(self._refresher, state.remove_user, user)
-                raise
-            if not recorded:  # the checks above run under the same lock: cannot happen
-                await self._run(self._refresher, state.remove_user, user)
-                raise QuotaExceeded("a budget of this world is spent")
+            # acknowledged only once committed; if this raises, ``refreshed`` is dropped
+            if not self.ledger.record_injection(world.world_id, user, items, idempotency_key):
+                raise QuotaExceeded("a budget of this world is spent")  # checked above: rare
+            world.state = refreshed
             world.embedding_epoch += 1
             self.metrics.injections.labels(world.world_id).inc()
             return self._injected(world, user, len(items))
@@ -295,6 +317,8 @@ class WorldRegistry:
     def _rank_metrics(self, state: EmbeddingState, target: int) -> tuple[int, dict[str, Metrics]]:
         holders = self._holders[:, target].nonzero()[0]
         users = np.setdiff1d(self.data.eval_users, holders)
+        if len(users) == 0:
+            raise InvalidRequest(f"target_items: every evaluation user holds item {target}")
         ranks = ranks_of(
             state.scores, users, np.full(len(users), target), self.data.known, seed=self.eval_seed
         )
@@ -303,6 +327,17 @@ class WorldRegistry:
     @staticmethod
     async def _run(executor: ThreadPoolExecutor, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+
+def _with_user(state: EmbeddingState, items: list[int]) -> tuple[EmbeddingState, int]:
+    """A fork of ``state`` with one more user (``state`` itself is left as it was)."""
+    refreshed = state.fork()
+    return refreshed, refreshed.add_user(np.asarray(items, dtype=np.int64))
+
+
+def _still_there(world: World) -> None:
+    if world.deleted:
+        raise NotFound(f"no world {world.world_id!r}")
 
 
 def _mean(reports: list[dict[str, Metrics]]) -> dict[str, Metrics]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 ItemId = Annotated[int, Field(ge=0, description="A target-catalogue item id.")]
 UserId = Annotated[int, Field(ge=0, description="A target-platform user id.")]
 KS = (5, 10, 20)
+MAX_BUDGET = 2**53  # stored as SQLite integers; far beyond any experiment
 
 
 class _Strict(BaseModel):
@@ -67,16 +68,18 @@ class Problem(BaseModel):
 class Budgets(_Strict):
     """A world's limits: ``/topk`` calls, injected profiles, and items over all profiles."""
 
-    queries: int = Field(default=100_000, ge=0)
-    injections: int = Field(default=10_000, ge=0)
-    items: int = Field(default=1_000_000, ge=0)
+    queries: int = Field(default=100_000, ge=0, le=MAX_BUDGET)
+    injections: int = Field(default=10_000, ge=0, le=MAX_BUDGET)
+    items: int = Field(default=1_000_000, ge=0, le=MAX_BUDGET)
 
 
 class CreateWorldRequest(_Strict):
     n_pretend_users: int = Field(
         default=50, ge=1, description="Real target users handed to the attacker."
     )
-    seed: int = Field(default=0, ge=0, description="Chooses the pretend users from the pool.")
+    seed: int = Field(
+        default=0, ge=0, le=2**63 - 1, description="Chooses the pretend users from the pool."
+    )
     budgets: Budgets = Field(default_factory=Budgets)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,9 @@ from recsys_server.ledger import Ledger, LedgerError
 from tests.pinsage_fixtures import tiny_data
 from tests.service_fixtures import (
     ADMIN,
+    IN_PROCESS_URL,
     TRANSPORTS,
+    running_app,
     serving,
     settings_for,
     write_tiny_artifact,
@@ -149,6 +152,15 @@ async def test_idempotent_injection(artifact: Path, tmp_path: Path, transport: s
     async with serving(settings_for(artifact, tmp_path / "ledger.db"), transport) as client:
         world, key = await new_world(client)
         headers = {**key, "Idempotency-Key": "episode-1-profile-1"}
+        # the same key sent concurrently: one injection, one answer for all
+        racing = await asyncio.gather(
+            *(
+                client.post("/inject_user", json={"items": [1, 2, 3]}, headers=headers)
+                for _ in range(5)
+            )
+        )
+        assert {r.status_code for r in racing} == {201}
+        assert len({r.json()["user_id"] for r in racing}) == 1
         first = await client.post("/inject_user", json={"items": [1, 2, 3]}, headers=headers)
         again = await client.post("/inject_user", json={"items": [1, 2, 3]}, headers=headers)
         assert first.status_code == again.status_code == 201
@@ -157,6 +169,7 @@ async def test_idempotent_injection(artifact: Path, tmp_path: Path, transport: s
         assert_problem(other, 409, "conflict", "episode-1-profile-1")
         used = await usage(client, world["world_id"])
         assert used["used"]["injections"] == 1 and used["injected_users"] == 1
+        assert first.json()["user_id"] == racing[0].json()["user_id"]
         exported = await client.get(f"/admin/worlds/{world['world_id']}/injections", headers=ADMIN)
         assert [(p["items"], p["idempotency_key"]) for p in exported.json()] == [
             ([1, 2, 3], "episode-1-profile-1")
@@ -246,19 +259,29 @@ async def test_budgets_are_exact_under_concurrency(
         assert_problem(refused, 429, "quota-exceeded", "query budget")
         assert refused.headers["x-should-retry"] == "false"
 
+        # injections are serialised per world: in sending order, [6, 7, 8] would pass the
+        # injection budget but not the item budget (2 + 3 + 3 > 7), [10] the item budget but
+        # not the injection budget
         profiles = [[1, 2], [3, 4, 5], [6, 7, 8], [9], [10]]
-        answers = await asyncio.gather(
-            *(client.post("/inject_user", json={"items": p}, headers=key) for p in profiles)
+        answers = []
+        for profile in profiles:
+            answers.append(await client.post("/inject_user", json={"items": profile}, headers=key))
+        assert [r.status_code for r in answers] == [201, 201, 429, 201, 429]
+        assert_problem(answers[2], 429, "quota-exceeded", "item budget")
+        assert_problem(answers[4], 429, "quota-exceeded", "injection budget")
+        # and concurrently, on a fresh budget: exactly as many as the budgets allow
+        other, other_key = await new_world(client, budgets={"injections": 4})
+        concurrent = await asyncio.gather(
+            *(
+                client.post("/inject_user", json={"items": [i]}, headers=other_key)
+                for i in range(20)
+            )
         )
-        accepted = [p for p, r in zip(profiles, answers, strict=True) if r.status_code == 201]
-        for response in answers:
-            if response.status_code != 201:
-                assert_problem(response, 429, "quota-exceeded", "budget")
+        assert sorted(r.status_code for r in concurrent) == [201] * 4 + [429] * 16
+        assert (await usage(client, other["world_id"]))["injected_users"] == 4
         used = await usage(client, world["world_id"])
-        assert used["used"]["queries"] == 50
-        assert used["used"]["injections"] == len(accepted) <= 3
-        assert used["used"]["items"] == sum(map(len, accepted)) <= 7
-        assert used["injected_users"] == len(accepted)
+        assert used["used"] == {"queries": 50, "injections": 3, "items": 6}
+        assert used["injected_users"] == 3
 
         # a reset drops the injections; restoring the budgets zeroes the counters only
         reset = await client.post(
@@ -336,7 +359,8 @@ async def test_delete_world_and_operations_routes(
         info = (await client.get("/admin/model", headers=ADMIN)).json()
         assert info["n_items"] == DATA.n_items and info["worlds"] == 1
         assert info["scenario_fingerprint"] == DATA.fingerprint
-        metrics = (await client.get("/metrics")).text
+        assert_problem(await client.get("/metrics", headers=key), 403, "forbidden")
+        metrics = (await client.get("/metrics", headers=ADMIN)).text
         assert 'recsys_http_requests_total{method="GET",route="/topk/{user_id}",status="200"}' in (
             metrics
         )
@@ -385,3 +409,60 @@ def test_artifact_without_serving_data_is_refused(artifact: Path, tmp_path: Path
             bare, Ledger(tmp_path / "l.db", bare.scenario_fingerprint), max_profile_length=10
         )
     assert json.dumps(loaded.metrics) == '{"note": "tiny test model"}'
+
+
+async def test_writers_that_waited_for_a_deleted_world_get_a_clean_error(
+    artifact: Path, tmp_path: Path
+) -> None:
+    async with running_app(settings_for(artifact, tmp_path / "ledger.db")) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=IN_PROCESS_URL) as client:
+            world, key = await new_world(client)
+            url = f"/admin/worlds/{world['world_id']}"
+            # queue an injection, a reset and two deletions behind one injection
+            requests = [
+                client.post("/inject_user", json={"items": [1, 2]}, headers=key),
+                client.delete(url, headers=ADMIN),
+                client.post("/inject_user", json={"items": [3]}, headers=key),
+                client.post(f"{url}/reset", headers=ADMIN),
+                client.delete(url, headers=ADMIN),
+            ]
+            answers = await asyncio.gather(*requests)
+            statuses = [r.status_code for r in answers]
+            assert statuses[:2] == [201, 204]
+            assert statuses[2] == 401 and statuses[3] == statuses[4] == 404
+            for response in answers[2:]:
+                assert response.headers["content-type"] == "application/problem+json"
+            assert_problem(
+                await client.get(f"/topk/{DATA.n_users}", headers=key), 401, "unauthorized"
+            )
+
+
+async def test_a_failed_ledger_write_leaves_no_trace(artifact: Path, tmp_path: Path) -> None:
+    """A ledger held by another process: 503, nothing acknowledged, nothing changed, no
+    user id used up, and the server restarts on the ledger as it is."""
+    settings = settings_for(artifact, tmp_path / "ledger.db")
+    async with running_app(settings) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=IN_PROCESS_URL) as client:
+            world, key = await new_world(client)
+            first = await client.post("/inject_user", json={"items": [1, 2]}, headers=key)
+            user = world["pretend_users"][0]
+            before = (await client.get(f"/topk/{user}", params={"k": 30}, headers=key)).json()
+            blocker = sqlite3.connect(settings.ledger_path, timeout=0)
+            blocker.execute("BEGIN IMMEDIATE")
+            app.state.registry.ledger._db.execute("PRAGMA busy_timeout = 0")
+            try:
+                failed = await client.post("/inject_user", json={"items": [3, 4]}, headers=key)
+            finally:
+                blocker.rollback()
+                blocker.close()
+            assert_problem(failed, 503, "ledger-unavailable", "locked")
+            assert failed.headers["Retry-After"] == "1"
+            after = (await client.get(f"/topk/{user}", params={"k": 30}, headers=key)).json()
+            assert after == before  # the refreshed state was never installed
+            second = await client.post("/inject_user", json={"items": [3, 4]}, headers=key)
+            assert second.json()["user_id"] == first.json()["user_id"] + 1
+            answers = (await client.get(f"/topk/{user}", params={"k": 30}, headers=key)).json()
+    async with serving(settings) as client:  # replays the ledger: the same world
+        assert (await client.get(f"/topk/{user}", params={"k": 30}, headers=key)).json() == answers

@@ -85,7 +85,7 @@ async def require_admin(
         return
     if any(k and registry.world_for_key(k) is not None for k in (token, key)):
         raise Forbidden("an attacker key cannot reach /admin")
-    raise Unauthorized("send the admin token as 'Authorization: Bearer <token>'")
+    raise Unauthorized("send the admin token as 'Authorization: Bearer <token>'", "Bearer")
 
 
 AttackerDep = Annotated[Attacker, Depends(current_attacker)]

@@ -10,6 +10,7 @@ from recsys_server.api.deps import AdminDep, MetricsDep, RegistryDep, WorldDep
 from recsys_server.problems import (
     Forbidden,
     InvalidRequest,
+    LedgerUnavailable,
     NotFound,
     NotReady,
     Unauthorized,
@@ -30,7 +31,7 @@ router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[AdminDep],
-    responses=problem_responses(Unauthorized, Forbidden, NotReady),
+    responses=problem_responses(Unauthorized, Forbidden, NotReady, LedgerUnavailable),
 )
 WORLD_PROBLEMS = problem_responses(NotFound, InvalidRequest)
 

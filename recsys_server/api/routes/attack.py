@@ -8,6 +8,7 @@ from recsys_server.api.deps import AttackerDep
 from recsys_server.problems import (
     Conflict,
     InvalidRequest,
+    LedgerUnavailable,
     NotFound,
     NotReady,
     QuotaExceeded,
@@ -27,7 +28,13 @@ def attacker_router(max_k: int) -> APIRouter:
         "/inject_user",
         status_code=201,
         responses=problem_responses(
-            Unauthorized, Conflict, InvalidRequest, RateLimited, QuotaExceeded, NotReady
+            Unauthorized,
+            Conflict,
+            InvalidRequest,
+            RateLimited,
+            QuotaExceeded,
+            NotReady,
+            LedgerUnavailable,
         ),
     )
     async def inject_user(
@@ -49,7 +56,13 @@ def attacker_router(max_k: int) -> APIRouter:
     @router.get(
         "/topk/{user_id}",
         responses=problem_responses(
-            Unauthorized, NotFound, InvalidRequest, RateLimited, QuotaExceeded, NotReady
+            Unauthorized,
+            NotFound,
+            InvalidRequest,
+            RateLimited,
+            QuotaExceeded,
+            NotReady,
+            LedgerUnavailable,
         ),
     )
     async def topk(
@@ -59,7 +72,7 @@ def attacker_router(max_k: int) -> APIRouter:
     ) -> TopKResponse:
         """The ``k`` items the recommender ranks highest for the user, best first, among
         items the user does not have. One call is one query of the world's budget."""
-        items = await attacker.registry.topk(attacker.world, user_id, k)
+        items = attacker.registry.topk(attacker.world, user_id, k)
         return TopKResponse(user_id=user_id, items=items)
 
     return router
