@@ -399,6 +399,51 @@ def load_scenario(folder: Path) -> Scenario:
     )
 
 
+@dataclass(frozen=True)
+class AttackerView:
+    """What the attacker may read of a scenario: the source profiles (mapped to target
+    item ids), the target items to promote, and the public catalogue. Never the target's
+    interactions, splits or users."""
+
+    fingerprint: str
+    source_indptr: np.ndarray
+    source_items: np.ndarray
+    source_times: np.ndarray
+    cold_targets: list[int]
+    decile_targets: dict[int, list[int]]
+    n_items: int
+
+    @property
+    def n_source_users(self) -> int:
+        return len(self.source_indptr) - 1
+
+    def source_profile(self, index: int) -> np.ndarray:
+        return self.source_items[self.source_indptr[index] : self.source_indptr[index + 1]]
+
+
+def load_attacker_view(folder: Path) -> AttackerView:
+    """The attacker's files of a scenario, each checked against the manifest."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for name in (_SOURCE_FILE, _TARGETS_FILE, _CATALOGUE_FILE):
+        path = folder / name
+        if not path.is_file():
+            raise ScenarioError(f"{path} is missing")
+        if sha256_file(path) != manifest["files"][name]:
+            raise ScenarioError(f"{path} does not match the manifest (changed after the build?)")
+    source = np.load(folder / _SOURCE_FILE)
+    targets = json.loads((folder / _TARGETS_FILE).read_text())
+    return AttackerView(
+        fingerprint=manifest["fingerprint"],
+        source_indptr=source["indptr"],
+        source_items=source["items"],
+        source_times=source["times"],
+        cold_targets=targets["cold"],
+        decile_targets={int(k): v for k, v in targets["deciles"].items()},
+        n_items=manifest["counts"]["target_items"],
+    )
+
+
 def _read_catalogue(path: Path) -> list[Movie]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
