@@ -16,10 +16,9 @@ from recsys_server.data import TargetData
 from recsys_server.training import (
     History,
     TrainConfig,
-    bpr_batches,
-    bpr_loss,
     fit_with_early_stopping,
 )
+from shared.bpr import bpr_batches, bpr_loss
 
 
 class MostPopular:

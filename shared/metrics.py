@@ -75,24 +75,38 @@ def ranks_of(
         chunk = slice(start, start + _CHUNK)
         case_users, case_items = users[chunk], items[chunk]
         unique_users, inverse = np.unique(case_users, return_inverse=True)
-        scores = np.asarray(score(unique_users), dtype=np.float64)[inverse]
+        scores = np.asarray(score(unique_users))
+        if len(unique_users) < len(case_users) or (inverse != np.arange(len(inverse))).any():
+            scores = scores[inverse]
         cases = np.arange(len(case_items))
         positive = scores[cases, case_items][:, None]
         if negatives is not None:
             candidates = np.take_along_axis(scores, negatives[chunk], axis=1)
-            ranks["sampled"][chunk] = _rank(candidates, positive, None)
+            ranks["sampled"][chunk] = _rank(candidates, positive)
         if "full" in protocols:
-            valid = known[case_users].toarray() == 0
-            valid[cases, case_items] = False
-            ranks["full"][chunk] = _rank(scores, positive, valid)
+            ranks["full"][chunk] = _full_rank(scores, positive, known[case_users], case_items)
     return ranks
 
 
-def _rank(candidates: np.ndarray, positive: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    greater, ties = candidates > positive, candidates == positive
-    if valid is not None:
-        greater, ties = greater & valid, ties & valid
-    return greater.sum(axis=1) + ties.sum(axis=1) / 2
+def _rank(candidates: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    return (candidates > positive).sum(axis=1) + (candidates == positive).sum(axis=1) / 2
+
+
+def _full_rank(
+    scores: np.ndarray, positive: np.ndarray, known: sp.csr_matrix, held_out: np.ndarray
+) -> np.ndarray:
+    """Rank among every item but the held-out one and the user's other known items: all
+    items, less the held-out item's tie with itself, less the known items (sparse)."""
+    greater = (scores > positive).sum(axis=1).astype(np.float64)
+    ties = (scores == positive).sum(axis=1) - 1.0
+    rows = np.repeat(np.arange(len(scores)), np.diff(known.indptr))
+    columns = known.indices
+    other = columns != held_out[rows]
+    rows, columns = rows[other], columns[other]
+    values, pivot = scores[rows, columns], positive[rows, 0]
+    greater -= np.bincount(rows, weights=values > pivot, minlength=len(scores))
+    ties -= np.bincount(rows, weights=values == pivot, minlength=len(scores))
+    return greater + ties / 2
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:

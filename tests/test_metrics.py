@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.metrics import (
     evaluate,
@@ -60,3 +63,19 @@ def test_evaluate_reports_both_protocols() -> None:
     assert set(result) == {"sampled", "full"}
     assert result["sampled"]["HR@5"] == 1.0  # positives beat every unknown item
     assert 0 < result["full"]["HR@20"] <= 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n_users=st.integers(1, 30), n_items=st.integers(2, 40))
+def test_full_rank_equals_a_brute_force_count(seed: int, n_users: int, n_items: int) -> None:
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 5, size=(n_users, n_items)).astype(np.float32)  # many ties
+    known = sp.csr_matrix(rng.random((n_users, n_items)) < 0.3, dtype=np.float32)
+    users = rng.integers(0, n_users, size=25)
+    items = rng.integers(0, n_items, size=25)
+    ranks = ranks_of(lambda u: scores[u], users, items, known, protocols=("full",))["full"]
+    for case, (user, item) in enumerate(zip(users, items, strict=True)):
+        others = [j for j in range(n_items) if j != item and known[user, j] == 0]
+        above = sum(scores[user, j] > scores[user, item] for j in others)
+        tied = sum(scores[user, j] == scores[user, item] for j in others)
+        assert ranks[case] == above + tied / 2

@@ -24,10 +24,9 @@ from recsys_server.pinsage.sampler import neighbourhoods_of
 from recsys_server.training import (
     History,
     TrainConfig,
-    bpr_batches,
-    bpr_loss,
     fit_with_early_stopping,
 )
+from shared.bpr import bpr_batches, bpr_loss
 
 
 def train_pinsage(

@@ -1,0 +1,51 @@
+"""What every attack method gets and gives back: one target item, one world reached only
+through the SDK, the attacker's own data (source profiles and their MF embeddings), and
+a budget of profiles. The final spend of the budget goes through :meth:`AttackContext.
+inject`, which counts it and lets the harness evaluate checkpoints (the budget curve)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from attacker_client._client import AsyncAdminClient, AsyncClient
+from attacker_client.source_mf import SourceEmbeddings
+from attacker_client.tree import BalancedClusterTree
+from shared.scenario import AttackerView
+from shared.schemas import WorldCreated
+
+
+@dataclass
+class AttackContext:
+    client: AsyncClient
+    admin: AsyncAdminClient
+    world: WorldCreated
+    view: AttackerView
+    embeddings: SourceEmbeddings
+    trees: Callable[[int], BalancedClusterTree]  # depth -> the tree (built once, cached)
+    target: int
+    budget: int
+    seed: int
+    # called after each injection of the final spend with the number injected so far
+    on_injected: Callable[[int], Awaitable[None]] | None = None
+    injected_lengths: list[int] = field(default_factory=list)
+
+    @property
+    def holders(self) -> np.ndarray:
+        """Source users whose profile holds the target item."""
+        view = self.view
+        rows = np.repeat(np.arange(view.n_source_users), np.diff(view.source_indptr))
+        return np.unique(rows[view.source_items == self.target])
+
+    async def inject(self, profile: np.ndarray) -> None:
+        """Inject one profile of the final spend."""
+        await self.client.inject_user(profile.tolist())
+        self.injected_lengths.append(len(profile))
+        if self.on_injected is not None:
+            await self.on_injected(len(self.injected_lengths))
+
+
+AttackMethod = Callable[[AttackContext], Awaitable[dict[str, Any]]]

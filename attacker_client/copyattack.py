@@ -1,0 +1,257 @@
+"""CopyAttack (Fan et al., Section 4), top to bottom in one file.
+
+1. Profile selection: a path from the root of the balanced clustering tree of source
+   users to a leaf; every non-leaf node is an MLP over [q^B_{v*} ⊕ RNN(selected users)]
+   with a softmax over its children; subtrees holding no profile with v* are masked.
+   The first profile of an episode is drawn at random (the paper).
+2. Profile crafting: an MLP over [p^B_i ⊕ q^B_{v*}] picks a window w in 10%..100%; the
+   chronological profile is cut to that share around v*.
+3. Injection and reward: every ``query_every`` injections the attacker asks the top-k of
+   each pretend user (concurrently) and scores Eq. (1): the share of pretend users with
+   v* in their top-k (``reward="hit"``), or, where that is too sparse to learn from, the
+   rank of v* inside the returned lists (``reward="rank"``: (k - position) / k).
+4. Learning: REINFORCE on both policies (discount 0.6 over query rounds, Adam 0.001), a
+   running-mean baseline; an episode ends at the budget or when every pretend user has
+   v* in its top-k.
+
+Episodes (default ``reset``): the world is reset between training episodes through the
+admin API; the final result comes from one more spend of the budget by the learned
+policy in the reset world. ``online``: one world, no resets, the last episode's state is
+the result (the stricter black-box reading). The ablations of the paper are flags:
+PolicyNetwork (``depth=1``: one flat policy over all source users), CopyAttack-Length
+(``crafting=False``), CopyAttack-Masking (``masking=False, crafting=False``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from attacker_client.attack import AttackContext
+from attacker_client.tree import BalancedClusterTree
+from shared.profiles import WINDOW_SHARES, crop_around_target
+
+
+@dataclass(frozen=True)
+class CopyAttackArgs:
+    episodes: int = 8  # training episodes before the final spend
+    query_every: int = 3  # injections between reward rounds (the paper)
+    k: int = 20  # top-k asked per pretend user (up to the server's max_k)
+    reward: Literal["hit", "rank"] = "hit"
+    depth: int = 3  # levels of the clustering tree (paper: 3 for Flixster, 6 for Netflix)
+    masking: bool = True
+    crafting: bool = True
+    hidden: int = 32
+    lr: float = 0.001
+    gamma: float = 0.6
+    online: bool = False
+
+
+# --- policies ---------------------------------------------------------------------------
+
+
+class SelectionPolicy(nn.Module):
+    """One MLP per non-leaf node (stored as stacked weights), a shared GRU summarising the
+    users selected so far."""
+
+    def __init__(self, tree: BalancedClusterTree, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.tree = tree
+        width = max(len(children) for children in tree.children)
+        n = tree.n_nodes
+        self.rnn = nn.GRU(dim, dim, batch_first=True)
+        self.w1 = nn.Parameter(torch.randn(n, 2 * dim, hidden) * 0.1)
+        self.b1 = nn.Parameter(torch.zeros(n, hidden))
+        self.w2 = nn.Parameter(torch.randn(n, hidden, width) * 0.1)
+        self.b2 = nn.Parameter(torch.zeros(n, width))
+
+    def state(self, target_vector: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+        """[q_{v*} ⊕ x], x the GRU's last output over the selected users' p^B (zero first)."""
+        if len(selected) == 0:
+            summary = torch.zeros_like(target_vector)
+        else:
+            summary = self.rnn(selected.unsqueeze(0))[1][0, 0]
+        return torch.cat([target_vector, summary])
+
+    def sample(
+        self,
+        state: torch.Tensor,
+        node_allowed: np.ndarray,
+        leaf_allowed: np.ndarray,
+        generator: torch.Generator,
+    ) -> tuple[int, torch.Tensor]:
+        """A leaf position and the log-probability of its path."""
+        tree, node, log_prob = self.tree, 0, torch.zeros(())
+        while True:
+            children = tree.children[node]
+            hidden = torch.relu(state @ self.w1[node] + self.b1[node])
+            logits = (hidden @ self.w2[node] + self.b2[node])[: len(children)]
+            last = tree.level[node] == tree.depth - 1
+            allowed = leaf_allowed[children] if last else node_allowed[children]
+            logits = logits.masked_fill(~torch.from_numpy(allowed), float("-inf"))
+            log_probs = torch.log_softmax(logits, dim=0)
+            choice = int(torch.multinomial(log_probs.exp(), 1, generator=generator))
+            log_prob = log_prob + log_probs[choice]
+            if last:
+                return int(children[choice]), log_prob
+            node = int(children[choice])
+
+
+class CraftingPolicy(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Linear(hidden, len(WINDOW_SHARES))
+        )
+
+    def sample(
+        self, user_vector: torch.Tensor, target_vector: torch.Tensor, generator: torch.Generator
+    ) -> tuple[float, torch.Tensor]:
+        log_probs = torch.log_softmax(self.mlp(torch.cat([user_vector, target_vector])), dim=0)
+        choice = int(torch.multinomial(log_probs.exp(), 1, generator=generator))
+        return WINDOW_SHARES[choice], log_probs[choice]
+
+
+# --- reward -----------------------------------------------------------------------------
+
+
+def reward_of(lists: list[list[int]], target: int, k: int, kind: str) -> float:
+    """Eq. (1) over the pretend users' lists: hits in the top-k, or rank-weighted hits."""
+    scores = []
+    for items in lists:
+        position = items.index(target) if target in items[:k] else None
+        if position is None:
+            scores.append(0.0)
+        else:
+            scores.append(1.0 if kind == "hit" else (k - position) / k)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def discounted_returns(rewards: list[float], gamma: float) -> list[float]:
+    out, running = [], 0.0
+    for reward in reversed(rewards):
+        running = reward + gamma * running
+        out.append(running)
+    return out[::-1]
+
+
+# --- one episode ------------------------------------------------------------------------
+
+
+@dataclass
+class Episode:
+    log_probs: list[torch.Tensor]  # one per learned action (the first profile is random)
+    action_round: list[int]  # the query round each learned action belongs to
+    rewards: list[float]  # one per query round
+    lengths: list[int]  # items per injected profile
+    queries: int
+
+
+class CopyAttack:
+    def __init__(self, ctx: AttackContext, args: CopyAttackArgs) -> None:
+        self.ctx, self.args = ctx, args
+        torch.manual_seed(ctx.seed)
+        self.generator = torch.Generator().manual_seed(ctx.seed)
+        self.rng = np.random.default_rng(ctx.seed)
+        self.tree = ctx.trees(args.depth)
+        dim = ctx.embeddings.users.shape[1]
+        self.user_vectors = torch.from_numpy(ctx.embeddings.users)
+        self.target_vector = torch.from_numpy(ctx.embeddings.items[ctx.target])
+        self.selection = SelectionPolicy(self.tree, dim, args.hidden)
+        self.crafting = CraftingPolicy(dim, args.hidden)
+        parameters = [*self.selection.parameters(), *self.crafting.parameters()]
+        self.optimiser = torch.optim.Adam(parameters, lr=args.lr)
+        self.baseline: float | None = None
+        holders = ctx.holders
+        every = np.arange(ctx.view.n_source_users)
+        # masking: a node is allowed when some leaf below holds the target
+        self.node_allowed = self.tree.holding(holders if args.masking else every) > 0
+        self.leaf_allowed = self.tree.leaf_mask(holders if args.masking else every)
+
+    async def run_episode(self, final: bool) -> Episode:
+        ctx, args = self.ctx, self.args
+        episode = Episode([], [], [], [], 0)
+        selected: list[int] = []
+        for t in range(ctx.budget):
+            log_prob: torch.Tensor | None = None
+            if t == 0:  # the paper seeds each episode with a random allowed profile
+                leaf = int(self.rng.choice(np.flatnonzero(self.leaf_allowed)))
+            else:
+                state = self.selection.state(self.target_vector, self.user_vectors[selected])
+                leaf, log_prob = self.selection.sample(
+                    state, self.node_allowed, self.leaf_allowed, self.generator
+                )
+            user = int(self.tree.order[leaf])
+            profile = ctx.view.source_profile(user)
+            if args.crafting and ctx.target in profile:
+                share, craft_log_prob = self.crafting.sample(
+                    self.user_vectors[user], self.target_vector, self.generator
+                )
+                profile = crop_around_target(profile, ctx.target, share)
+                log_prob = craft_log_prob if log_prob is None else log_prob + craft_log_prob
+            if log_prob is not None:
+                episode.log_probs.append(log_prob)
+                episode.action_round.append(len(episode.rewards))
+            selected.append(user)
+            episode.lengths.append(len(profile))
+            if final:
+                await ctx.inject(profile)
+            else:
+                await ctx.client.inject_user(profile.tolist())
+            if (t + 1) % args.query_every == 0 or t + 1 == ctx.budget:
+                lists = [
+                    x.items for x in await ctx.client.topk_many(ctx.world.pretend_users, args.k)
+                ]
+                episode.queries += len(lists)
+                episode.rewards.append(reward_of(lists, ctx.target, args.k, args.reward))
+                if reward_of(lists, ctx.target, args.k, "hit") == 1.0:
+                    break  # every pretend user already has v*
+        return episode
+
+    def update(self, episode: Episode) -> float:
+        """REINFORCE: each action is credited with the discounted return from its round."""
+        if not episode.log_probs:
+            return 0.0
+        returns = discounted_returns(episode.rewards, self.args.gamma)
+        credit = torch.tensor([returns[r] for r in episode.action_round])
+        baseline = credit.mean().item() if self.baseline is None else self.baseline
+        loss = -(torch.stack(episode.log_probs) * (credit - baseline)).sum()
+        self.optimiser.zero_grad()
+        loss.backward()
+        self.optimiser.step()
+        mean = credit.mean().item()
+        self.baseline = mean if self.baseline is None else 0.8 * self.baseline + 0.2 * mean
+        return float(loss.item())
+
+    async def run(self) -> dict[str, Any]:
+        ctx, args = self.ctx, self.args
+        rounds: list[float] = []
+        queries = injections = 0
+        for _ in range(args.episodes):
+            episode = await self.run_episode(final=False)
+            self.update(episode)
+            rounds += episode.rewards
+            queries += episode.queries
+            injections += len(episode.lengths)
+            if not args.online:
+                await ctx.admin.reset_world(ctx.world.world_id)
+        final = await self.run_episode(final=True)
+        rounds += final.rewards
+        return {
+            "args": asdict(args),
+            "training_episodes": args.episodes,
+            "training_queries": queries + final.queries,
+            "training_injections": injections,
+            "reward_rounds": len(rounds),
+            "reward_density": float(np.mean([r > 0 for r in rounds])) if rounds else 0.0,
+            "mean_reward": float(np.mean(rounds)) if rounds else 0.0,
+            "final_rewards": final.rewards,
+        }
+
+
+async def copyattack(ctx: AttackContext, args: CopyAttackArgs = CopyAttackArgs()) -> dict[str, Any]:
+    return await CopyAttack(ctx, args).run()
