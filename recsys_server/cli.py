@@ -34,10 +34,8 @@ from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.pinsage.train import train_pinsage
 from recsys_server.training import TrainConfig
 from shared.errors import CopyAttackError
-from shared.metrics import ScoreFn, evaluate
+from shared.metrics import ACTIVE_MIN_TRAIN, ScoreFn, evaluate
 from shared.scenario import load_scenario
-
-ACTIVE_MIN_TRAIN = 3
 
 
 def build_parser() -> argparse.ArgumentParser:

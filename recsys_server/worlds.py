@@ -42,8 +42,10 @@ from recsys_server.problems import (
     Unauthorized,
 )
 from recsys_server.security import hash_key, new_api_key
-from shared.metrics import KS, metrics_from_ranks, ranks_of
+from shared.metrics import ACTIVE_MIN_TRAIN, KS, metrics_from_ranks, ranks_of
 from shared.schemas import (
+    COHORTS,
+    CohortEvaluation,
     CreateWorldRequest,
     EvaluationReport,
     InjectedProfile,
@@ -93,9 +95,10 @@ class WorldRegistry:
         graph = InteractionGraph(self.data.train, self.data.n_users, self.data.n_items)
         self.clean = EmbeddingState(artifact.model, graph, self.data.content)
         self._holders = self.data.known.tocsc()
+        self._train_counts = np.bincount(self.data.train[:, 0], minlength=self.data.n_users)
         self._worlds: dict[str, World] = {}
         self._by_key: dict[str, World] = {}
-        self._clean_metrics: dict[int, tuple[int, dict[str, Metrics]]] = {}
+        self._clean_metrics: dict[int, dict[str, tuple[int, dict[str, Metrics]]]] = {}
         # one thread mutates world states, one evaluates: neither blocks the event loop
         self._refresher = ThreadPoolExecutor(1, thread_name_prefix="refresh")
         self._evaluator = ThreadPoolExecutor(1, thread_name_prefix="evaluate")
@@ -187,23 +190,22 @@ class WorldRegistry:
         ]
 
     async def evaluate(self, world: World, targets: list[int]) -> EvaluationReport:
-        """HR@K / NDCG@K of each target over the evaluation users, clean model and world,
-        both protocols, on the same sampled negatives."""
+        """HR@K / NDCG@K of each target over the evaluation users (all, and those with 3+
+        training interactions), clean model and world, both protocols, on the same
+        sampled negatives."""
         self._check_items(targets, "target_items")
-        holders = np.diff(self._holders.indptr)[targets]
-        lacking = [
-            t for t, n in zip(targets, holders, strict=True) if n >= len(self.data.eval_users)
-        ]
-        if lacking:
-            raise InvalidRequest(f"target_items: every evaluation user holds {lacking}")
         # the installed state never changes: evaluate it without holding up the world
         evaluated = await self._run(self._evaluator, self._evaluate_sync, world.state, targets)
+        mean = {
+            cohort: CohortEvaluation(
+                n_users=round(float(np.mean([t.cohorts[cohort].n_users for t in evaluated]))),
+                before=_mean([t.cohorts[cohort].before for t in evaluated]),
+                after=_mean([t.cohorts[cohort].after for t in evaluated]),
+            )
+            for cohort in COHORTS
+        }
         return EvaluationReport(
-            world_id=world.world_id,
-            seed=self.eval_seed,
-            targets=evaluated,
-            mean_before=_mean([t.before for t in evaluated]),
-            mean_after=_mean([t.after for t in evaluated]),
+            world_id=world.world_id, seed=self.eval_seed, targets=evaluated, mean=mean
         )
 
     # --- attacker ------------------------------------------------------------------
@@ -309,12 +311,20 @@ class WorldRegistry:
         for target in targets:
             if target not in self._clean_metrics:
                 self._clean_metrics[target] = self._rank_metrics(self.clean, target)
-            n_users, before = self._clean_metrics[target]
-            _, after = self._rank_metrics(state, target)
-            out.append(TargetEvaluation(item=target, n_users=n_users, before=before, after=after))
+            before, after = self._clean_metrics[target], self._rank_metrics(state, target)
+            cohorts = {
+                cohort: CohortEvaluation(
+                    n_users=before[cohort][0], before=before[cohort][1], after=after[cohort][1]
+                )
+                for cohort in COHORTS
+            }
+            out.append(TargetEvaluation(item=target, cohorts=cohorts))
         return out
 
-    def _rank_metrics(self, state: EmbeddingState, target: int) -> tuple[int, dict[str, Metrics]]:
+    def _rank_metrics(
+        self, state: EmbeddingState, target: int
+    ) -> dict[str, tuple[int, dict[str, Metrics]]]:
+        """Per cohort: its users who never had ``target``, and their metrics."""
         holders = self._holders[:, target].nonzero()[0]
         users = np.setdiff1d(self.data.eval_users, holders)
         if len(users) == 0:
@@ -322,7 +332,17 @@ class WorldRegistry:
         ranks = ranks_of(
             state.scores, users, np.full(len(users), target), self.data.known, seed=self.eval_seed
         )
-        return len(users), {p: metrics_from_ranks(r, KS) for p, r in ranks.items()}
+        active = self._train_counts[users] >= ACTIVE_MIN_TRAIN
+        out = {}
+        for cohort, keep in (("all", np.ones(len(users), dtype=bool)), ("3+", active)):
+            if not keep.any():  # no such user: no metrics, n_users says why
+                out[cohort] = (0, {})
+                continue
+            out[cohort] = (
+                int(keep.sum()),
+                {p: metrics_from_ranks(r[keep], KS) for p, r in ranks.items()},
+            )
+        return out
 
     @staticmethod
     async def _run(executor: ThreadPoolExecutor, function: Callable[..., T], *args: object) -> T:
@@ -341,6 +361,10 @@ def _still_there(world: World) -> None:
 
 
 def _mean(reports: list[dict[str, Metrics]]) -> dict[str, Metrics]:
+    """Protocol -> metric means over the reports that have any (a cohort can be empty)."""
+    reports = [report for report in reports if report]
+    if not reports:
+        return {}
     return {
         protocol: {
             name: float(np.mean([r[protocol][name] for r in reports]))

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 KS = (5, 10, 20)
+ACTIVE_MIN_TRAIN = 3  # the paper's second cohort: users with 3+ training interactions
 N_SAMPLED = 100
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # user ids -> (len, n_items) scores
 _CHUNK = 512

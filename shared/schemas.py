@@ -122,19 +122,27 @@ class EvaluateRequest(_Strict):
 Metrics = dict[str, float]  # "HR@10" -> value
 
 
-class TargetEvaluation(BaseModel):
-    item: ItemId
-    n_users: int = Field(description="Evaluation users who never interacted with the item.")
+COHORTS = ("all", "3+")  # every evaluation user; those with 3+ training interactions
+
+
+class CohortEvaluation(BaseModel):
+    n_users: int = Field(description="Evaluation users of the cohort who never had the item.")
     before: dict[str, Metrics] = Field(description="Clean model: protocol -> metrics.")
     after: dict[str, Metrics] = Field(description="This world: protocol -> metrics.")
+
+
+class TargetEvaluation(BaseModel):
+    item: ItemId
+    cohorts: dict[str, CohortEvaluation] = Field(
+        description="'all' evaluation users, and those with '3+' training interactions."
+    )
 
 
 class EvaluationReport(BaseModel):
     world_id: str
     seed: int = Field(description="Seed of the sampled negatives, the same before and after.")
     targets: list[TargetEvaluation]
-    mean_before: dict[str, Metrics]
-    mean_after: dict[str, Metrics]
+    mean: dict[str, CohortEvaluation] = Field(description="Per cohort, the mean over targets.")
 
 
 class ModelInfo(BaseModel):

@@ -328,10 +328,13 @@ async def test_evaluation_is_paired_with_the_clean_model(
         target = cold_item()
         url = f"/admin/worlds/{world['world_id']}/evaluate"
         clean = (await client.post(url, json={"target_items": [target]}, headers=ADMIN)).json()
-        entry = clean["targets"][0]
+        entry = clean["targets"][0]["cohorts"]["all"]
         assert entry["before"] == entry["after"]  # nothing injected yet
         holders = set(DATA.train[DATA.train[:, 1] == target, 0].tolist())
         assert entry["n_users"] == len(set(DATA.eval_users.tolist()) - holders)
+        counts = np.bincount(DATA.train[:, 0], minlength=DATA.n_users)
+        active = [u for u in set(DATA.eval_users.tolist()) - holders if counts[u] >= 3]
+        assert clean["targets"][0]["cohorts"]["3+"]["n_users"] == len(active)
         assert set(entry["before"]) == {"sampled", "full"}
         assert set(entry["before"]["full"]) == {
             f"{m}@{k}" for m in ("HR", "NDCG") for k in (5, 10, 20)
@@ -343,9 +346,10 @@ async def test_evaluation_is_paired_with_the_clean_model(
                 await client.post("/inject_user", json={"items": items}, headers=key)
             ).status_code == 201
         attacked = (await client.post(url, json={"target_items": [target]}, headers=ADMIN)).json()
-        assert attacked["targets"][0]["before"] == entry["before"]
-        assert attacked["targets"][0]["after"] != entry["after"]
-        assert attacked["mean_after"] == attacked["targets"][0]["after"]
+        attacked_all = attacked["targets"][0]["cohorts"]["all"]
+        assert attacked_all["before"] == entry["before"]
+        assert attacked_all["after"] != entry["after"]
+        assert attacked["mean"]["all"]["after"] == attacked_all["after"]
 
 
 async def test_delete_world_and_operations_routes(
