@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,11 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic-seed", type=int, default=0, help="synthetic pairs: data seed")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    extra: Callable[[argparse._SubParsersAction], None] | None = None,
+) -> argparse.ArgumentParser:
+    """The ``copyattack`` parser; ``extra`` adds commands of packages that build on
+    ``shared`` (the attacker's ``experiment``)."""
     parser = argparse.ArgumentParser(prog="copyattack", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -111,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dataset", choices=("real", "synthetic"), default="real")
     _add_data_dir(demo)
     demo.add_argument("--out", type=Path, default=Path("scenarios"))
+    if extra is not None:
+        extra(commands)
     return parser
 
 

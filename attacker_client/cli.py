@@ -1,0 +1,94 @@
+"""``copyattack``: the data and scenario commands of ``shared``, and the experiments.
+
+    copyattack experiment table2 --server URL --scenario DIR [--admin-token T]
+        [--methods M ...] [--targets N] [--seeds S ...] [--budget B] [--out DIR]
+
+The admin token also comes from ``RECSYS_ADMIN_TOKEN``. A run writes table2.md/.csv/.json,
+budget_curve.csv/.png and cells.jsonl into ``--out``; run it again to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from attacker_client._exceptions import APIError
+from attacker_client.copyattack import CopyAttackArgs
+from attacker_client.harness import METHODS, ExperimentConfig, run_table2
+from shared import cli as shared_cli
+from shared.errors import CopyAttackError
+
+
+def add_experiment_commands(commands: argparse._SubParsersAction) -> None:
+    experiment = commands.add_parser("experiment", help="run the paper's experiments over HTTP")
+    kinds = experiment.add_subparsers(dest="experiment_command", required=True)
+    table2 = kinds.add_parser("table2", help="every method on every target item (Table 2)")
+    table2.add_argument("--server", required=True, help="base URL of the recommender service")
+    table2.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"))
+    table2.add_argument("--scenario", type=Path, required=True, help="the scenario folder")
+    table2.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    table2.add_argument("--targets", type=int, default=50, help="cold target items")
+    table2.add_argument("--seeds", type=int, nargs="+", default=[0])
+    table2.add_argument("--budget", type=int, default=30, help="profiles per attack")
+    table2.add_argument("--pretend-users", type=int, default=50)
+    table2.add_argument("--concurrency", type=int, default=4, help="worlds at once")
+    table2.add_argument("--episodes", type=int, default=CopyAttackArgs.episodes)
+    table2.add_argument("--k", type=int, default=CopyAttackArgs.k, help="top-k of the reward")
+    table2.add_argument("--reward", choices=("hit", "rank"), default=CopyAttackArgs.reward)
+    table2.add_argument("--depth", type=int, default=CopyAttackArgs.depth)
+    table2.add_argument("--online", action="store_true", help="no world resets")
+    table2.add_argument("--out", type=Path, default=Path("results/table2"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return shared_cli.build_parser(add_experiment_commands)
+
+
+def run_experiment(args: argparse.Namespace) -> int:
+    if not args.admin_token:
+        raise CopyAttackError("the admin token: --admin-token or RECSYS_ADMIN_TOKEN")
+    config = ExperimentConfig(
+        server=args.server,
+        admin_token=args.admin_token,
+        scenario=args.scenario,
+        out=args.out,
+        methods=tuple(args.methods),
+        targets=args.targets,
+        seeds=tuple(args.seeds),
+        budget=args.budget,
+        pretend_users=args.pretend_users,
+        concurrency=args.concurrency,
+        attack=CopyAttackArgs(
+            episodes=args.episodes,
+            k=args.k,
+            reward=args.reward,
+            depth=args.depth,
+            online=args.online,
+        ),
+    )
+    summary = asyncio.run(run_table2(config))
+    print((args.out / "table2.md").read_text())
+    print(
+        f"wrote {args.out}/table2.md, .csv, .json and budget_curve.csv/.png "
+        f"({summary['wall_seconds_this_run']} s)"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "experiment":
+            return run_experiment(args)
+        return shared_cli.run(args)
+    except (CopyAttackError, APIError) as exc:
+        print(f"copyattack: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,403 @@
+"""The experiment harness: the paper's Table 2 and budget curve, over HTTP.
+
+Every (method, target item, seed) is a cell run in its own world, several at once. A
+cell's final spend is evaluated by the server's admin evaluation at each checkpoint
+budget (5, 10, ..., budget: the budget curve of Fig. 5, from the same runs) and at the
+end. Finished cells are appended to ``cells.jsonl`` as they end, so an interrupted run
+resumes without redoing them. The tables are the mean and 95% interval over target
+items and seeds, with a paired test of CopyAttack against the best other method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from tqdm import tqdm
+
+from attacker_client._client import AsyncAdminClient, AsyncClient
+from attacker_client.attack import AttackContext, AttackMethod
+from attacker_client.baselines import random_attack, target_attack, without_attack
+from attacker_client.copyattack import CopyAttackArgs, copyattack
+from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, fit_source_mf
+from attacker_client.tree import BalancedClusterTree
+from shared.errors import CopyAttackError
+from shared.scenario import AttackerView, load_attacker_view
+from shared.schemas import EvaluationReport
+
+METHODS = (
+    "WithoutAttack",
+    "RandomAttack",
+    "TargetAttack40",
+    "TargetAttack70",
+    "TargetAttack100",
+    "PolicyNetwork",
+    "CopyAttack-Masking",
+    "CopyAttack-Length",
+    "CopyAttack",
+)
+HEADLINE = ("all", "sampled", "HR@20")  # cohort, protocol, metric the paired test uses
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    server: str
+    admin_token: str
+    scenario: Path
+    out: Path
+    methods: tuple[str, ...] = METHODS
+    targets: int = 50  # cold target items, in the scenario's order
+    seeds: tuple[int, ...] = (0,)
+    budget: int = 30  # profiles per attack (the paper)
+    pretend_users: int = 50
+    concurrency: int = 4  # worlds at once
+    checkpoint_every: int = 5
+    attack: CopyAttackArgs = field(default_factory=CopyAttackArgs)
+
+    def checkpoints(self) -> list[int]:
+        return list(range(self.checkpoint_every, self.budget + 1, self.checkpoint_every))
+
+
+def method_of(name: str, args: CopyAttackArgs) -> AttackMethod:
+    """The attack behind a method name; the learning ablations are CopyAttack flags."""
+    fixed: dict[str, AttackMethod] = {
+        "WithoutAttack": without_attack,
+        "RandomAttack": random_attack,
+        "TargetAttack40": functools.partial(target_attack, share=0.4),
+        "TargetAttack70": functools.partial(target_attack, share=0.7),
+        "TargetAttack100": functools.partial(target_attack, share=1.0),
+    }
+    variants = {
+        "PolicyNetwork": {"depth": 1},
+        "CopyAttack-Masking": {"masking": False, "crafting": False},
+        "CopyAttack-Length": {"crafting": False},
+        "CopyAttack": {},
+    }
+    if name in fixed:
+        return fixed[name]
+    if name in variants:
+        return functools.partial(copyattack, args=dataclasses.replace(args, **variants[name]))
+    raise CopyAttackError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+
+
+# --- one cell -----------------------------------------------------------------------------
+
+
+def _flatten(report: EvaluationReport, side: str) -> dict[str, dict[str, dict[str, float]]]:
+    """cohort -> protocol -> metric -> value, of the world ('after') or clean ('before')."""
+    cohorts = report.targets[0].cohorts
+    return {cohort: getattr(entry, side) for cohort, entry in cohorts.items()}
+
+
+@dataclass
+class Experiment:
+    config: ExperimentConfig
+    view: AttackerView
+    embeddings: SourceEmbeddings
+    _trees: dict[int, BalancedClusterTree] = field(default_factory=dict)
+
+    def tree(self, depth: int) -> BalancedClusterTree:
+        """The clustering tree of the source users, built once per depth."""
+        if depth not in self._trees:
+            self._trees[depth] = BalancedClusterTree.build(self.embeddings.users, depth, seed=0)
+        return self._trees[depth]
+
+    async def run_cell(
+        self, admin: AsyncAdminClient, method: str, target: int, seed: int
+    ) -> dict[str, Any]:
+        config = self.config
+        # the same seed gives every method the same pretend users: paired comparisons
+        world = await admin.create_world(n_pretend_users=config.pretend_users, seed=seed)
+        checkpoints: dict[int, Any] = {}
+        started = time.perf_counter()
+        try:
+            async with AsyncClient(config.server, world.api_key) as client:
+
+                async def on_injected(count: int) -> None:
+                    if count in config.checkpoints():
+                        report = await admin.evaluate(world.world_id, [target])
+                        checkpoints[count] = _flatten(report, "after")
+
+                ctx = AttackContext(
+                    client=client,
+                    admin=admin,
+                    world=world,
+                    view=self.view,
+                    embeddings=self.embeddings,
+                    trees=self.tree,
+                    target=target,
+                    budget=config.budget,
+                    seed=seed,
+                    on_injected=on_injected,
+                )
+                info = await method_of(method, config.attack)(ctx)
+            report = await admin.evaluate(world.world_id, [target])
+            usage = await admin.usage(world.world_id)
+        finally:
+            await admin.delete_world(world.world_id)
+        lengths = ctx.injected_lengths
+        return {
+            "method": method,
+            "target": target,
+            "seed": seed,
+            "after": _flatten(report, "after"),
+            "before": _flatten(report, "before"),
+            "n_users": {c: e.n_users for c, e in report.targets[0].cohorts.items()},
+            "checkpoints": {str(k): v for k, v in checkpoints.items()},
+            "profiles": len(lengths),
+            "items_per_profile": float(np.mean(lengths)) if lengths else 0.0,
+            "queries": usage.total.queries,
+            "injections": usage.total.injections,
+            "injected_items": usage.total.items,
+            "seconds": round(time.perf_counter() - started, 2),
+            "info": info,
+        }
+
+
+# --- the whole run ----------------------------------------------------------------------
+
+
+def _cell_key(cell: dict[str, Any]) -> tuple[str, int, int]:
+    return cell["method"], int(cell["target"]), int(cell["seed"])
+
+
+def read_cells(path: Path) -> list[dict[str, Any]]:
+    """Finished cells of an earlier run (a torn last line, from a kill, is dropped)."""
+    if not path.is_file():
+        return []
+    cells = []
+    for line in path.read_text().splitlines():
+        try:
+            cells.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return cells
+
+
+async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
+    view = load_attacker_view(config.scenario)
+    targets = view.cold_targets[: config.targets]
+    config.out.mkdir(parents=True, exist_ok=True)
+    cells_path = config.out / "cells.jsonl"
+    done = {_cell_key(c): c for c in read_cells(cells_path)}
+    todo = [
+        (method, target, seed)
+        for seed in config.seeds
+        for target in targets
+        for method in config.methods
+        if (method, target, seed) not in done
+    ]
+    embeddings = fit_source_mf(view, SourceMFConfig(seed=0))
+    experiment = Experiment(config, view, embeddings)
+    started = time.perf_counter()
+    async with AsyncAdminClient(config.server, config.admin_token, timeout=600) as admin:
+        served = (await admin.model_info()).scenario_fingerprint
+        if served != view.fingerprint:
+            raise CopyAttackError(
+                f"the server serves scenario {served[:16]}, not {config.scenario} "
+                f"({view.fingerprint[:16]}): item ids would mean other movies"
+            )
+        slots = asyncio.Semaphore(config.concurrency)
+        progress = tqdm(total=len(todo) + len(done), initial=len(done), desc="table2")
+        with open(cells_path, "a") as sink:
+
+            async def run(cell: tuple[str, int, int]) -> None:
+                async with slots:
+                    result = await experiment.run_cell(admin, *cell)
+                sink.write(json.dumps(result) + "\n")
+                sink.flush()
+                os.fsync(sink.fileno())
+                done[_cell_key(result)] = result
+                progress.update()
+
+            await asyncio.gather(*(run(cell) for cell in todo))
+        progress.close()
+    cells = [done[(m, t, s)] for s in config.seeds for t in targets for m in config.methods]
+    summary = summarise(cells, config)
+    summary["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
+    write_outputs(summary, cells, config.out)
+    return summary
+
+
+# --- statistics and outputs -------------------------------------------------------------
+
+
+def _interval(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t interval."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float(values.mean()), 0.0
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+def summarise(cells: list[dict[str, Any]], config: ExperimentConfig) -> dict[str, Any]:
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for cell in cells:
+        by_method.setdefault(cell["method"], []).append(cell)
+    rows = {}
+    for method, group in by_method.items():
+        metrics: dict[str, Any] = {}
+        for cohort in group[0]["after"]:
+            for protocol, values in group[0]["after"][cohort].items():
+                for name in values:
+                    series = [c["after"][cohort][protocol][name] for c in group]
+                    mean, half = _interval(series)
+                    metrics[f"{cohort}/{protocol}/{name}"] = {"mean": mean, "ci95": half}
+        curve = {}
+        for budget in config.checkpoints():
+            points = [c["checkpoints"].get(str(budget)) for c in group]
+            if all(p is not None for p in points):
+                curve[budget] = {
+                    name: float(np.mean([p["all"]["sampled"][name] for p in points]))
+                    for name in ("HR@20", "NDCG@20")
+                }
+        rows[method] = {
+            "cells": len(group),
+            "metrics": metrics,
+            "items_per_profile": float(np.mean([c["items_per_profile"] for c in group])),
+            "queries": float(np.mean([c["queries"] for c in group])),
+            "injections": float(np.mean([c["injections"] for c in group])),
+            "seconds": float(np.mean([c["seconds"] for c in group])),
+            "reward_density": _mean_info(group, "reward_density"),
+            "budget_curve": curve,
+        }
+    return {"methods": rows, "paired_test": paired_test(by_method), "config": _jsonable(config)}
+
+
+def _mean_info(group: list[dict[str, Any]], key: str) -> float | None:
+    values = [c["info"][key] for c in group if key in c["info"]]
+    return float(np.mean(values)) if values else None
+
+
+def paired_test(by_method: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
+    """CopyAttack against the best other method on the headline metric, paired by
+    (target, seed): Wilcoxon signed-rank and paired t."""
+    if "CopyAttack" not in by_method or len(by_method) < 2:
+        return None
+    cohort, protocol, name = HEADLINE
+
+    def series(method: str) -> dict[tuple[int, int], float]:
+        return {
+            (c["target"], c["seed"]): c["after"][cohort][protocol][name] for c in by_method[method]
+        }
+
+    ours = series("CopyAttack")
+    others = {m: series(m) for m in by_method if m != "CopyAttack"}
+    best = max(others, key=lambda m: np.mean(list(others[m].values())))
+    keys = sorted(ours)
+    a = np.array([ours[k] for k in keys])
+    b = np.array([others[best][k] for k in keys])
+    differences = a - b
+    result: dict[str, Any] = {
+        "metric": "/".join(HEADLINE),
+        "best_other": best,
+        "pairs": len(keys),
+        "mean_difference": float(differences.mean()),
+        "copyattack_wins": int((differences > 0).sum()),
+        "ties": int((differences == 0).sum()),
+    }
+    if len(keys) >= 2 and differences.any():
+        result["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue)
+        result["paired_t_p"] = float(stats.ttest_rel(a, b).pvalue)
+    return result
+
+
+def _jsonable(config: ExperimentConfig) -> dict[str, Any]:
+    out = dataclasses.asdict(config)
+    out.pop("admin_token")
+    return json.loads(json.dumps(out, default=str))
+
+
+def write_outputs(summary: dict[str, Any], cells: list[dict[str, Any]], out: Path) -> None:
+    (out / "table2.json").write_text(json.dumps({**summary, "cells": cells}, indent=1))
+    with open(out / "table2.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "metric", "mean", "ci95", "cells"])
+        for method, row in summary["methods"].items():
+            for metric, value in row["metrics"].items():
+                writer.writerow(
+                    [method, metric, f"{value['mean']:.5f}", f"{value['ci95']:.5f}", row["cells"]]
+                )
+    with open(out / "budget_curve.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "budget", "HR@20", "NDCG@20"])
+        for method, row in summary["methods"].items():
+            for budget, point in row["budget_curve"].items():
+                writer.writerow(
+                    [method, budget, f"{point['HR@20']:.5f}", f"{point['NDCG@20']:.5f}"]
+                )
+    (out / "table2.md").write_text(format_table2(summary))
+    plot_budget_curve(summary, out / "budget_curve.png")
+
+
+def format_table2(summary: dict[str, Any]) -> str:
+    """The paper's Table 2 layout, one table per protocol (cohort: all evaluation users)."""
+    lines = []
+    names = ("HR@20", "HR@10", "HR@5", "NDCG@20", "NDCG@10", "NDCG@5")
+    for protocol in ("sampled", "full"):
+        lines += [
+            f"**{protocol}** ({'100 sampled negatives' if protocol == 'sampled' else 'all items'})",
+            "",
+            "| method | " + " | ".join(names) + " | items/profile | queries | s/cell |",
+            "|---" * (len(names) + 4) + "|",
+        ]
+        for method, row in summary["methods"].items():
+            cells = [
+                f"{row['metrics'][f'all/{protocol}/{n}']['mean']:.4f} "
+                f"± {row['metrics'][f'all/{protocol}/{n}']['ci95']:.4f}"
+                for n in names
+            ]
+            lines.append(
+                f"| {method} | "
+                + " | ".join(cells)
+                + f" | {row['items_per_profile']:.1f} | {row['queries']:.0f}"
+                f" | {row['seconds']:.1f} |"
+            )
+        lines.append("")
+    test = summary.get("paired_test")
+    if test:
+        p = test.get("wilcoxon_p")
+        lines.append(
+            f"Paired test on {test['metric']}: CopyAttack - {test['best_other']} = "
+            f"{test['mean_difference']:+.4f} over {test['pairs']} pairs "
+            f"({test['copyattack_wins']} wins, {test['ties']} ties"
+            + (f"; Wilcoxon p = {p:.3g}, paired t p = {test['paired_t_p']:.3g})" if p else ")")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_budget_curve(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for method, row in summary["methods"].items():
+        curve = row["budget_curve"]
+        if not curve:
+            continue
+        budgets = sorted(int(b) for b in curve)
+        for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
+            axis.plot(budgets, [curve[b][name] for b in budgets], marker="o", label=method)
+    for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
+        axis.set_xlabel("budget (injected profiles)")
+        axis.set_ylabel(f"{name} (sampled, all evaluation users)")
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,137 @@
+"""A small Table 2 end to end: the harness against a real ``recsys-server`` process on a
+tiny synthetic scenario, every method, outputs, resumption, and the CLI's errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from attacker_client.cli import main as copyattack_main
+from attacker_client.copyattack import CopyAttackArgs
+from attacker_client.harness import METHODS, ExperimentConfig, read_cells, run_table2
+from recsys_server.artifact import ModelArtifact
+from recsys_server.data import TargetData
+from recsys_server.pinsage.model import PinSageConfig
+from recsys_server.pinsage.sampler import WalkConfig
+from recsys_server.pinsage.train import train_pinsage
+from recsys_server.process import ServerProcess
+from recsys_server.training import TrainConfig
+from shared.scenario import save_scenario
+from tests.pinsage_fixtures import tiny_scenario
+from tests.service_fixtures import ADMIN_TOKEN, tiny_server
+
+
+@pytest.fixture(scope="module")
+def scenario_and_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    folder = tmp_path_factory.mktemp("harness")
+    scenario = tiny_scenario()
+    save_scenario(scenario, folder / "scenario")  # sets the fingerprint
+    data = TargetData.from_scenario(scenario)
+    config = PinSageConfig(dim=8, walks=WalkConfig(n_walks=16, n_neighbours=5))
+    model, _ = train_pinsage(data, config, TrainConfig(lr=0.01, max_epochs=2, progress=False))
+    ModelArtifact(model, data.fingerprint, {}, data).save(folder / "model.pt")
+    server: ServerProcess = tiny_server(
+        folder / "model.pt", folder / "ledger.db", RECSYS_RATE_LIMIT="100000/second"
+    ).start()
+    yield folder / "scenario", server.url
+    server.stop()
+
+
+def test_table2_end_to_end_and_resume(
+    scenario_and_server: tuple[Path, str], tmp_path: Path
+) -> None:
+    scenario, url = scenario_and_server
+    config = ExperimentConfig(
+        server=url,
+        admin_token=ADMIN_TOKEN,
+        scenario=scenario,
+        out=tmp_path / "out",
+        targets=2,
+        budget=6,
+        pretend_users=10,
+        concurrency=3,
+        checkpoint_every=3,
+        attack=CopyAttackArgs(episodes=2, k=20),
+    )
+    summary = asyncio.run(run_table2(config))
+    cells = read_cells(tmp_path / "out" / "cells.jsonl")
+    assert len(cells) == 2 * len(METHODS)
+    rows = summary["methods"]
+    assert set(rows) == set(METHODS)
+    # nothing injected, nothing queried; the clean numbers
+    assert rows["WithoutAttack"]["injections"] == 0 and rows["WithoutAttack"]["queries"] == 0
+    for cell in cells:
+        assert cell["profiles"] == (0 if cell["method"] == "WithoutAttack" else 6)
+        if cell["method"] == "WithoutAttack":
+            assert cell["after"] == cell["before"]
+    # the learners trained: 2 episodes of 6 profiles, then the final 6; queries counted
+    learner = rows["CopyAttack"]
+    assert learner["injections"] == 18 and learner["queries"] == 3 * 2 * 10
+    assert 0.0 <= learner["reward_density"] <= 1.0
+    # crafting cuts profiles; TargetAttack100 keeps them whole
+    assert (
+        rows["TargetAttack40"]["items_per_profile"] < rows["TargetAttack100"]["items_per_profile"]
+    )
+    assert set(rows["CopyAttack"]["budget_curve"]) == {3, 6}
+    for name in ("table2.md", "table2.csv", "table2.json", "budget_curve.csv", "budget_curve.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    assert "Paired test on all/sampled/HR@20" in (tmp_path / "out" / "table2.md").read_text()
+
+    # a second run resumes: every cell is done, nothing is run again
+    before = (tmp_path / "out" / "cells.jsonl").read_bytes()
+    again = asyncio.run(run_table2(config))
+    assert (tmp_path / "out" / "cells.jsonl").read_bytes() == before
+    assert again["methods"]["CopyAttack"]["metrics"] == rows["CopyAttack"]["metrics"]
+
+
+def test_same_seed_same_numbers(scenario_and_server: tuple[Path, str], tmp_path: Path) -> None:
+    scenario, url = scenario_and_server
+    results = []
+    for run in ("a", "b"):
+        config = ExperimentConfig(
+            server=url,
+            admin_token=ADMIN_TOKEN,
+            scenario=scenario,
+            out=tmp_path / run,
+            methods=("TargetAttack70", "CopyAttack"),
+            targets=1,
+            budget=6,
+            pretend_users=10,
+            checkpoint_every=6,
+            attack=CopyAttackArgs(episodes=1),
+        )
+        asyncio.run(run_table2(config))
+        results.append(
+            [
+                (c["method"], c["after"], c["items_per_profile"])
+                for c in read_cells(tmp_path / run / "cells.jsonl")
+            ]
+        )
+    assert sorted(results[0]) == sorted(results[1])
+
+
+def test_cli_names_what_is_wrong(
+    scenario_and_server: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario, url = scenario_and_server
+    base = [
+        "experiment",
+        "table2",
+        "--server",
+        url,
+        "--scenario",
+        str(scenario),
+        "--out",
+        str(tmp_path / "o"),
+        "--targets",
+        "1",
+    ]
+    assert copyattack_main([*base, "--admin-token", "wrong-token"]) == 2
+    assert "401" in capsys.readouterr().err
+    other = tmp_path / "other"
+    save_scenario(tiny_scenario(seed=5), other)
+    assert copyattack_main([*base[:5], str(other), *base[6:], "--admin-token", ADMIN_TOKEN]) == 2
+    assert "item ids would mean other movies" in capsys.readouterr().err
