@@ -296,6 +296,15 @@ class _AdminCalls(_BaseClient):
         )
 
     @staticmethod
+    def _retrain_call(world_id: str, epochs: int) -> _Call[WorldUsage]:
+        return _Call(
+            "POST",
+            f"/admin/worlds/{world_id}/retrain",
+            _model(WorldUsage),
+            json={"epochs": epochs},
+        )
+
+    @staticmethod
     def _delete_call(world_id: str) -> _Call[None]:
         return _Call("DELETE", f"/admin/worlds/{world_id}", lambda response: None)
 
@@ -428,6 +437,10 @@ class AdminClient(_AdminCalls, _SyncHTTP):
         """Drop the world's injections (and, if asked, zero its budget counters)."""
         return self._execute(self._reset_call(world_id, restore_budgets))
 
+    def retrain_world(self, world_id: str, epochs: int = 3) -> WorldUsage:
+        """Fine-tune the model on the world's polluted graph (scheduled retraining)."""
+        return self._execute(self._retrain_call(world_id, epochs))
+
     def delete_world(self, world_id: str) -> None:
         return self._execute(self._delete_call(world_id))
 
@@ -484,6 +497,10 @@ class AsyncAdminClient(_AdminCalls, _AsyncHTTP):
     async def reset_world(self, world_id: str, restore_budgets: bool = False) -> WorldUsage:
         """See :meth:`AdminClient.reset_world`."""
         return await self._execute(self._reset_call(world_id, restore_budgets))
+
+    async def retrain_world(self, world_id: str, epochs: int = 3) -> WorldUsage:
+        """See :meth:`AdminClient.retrain_world`."""
+        return await self._execute(self._retrain_call(world_id, epochs))
 
     async def delete_world(self, world_id: str) -> None:
         return await self._execute(self._delete_call(world_id))

@@ -41,6 +41,12 @@ def add_experiment_commands(commands: argparse._SubParsersAction) -> None:
     table2.add_argument("--reward", choices=("hit", "rank"), default=CopyAttackArgs.reward)
     table2.add_argument("--depth", type=int, default=CopyAttackArgs.depth)
     table2.add_argument("--online", action="store_true", help="no world resets")
+    table2.add_argument(
+        "--threat-model",
+        choices=("frozen", "retrain"),
+        default="frozen",
+        help="retrain: fine-tune the model on the polluted graph before evaluating",
+    )
     table2.add_argument("--out", type=Path, default=Path("results/table2"))
 
 
@@ -62,6 +68,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         budget=args.budget,
         pretend_users=args.pretend_users,
         concurrency=args.concurrency,
+        threat_model=args.threat_model,
         attack=CopyAttackArgs(
             episodes=args.episodes,
             k=args.k,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import stats
@@ -64,9 +64,16 @@ class ExperimentConfig:
     pretend_users: int = 50
     concurrency: int = 4  # worlds at once
     checkpoint_every: int = 5
+    # "frozen": the paper's fixed model; "retrain": a scheduled fine-tune on the polluted
+    # graph after the attack, evaluated after the retrain (no budget curve: one retrain
+    # per cell)
+    threat_model: Literal["frozen", "retrain"] = "frozen"
+    retrain_epochs: int = 3
     attack: CopyAttackArgs = field(default_factory=CopyAttackArgs)
 
     def checkpoints(self) -> list[int]:
+        if self.threat_model == "retrain":
+            return []
         return list(range(self.checkpoint_every, self.budget + 1, self.checkpoint_every))
 
 
@@ -143,6 +150,8 @@ class Experiment:
                     on_injected=on_injected,
                 )
                 info = await method_of(method, config.attack)(ctx)
+            if config.threat_model == "retrain":
+                await admin.retrain_world(world.world_id, config.retrain_epochs)
             report = await admin.evaluate(world.world_id, [target])
             usage = await admin.usage(world.world_id)
         finally:
@@ -397,7 +406,8 @@ def plot_budget_curve(summary: dict[str, Any], path: Path) -> None:
         axis.set_xlabel("budget (injected profiles)")
         axis.set_ylabel(f"{name} (sampled, all evaluation users)")
         axis.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
+    if axes[1].lines:
+        axes[1].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

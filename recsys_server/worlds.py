@@ -34,6 +34,7 @@ from recsys_server.ledger import Ledger, LedgerError, WorldRecord
 from recsys_server.observability import ServiceMetrics
 from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.refresh import EmbeddingState
+from recsys_server.pinsage.train import scheduled_retrain
 from recsys_server.problems import (
     Conflict,
     InvalidRequest,
@@ -164,6 +165,22 @@ class WorldRegistry:
             world.state = self.clean.fork()
             world.embedding_epoch = 0
         return self.usage(world)
+
+    async def retrain(self, world: World, epochs: int) -> WorldUsage:
+        """The second threat model: a scheduled fine-tune of the model on the world's
+        polluted graph (training users plus its injected ones), as a nightly job would
+        do; the world then serves the tuned model, refreshed on the same graph."""
+        async with world.lock:
+            _still_there(world)
+            state = world.state
+            world.state = await self._run(self._evaluator, self._retrained, state, epochs)
+            world.embedding_epoch += 1
+        return self.usage(world)
+
+    def _retrained(self, state: EmbeddingState, epochs: int) -> EmbeddingState:
+        graph = state.graph.fork()
+        tuned = scheduled_retrain(state.model, self.data, graph, epochs=epochs)
+        return EmbeddingState(tuned, graph, self.data.content)
 
     def usage(self, world: World) -> WorldUsage:
         record = self.ledger.world(world.world_id)

@@ -108,6 +108,10 @@ class ResetRequest(_Strict):
     )
 
 
+class RetrainRequest(_Strict):
+    epochs: int = Field(default=3, ge=1, le=50, description="Fine-tuning epochs.")
+
+
 class InjectedProfile(BaseModel):
     user_id: UserId
     items: list[ItemId]

@@ -135,3 +135,27 @@ def test_cli_names_what_is_wrong(
     save_scenario(tiny_scenario(seed=5), other)
     assert copyattack_main([*base[:5], str(other), *base[6:], "--admin-token", ADMIN_TOKEN]) == 2
     assert "item ids would mean other movies" in capsys.readouterr().err
+
+
+def test_scheduled_retraining_threat_model(
+    scenario_and_server: tuple[Path, str], tmp_path: Path
+) -> None:
+    scenario, url = scenario_and_server
+    config = ExperimentConfig(
+        server=url,
+        admin_token=ADMIN_TOKEN,
+        scenario=scenario,
+        out=tmp_path / "retrain",
+        methods=("WithoutAttack", "TargetAttack100"),
+        targets=1,
+        budget=6,
+        pretend_users=10,
+        threat_model="retrain",
+        retrain_epochs=1,
+    )
+    asyncio.run(run_table2(config))
+    cells = {c["method"]: c for c in read_cells(tmp_path / "retrain" / "cells.jsonl")}
+    # the retrained model differs from the clean one even without injections
+    assert cells["WithoutAttack"]["after"] != cells["WithoutAttack"]["before"]
+    assert cells["TargetAttack100"]["checkpoints"] == {}  # no curve under retraining
+    assert cells["TargetAttack100"]["after"] != cells["WithoutAttack"]["after"]

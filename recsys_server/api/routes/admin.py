@@ -23,6 +23,7 @@ from shared.schemas import (
     InjectedProfile,
     ModelInfo,
     ResetRequest,
+    RetrainRequest,
     WorldCreated,
     WorldUsage,
 )
@@ -76,6 +77,15 @@ async def reset_world(
 ) -> WorldUsage:
     """Drop the world's injections; its pretend users and key stay."""
     return await registry.reset(world, (body or ResetRequest()).restore_budgets)
+
+
+@router.post("/worlds/{world_id}/retrain", responses=WORLD_PROBLEMS)
+async def retrain_world(
+    world: WorldDep, registry: RegistryDep, body: RetrainRequest | None = None
+) -> WorldUsage:
+    """Scheduled retraining (the second threat model): fine-tune the model on the world's
+    polluted graph; the world then serves the tuned model. Takes seconds to minutes."""
+    return await registry.retrain(world, (body or RetrainRequest()).epochs)
 
 
 @router.delete("/worlds/{world_id}", status_code=204, responses=WORLD_PROBLEMS)
