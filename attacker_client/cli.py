@@ -2,6 +2,8 @@
 
     copyattack experiment table2 --server URL --scenario DIR [--admin-token T]
         [--methods M ...] [--targets N] [--seeds S ...] [--budget B] [--out DIR]
+    copyattack experiment depth ... [--depths 1 2 3 4]          (Fig. 3)
+    copyattack experiment popularity ... [--deciles 0 1 ... 9]  (Fig. 4)
 
 The admin token also comes from ``RECSYS_ADMIN_TOKEN``. A run writes table2.md/.csv/.json,
 budget_curve.csv/.png and cells.jsonl into ``--out``; run it again to resume.
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from attacker_client._exceptions import APIError
 from attacker_client.copyattack import CopyAttackArgs
-from attacker_client.harness import METHODS, ExperimentConfig, run_table2
+from attacker_client.harness import METHODS, ExperimentConfig, run_sweep, run_table2
 from shared import cli as shared_cli
 from shared.errors import CopyAttackError
 
@@ -27,6 +29,16 @@ def add_experiment_commands(commands: argparse._SubParsersAction) -> None:
     experiment = commands.add_parser("experiment", help="run the paper's experiments over HTTP")
     kinds = experiment.add_subparsers(dest="experiment_command", required=True)
     table2 = kinds.add_parser("table2", help="every method on every target item (Table 2)")
+    _add_run_options(table2, Path("results/table2"))
+    depth = kinds.add_parser("depth", help="Table 2 per clustering-tree depth (Fig. 3)")
+    _add_run_options(depth, Path("results/depth"))
+    depth.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4])
+    popularity = kinds.add_parser("popularity", help="Table 2 per popularity decile (Fig. 4)")
+    _add_run_options(popularity, Path("results/popularity"))
+    popularity.add_argument("--deciles", type=int, nargs="+", default=list(range(10)))
+
+
+def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
     table2.add_argument("--server", required=True, help="base URL of the recommender service")
     table2.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"))
     table2.add_argument("--scenario", type=Path, required=True, help="the scenario folder")
@@ -47,7 +59,7 @@ def add_experiment_commands(commands: argparse._SubParsersAction) -> None:
         default="frozen",
         help="retrain: fine-tune the model on the polluted graph before evaluating",
     )
-    table2.add_argument("--out", type=Path, default=Path("results/table2"))
+    table2.add_argument("--out", type=Path, default=out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +89,14 @@ def run_experiment(args: argparse.Namespace) -> int:
             online=args.online,
         ),
     )
+    if args.experiment_command == "depth":
+        asyncio.run(run_sweep(config, "depth", args.depths))
+        print(f"wrote {args.out}/depth_sweep.csv and .png")
+        return 0
+    if args.experiment_command == "popularity":
+        asyncio.run(run_sweep(config, "decile", args.deciles))
+        print(f"wrote {args.out}/decile_sweep.csv and .png")
+        return 0
     summary = asyncio.run(run_table2(config))
     print((args.out / "table2.md").read_text())
     print(

@@ -59,6 +59,7 @@ class ExperimentConfig:
     out: Path
     methods: tuple[str, ...] = METHODS
     targets: int = 50  # cold target items, in the scenario's order
+    decile: int | None = None  # instead: the targets of this popularity decile (Fig. 4)
     seeds: tuple[int, ...] = (0,)
     budget: int = 30  # profiles per attack (the paper)
     pretend_users: int = 50
@@ -197,7 +198,8 @@ def read_cells(path: Path) -> list[dict[str, Any]]:
 
 async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
     view = load_attacker_view(config.scenario)
-    targets = view.cold_targets[: config.targets]
+    pool = view.cold_targets if config.decile is None else view.decile_targets[config.decile]
+    targets = pool[: config.targets]
     config.out.mkdir(parents=True, exist_ok=True)
     cells_path = config.out / "cells.jsonl"
     done = {_cell_key(c): c for c in read_cells(cells_path)}
@@ -408,6 +410,70 @@ def plot_budget_curve(summary: dict[str, Any], path: Path) -> None:
         axis.grid(alpha=0.3)
     if axes[1].lines:
         axes[1].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+# --- sweeps (Figures 3 and 4): Table 2 runs over one varied setting ----------------------
+
+
+async def run_sweep(
+    base: ExperimentConfig, setting: str, values: Sequence[int]
+) -> list[dict[str, Any]]:
+    """One Table 2 run per value of ``setting`` ("depth" or "decile"), each in its own
+    subfolder (so each resumes), then ``{setting}_sweep.csv`` and ``.png``."""
+    rows = []
+    for value in values:
+        if setting == "depth":
+            config = dataclasses.replace(
+                base,
+                out=base.out / f"depth_{value}",
+                attack=dataclasses.replace(base.attack, depth=value),
+            )
+        elif setting == "decile":
+            config = dataclasses.replace(base, out=base.out / f"decile_{value}", decile=value)
+        else:
+            raise CopyAttackError(f"unknown sweep {setting!r}")
+        summary = await run_table2(config)
+        for method, row in summary["methods"].items():
+            rows.append(
+                {
+                    setting: value,
+                    "method": method,
+                    **{
+                        name: row["metrics"][f"all/sampled/{name}"]["mean"]
+                        for name in ("HR@20", "NDCG@20")
+                    },
+                }
+            )
+    base.out.mkdir(parents=True, exist_ok=True)
+    with open(base.out / f"{setting}_sweep.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[setting, "method", "HR@20", "NDCG@20"])
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_sweep(rows, setting, base.out / f"{setting}_sweep.png")
+    return rows
+
+
+def plot_sweep(rows: list[dict[str, Any]], setting: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        points = [r for r in rows if r["method"] == method]
+        for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
+            axis.plot(
+                [p[setting] for p in points], [p[name] for p in points], marker="o", label=method
+            )
+    for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
+        axis.set_xlabel("tree depth" if setting == "depth" else "popularity decile (0 = least)")
+        axis.set_ylabel(f"{name} (sampled, all evaluation users)")
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

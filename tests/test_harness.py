@@ -159,3 +159,46 @@ def test_scheduled_retraining_threat_model(
     assert cells["WithoutAttack"]["after"] != cells["WithoutAttack"]["before"]
     assert cells["TargetAttack100"]["checkpoints"] == {}  # no curve under retraining
     assert cells["TargetAttack100"]["after"] != cells["WithoutAttack"]["after"]
+
+
+def test_sweeps_write_one_run_per_value(
+    scenario_and_server: tuple[Path, str], tmp_path: Path
+) -> None:
+    scenario, url = scenario_and_server
+    base = [
+        "--server",
+        url,
+        "--scenario",
+        str(scenario),
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--targets",
+        "1",
+        "--budget",
+        "3",
+        "--pretend-users",
+        "5",
+        "--episodes",
+        "1",
+        "--methods",
+        "WithoutAttack",
+        "CopyAttack",
+    ]
+    out = tmp_path / "depth"
+    assert (
+        copyattack_main(["experiment", "depth", *base, "--depths", "1", "2", "--out", str(out)])
+        == 0
+    )
+    rows = (out / "depth_sweep.csv").read_text().splitlines()
+    assert rows[0] == "depth,method,HR@20,NDCG@20" and len(rows) == 1 + 2 * 2
+    assert (out / "depth_1" / "table2.md").is_file() and (out / "depth_sweep.png").is_file()
+    out = tmp_path / "popularity"
+    assert (
+        copyattack_main(
+            ["experiment", "popularity", *base, "--deciles", "0", "9", "--out", str(out)]
+        )
+        == 0
+    )
+    first = read_cells(out / "decile_0" / "cells.jsonl")[0]["target"]
+    last = read_cells(out / "decile_9" / "cells.jsonl")[0]["target"]
+    assert first != last
