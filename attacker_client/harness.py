@@ -397,9 +397,14 @@ def plot_budget_curve(summary: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    budgets_all = [int(b) for row in summary["methods"].values() for b in row["budget_curve"]]
     for method, row in summary["methods"].items():
         curve = row["budget_curve"]
-        if not curve:
+        if not curve:  # nothing injected: the clean level, flat
+            if budgets_all:
+                for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
+                    level = row["metrics"][f"all/sampled/{name}"]["mean"]
+                    axis.axhline(level, linestyle="--", color="grey", label=method)
             continue
         budgets = sorted(int(b) for b in curve)
         for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
