@@ -4,7 +4,6 @@ uvicorn process, its error hierarchy, and its retries under injected faults."""
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -258,7 +257,7 @@ def test_concurrent_queries_beat_sequential_ones_over_a_socket(
         concurrent, sequential = [], []
         async with AsyncClient(server.url, world.api_key) as client:
             await client.topk_many(world.pretend_users, k=20)  # warm connections
-            for _ in range(5):
+            for _ in range(7):
                 started = time.perf_counter()
                 await client.topk_many(world.pretend_users, k=20)
                 concurrent.append(time.perf_counter() - started)
@@ -266,7 +265,8 @@ def test_concurrent_queries_beat_sequential_ones_over_a_socket(
                 for user in world.pretend_users:
                     await client.topk(user, k=20)
                 sequential.append(time.perf_counter() - started)
-        return statistics.median(concurrent), statistics.median(sequential)
+        # the fastest of several interleaved runs: the least disturbed by other load
+        return min(concurrent), min(sequential)
 
     concurrent, sequential = asyncio.run(timings())
     assert concurrent < sequential, (concurrent, sequential)
