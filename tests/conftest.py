@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from recsys_server.process import ServerProcess
 from shared.datasets.pair import load_pair
 from shared.datasets.types import Dataset
+from tests.service_fixtures import NO_RATE_LIMIT, tiny_server, write_tiny_artifact
 
 PRIMARY = ("movietweetings-100k", "ml-latest-small")
 
@@ -31,3 +34,18 @@ def primary_pair(real_data_dir: Path) -> tuple[Dataset, Dataset]:
 @pytest.fixture(scope="session")
 def tiny_pair() -> tuple[Dataset, Dataset]:
     return load_pair("synthetic:tiny", "synthetic:tiny", Path("unused"))
+
+
+@pytest.fixture(scope="session")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained model with its serving data, trained once for every service test."""
+    return write_tiny_artifact(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def server(artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """``recsys-server serve`` on the tiny model, shared by the tests that need a process."""
+    ledger = tmp_path_factory.mktemp("ledger") / "l.db"
+    process = tiny_server(artifact, ledger, **NO_RATE_LIMIT).start()
+    yield process
+    process.stop()

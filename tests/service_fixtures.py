@@ -22,6 +22,7 @@ from tests.pinsage_fixtures import tiny_data
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+NO_RATE_LIMIT = {"RECSYS_RATE_LIMIT": "100000/second"}
 
 
 def write_tiny_artifact(path: Path) -> Path:

@@ -21,7 +21,7 @@ from recsys_server.process import ServerProcess
 from recsys_server.training import TrainConfig
 from shared.scenario import save_scenario
 from tests.pinsage_fixtures import tiny_scenario
-from tests.service_fixtures import ADMIN_TOKEN, tiny_server
+from tests.service_fixtures import ADMIN_TOKEN, NO_RATE_LIMIT, tiny_server
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def scenario_and_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     model, _ = train_pinsage(data, config, TrainConfig(lr=0.01, max_epochs=2, progress=False))
     ModelArtifact(model, data.fingerprint, {}, data).save(folder / "model.pt")
     server: ServerProcess = tiny_server(
-        folder / "model.pt", folder / "ledger.db", RECSYS_RATE_LIMIT="100000/second"
+        folder / "model.pt", folder / "ledger.db", **NO_RATE_LIMIT
     ).start()
     yield folder / "scenario", server.url
     server.stop()

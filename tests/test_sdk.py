@@ -34,25 +34,11 @@ from tests.service_fixtures import (
     running_app,
     settings_for,
     tiny_server,
-    write_tiny_artifact,
 )
 
 DATA = tiny_data()
-FAST = {"RECSYS_RATE_LIMIT": "100000/second"}
 # a fault: given the request and a way to send it for real, the response or an exception
 Fault = Callable[[httpx.Request, Callable[[], httpx.Response]], httpx.Response]
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_artifact(tmp_path_factory.mktemp("model") / "tiny.pt")
-
-
-@pytest.fixture(scope="module")
-def server(artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = tiny_server(artifact, tmp_path_factory.mktemp("ledger") / "l.db", **FAST).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture

@@ -22,16 +22,10 @@ from tests.service_fixtures import (
     running_app,
     serving,
     settings_for,
-    write_tiny_artifact,
 )
 
 pytestmark = pytest.mark.anyio
 DATA = tiny_data()
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_artifact(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,22 +17,9 @@ import pytest
 
 from recsys_server.process import ServerProcess
 from tests.pinsage_fixtures import tiny_data
-from tests.service_fixtures import ADMIN, ADMIN_TOKEN, tiny_server, write_tiny_artifact
+from tests.service_fixtures import ADMIN, ADMIN_TOKEN, NO_RATE_LIMIT, tiny_server
 
 DATA = tiny_data()
-FAST = {"RECSYS_RATE_LIMIT": "100000/second"}
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_artifact(tmp_path_factory.mktemp("model") / "tiny.pt")
-
-
-@pytest.fixture(scope="module")
-def server(artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = tiny_server(artifact, tmp_path_factory.mktemp("ledger") / "l.db", **FAST).start()
-    yield process
-    process.stop()
 
 
 def create_world(url: str, **body: object) -> tuple[dict, dict[str, str]]:
@@ -78,7 +64,7 @@ def topk_lists(url: str, key: dict[str, str], users: list[int]) -> list[list[int
 
 def test_answers_survive_sigkill(artifact: Path, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.db"
-    first = tiny_server(artifact, ledger, **FAST).start()
+    first = tiny_server(artifact, ledger, **NO_RATE_LIMIT).start()
     try:
         world, key = create_world(first.url)
         rng = np.random.default_rng(0)
@@ -92,7 +78,7 @@ def test_answers_survive_sigkill(artifact: Path, tmp_path: Path) -> None:
         before = topk_lists(first.url, key, asked)
     finally:
         first.kill()
-    second = tiny_server(artifact, ledger, **FAST).start()
+    second = tiny_server(artifact, ledger, **NO_RATE_LIMIT).start()
     try:
         assert topk_lists(second.url, key, asked) == before
         usage = httpx.get(f"{second.url}/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
@@ -112,7 +98,7 @@ def test_answers_survive_sigkill(artifact: Path, tmp_path: Path) -> None:
 
 def test_a_kill_mid_stream_loses_nothing_acknowledged(artifact: Path, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.db"
-    first = tiny_server(artifact, ledger, **FAST).start()
+    first = tiny_server(artifact, ledger, **NO_RATE_LIMIT).start()
     world, key = create_world(first.url)
     acknowledged: list[tuple[int, list[int]]] = []
     rng = np.random.default_rng(1)
@@ -133,7 +119,7 @@ def test_a_kill_mid_stream_loses_nothing_acknowledged(artifact: Path, tmp_path: 
     first.kill()
     sender.join(timeout=30)
     assert acknowledged, "no injection was acknowledged before the kill"
-    second = tiny_server(artifact, ledger, **FAST).start()
+    second = tiny_server(artifact, ledger, **NO_RATE_LIMIT).start()
     try:
         base = f"{second.url}/admin/worlds/{world['world_id']}"
         exported = httpx.get(f"{base}/injections", headers=ADMIN).json()
