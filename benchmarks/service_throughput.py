@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._machine import machine
-from recsys_server.process import ServerProcess
+from shared.process import ServerProcess
 
 ADMIN_TOKEN = "benchmark-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

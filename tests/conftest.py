@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from recsys_server.process import ServerProcess
 from shared.datasets.pair import load_pair
 from shared.datasets.types import Dataset
+from shared.process import ServerProcess
+from shared.scenario import save_scenario
+from tests.pinsage_fixtures import tiny_scenario
 from tests.service_fixtures import NO_RATE_LIMIT, tiny_server, write_tiny_artifact
 
 PRIMARY = ("movietweetings-100k", "ml-latest-small")
@@ -37,9 +39,18 @@ def tiny_pair() -> tuple[Dataset, Dataset]:
 
 
 @pytest.fixture(scope="session")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny trained model with its serving data, trained once for every service test."""
-    return write_tiny_artifact(tmp_path_factory.mktemp("model") / "tiny.pt")
+def scenario_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny synthetic scenario, saved: what an attacker loads its view from."""
+    folder = tmp_path_factory.mktemp("scenario") / "tiny"
+    save_scenario(tiny_scenario(), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def artifact(scenario_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained model of ``scenario_dir`` with its serving data, trained once for
+    every service, SDK, harness, notebook and load test."""
+    return write_tiny_artifact(tmp_path_factory.mktemp("model") / "tiny.pt", scenario_dir)
 
 
 @pytest.fixture(scope="session")

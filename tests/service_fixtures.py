@@ -12,21 +12,24 @@ from fastapi import FastAPI
 
 from recsys_server.app import create_app
 from recsys_server.artifact import ModelArtifact
+from recsys_server.data import TargetData
 from recsys_server.pinsage.model import PinSageConfig
 from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.pinsage.train import train_pinsage
-from recsys_server.process import ServerProcess
 from recsys_server.settings import Settings
 from recsys_server.training import TrainConfig
-from tests.pinsage_fixtures import tiny_data
+from shared.process import ServerProcess
+from shared.scenario import load_scenario
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 NO_RATE_LIMIT = {"RECSYS_RATE_LIMIT": "100000/second"}
 
 
-def write_tiny_artifact(path: Path) -> Path:
-    data = tiny_data()
+def write_tiny_artifact(path: Path, scenario_dir: Path) -> Path:
+    """Train the tiny model on the scenario saved in ``scenario_dir`` (the artifact carries
+    its fingerprint, so an attacker can load the matching view)."""
+    data = TargetData.from_scenario(load_scenario(scenario_dir))
     config = PinSageConfig(dim=8, walks=WalkConfig(n_walks=16, n_neighbours=5))
     train = TrainConfig(lr=0.01, max_epochs=2, patience=2, progress=False)
     model, _ = train_pinsage(data, config, train)

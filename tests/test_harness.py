@@ -4,7 +4,6 @@ tiny synthetic scenario, every method, outputs, resumption, and the CLI's errors
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,32 +11,16 @@ import pytest
 from attacker_client.cli import main as copyattack_main
 from attacker_client.copyattack import CopyAttackArgs
 from attacker_client.harness import METHODS, ExperimentConfig, read_cells, run_table2
-from recsys_server.artifact import ModelArtifact
-from recsys_server.data import TargetData
-from recsys_server.pinsage.model import PinSageConfig
-from recsys_server.pinsage.sampler import WalkConfig
-from recsys_server.pinsage.train import train_pinsage
-from recsys_server.process import ServerProcess
-from recsys_server.training import TrainConfig
+from shared.process import ServerProcess
 from shared.scenario import save_scenario
 from tests.pinsage_fixtures import tiny_scenario
-from tests.service_fixtures import ADMIN_TOKEN, NO_RATE_LIMIT, tiny_server
+from tests.service_fixtures import ADMIN_TOKEN
 
 
-@pytest.fixture(scope="module")
-def scenario_and_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    folder = tmp_path_factory.mktemp("harness")
-    scenario = tiny_scenario()
-    save_scenario(scenario, folder / "scenario")  # sets the fingerprint
-    data = TargetData.from_scenario(scenario)
-    config = PinSageConfig(dim=8, walks=WalkConfig(n_walks=16, n_neighbours=5))
-    model, _ = train_pinsage(data, config, TrainConfig(lr=0.01, max_epochs=2, progress=False))
-    ModelArtifact(model, data.fingerprint, {}, data).save(folder / "model.pt")
-    server: ServerProcess = tiny_server(
-        folder / "model.pt", folder / "ledger.db", **NO_RATE_LIMIT
-    ).start()
-    yield folder / "scenario", server.url
-    server.stop()
+@pytest.fixture
+def scenario_and_server(scenario_dir: Path, server: ServerProcess) -> tuple[Path, str]:
+    """The session's tiny scenario and the server of its model."""
+    return scenario_dir, server.url
 
 
 def test_table2_end_to_end_and_resume(

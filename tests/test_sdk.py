@@ -26,7 +26,7 @@ from attacker_client import (
     QuotaExceededError,
     UnprocessableEntityError,
 )
-from recsys_server.process import ServerProcess, free_port
+from shared.process import ServerProcess, free_port
 from tests.pinsage_fixtures import tiny_data
 from tests.service_fixtures import (
     ADMIN_TOKEN,

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from recsys_server.process import ServerProcess
+from shared.process import ServerProcess
 from tests.pinsage_fixtures import tiny_data
 from tests.service_fixtures import ADMIN, ADMIN_TOKEN, NO_RATE_LIMIT, tiny_server
 
