@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from shared.bpr import bpr_batches, bpr_loss
+from shared.determinism import use_deterministic_torch
 from shared.scenario import AttackerView
 
 
@@ -34,6 +35,7 @@ def fit_source_mf(
 ) -> SourceEmbeddings:
     """BPR matrix factorisation of the source users x items matrix (items in target ids;
     negatives drawn among the items some source user holds)."""
+    use_deterministic_torch()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     lengths = np.diff(view.source_indptr)

@@ -19,6 +19,7 @@ from recsys_server.training import (
     fit_with_early_stopping,
 )
 from shared.bpr import bpr_batches, bpr_loss
+from shared.determinism import use_deterministic_torch
 
 
 class MostPopular:
@@ -68,6 +69,7 @@ class BPRMF(nn.Module):
 
     def __init__(self, data: TargetData, config: BPRConfig, train: TrainConfig) -> None:
         super().__init__()
+        use_deterministic_torch()
         torch.manual_seed(train.seed)
         self.users = nn.Embedding(data.n_users, config.dim)
         self.items = nn.Embedding(data.n_items, config.dim)

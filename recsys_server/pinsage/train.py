@@ -27,6 +27,7 @@ from recsys_server.training import (
     fit_with_early_stopping,
 )
 from shared.bpr import bpr_batches, bpr_loss
+from shared.determinism import use_deterministic_torch
 
 
 def train_pinsage(
@@ -37,6 +38,7 @@ def train_pinsage(
     graph: InteractionGraph | None = None,
     model: PinSage | None = None,
 ) -> tuple[PinSage, History]:
+    use_deterministic_torch()
     torch.manual_seed(train.seed)
     rng = np.random.default_rng(train.seed)
     graph = graph or InteractionGraph(data.train, data.n_users, data.n_items)
