@@ -10,8 +10,6 @@ with the wrong scenario.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import torch
 
 from recsys_server.data import TargetData
 from recsys_server.pinsage.model import PinSage, PinSageConfig
+from shared.atomic import staged_file
 from shared.errors import CopyAttackError
 
 FORMAT_VERSION = 2
@@ -39,8 +38,6 @@ class ModelArtifact:
 
     def save(self, path: Path) -> None:
         """Write atomically: a temporary file in the same folder, renamed into place."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format_version": FORMAT_VERSION,
             "config": self.model.config.to_dict(),
@@ -51,14 +48,8 @@ class ModelArtifact:
             "metrics": self.metrics,
             "data": None if self.data is None else _pack(self.data),
         }
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(handle)
-        try:
-            torch.save(payload, temporary)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with staged_file(path) as staging:
+            torch.save(payload, staging)
 
     @classmethod
     def load(cls, path: Path, expected_fingerprint: str | None = None) -> ModelArtifact:

@@ -1,11 +1,16 @@
 """``recsys-server``: train the target model, and serve it.
 
     recsys-server train --scenario DIR --out FILE [--variant V] [--json]
+    recsys-server prepare --pair primary|reverse|synthetic --workdir DIR [training options]
     recsys-server serve --artifact FILE [--host H] [--port P] [--ledger FILE]
 
 ``train`` fits PinSage with early stopping on validation HR@10, evaluates it and the
 baselines (MostPopular, BPR-MF, EASE) on the test split under both protocols, and writes
 the model artifact. With ``--json`` the last line is the metrics as JSON.
+
+``prepare`` fetches missing data, builds the pair's scenario into ``DIR/scenario`` and
+trains ``DIR/model.pt``, each only when not already current (the compose ``trainer``, and
+the first step of ``make demo``).
 
 ``serve`` runs the black-box service. Every setting also comes from ``RECSYS_*``
 environment variables (or ``.env``); the admin token only from ``RECSYS_ADMIN_TOKEN``,
@@ -16,25 +21,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from recsys_server.artifact import ModelArtifact
-from recsys_server.baselines import BPRMF, EASE, BPRConfig, MostPopular
-from recsys_server.data import TargetData
-from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.model import VARIANTS, PinSageConfig
-from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.pinsage.sampler import WalkConfig
-from recsys_server.pinsage.train import train_pinsage
+from recsys_server.prepare import prepare, train_artifact
 from recsys_server.training import TrainConfig
+from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
-from shared.metrics import ACTIVE_MIN_TRAIN, ScoreFn, evaluate
 from shared.scenario import load_scenario
 
 
@@ -44,31 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train PinSage on a scenario, evaluate, save")
     train.add_argument("--scenario", type=Path, required=True)
     train.add_argument("--out", type=Path, required=True, help="model artifact to write")
-    train.add_argument("--variant", choices=VARIANTS, default=PinSageConfig.variant)
-    train.add_argument("--warm-threshold", type=int, default=PinSageConfig.warm_threshold)
-    train.add_argument(
-        "--no-degree", action="store_true", help="no popularity feature in the item input"
-    )
-    train.add_argument(
-        "--degree-steps",
-        type=int,
-        default=PinSageConfig.degree_steps_per_octave,
-        help="round the degree feature to 1/N octave (0: continuous; N > 0: local refresh)",
-    )
-    train.add_argument("--residual", action="store_true", help="add the input to the output")
-    train.add_argument("--id-dropout", type=float, default=0.0)
-    train.add_argument("--dim", type=int, default=PinSageConfig.dim, help="paper: 8")
-    train.add_argument("--layers", type=int, default=PinSageConfig.n_layers)
-    train.add_argument("--walks", type=int, default=WalkConfig.n_walks)
-    train.add_argument("--hops", type=int, default=WalkConfig.max_hops)
-    train.add_argument("--neighbours", type=int, default=WalkConfig.n_neighbours)
-    train.add_argument("--lr", type=float, default=TrainConfig.lr)
-    train.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    train.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
-    train.add_argument("--patience", type=int, default=TrainConfig.patience)
-    train.add_argument("--seed", type=int, default=0)
+    _add_training_options(train)
     train.add_argument("--no-baselines", action="store_true", help="evaluate PinSage only")
     train.add_argument("--json", action="store_true", help="last line: metrics as JSON")
+
+    prepare = commands.add_parser(
+        "prepare", help="fetch the data, build the scenario, train: each only if not current"
+    )
+    pair = prepare.add_mutually_exclusive_group(required=True)
+    pair.add_argument("--pair", choices=sorted(NAMED_PAIRS), help="a named pair")
+    pair.add_argument("--target", help="or: --target NAME --source NAME")
+    prepare.add_argument("--source", help="the copied platform (with --target)")
+    prepare.add_argument("--workdir", type=Path, required=True, help="scenario/ and model.pt")
+    prepare.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="dataset folder (default: $COPYATTACK_DATA_DIR, else ./data)",
+    )
+    _add_training_options(prepare)
+    prepare.add_argument("--baselines", action="store_true", help="also evaluate the baselines")
+    prepare.add_argument("--json", action="store_true", help="last line: the outcome as JSON")
 
     serve = commands.add_parser("serve", help="serve a trained model over HTTP")
     serve.add_argument("--artifact", type=Path, help="model file (RECSYS_ARTIFACT)")
@@ -81,19 +77,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _evaluate_split(data: TargetData, score: ScoreFn, seed: int) -> dict[str, Any]:
-    """Test metrics on every case, and on the cases of users with 3+ training items."""
-    train_counts = np.bincount(data.train[:, 0], minlength=data.n_users)
-    active = data.test[train_counts[data.test[:, 0]] >= ACTIVE_MIN_TRAIN]
-    return {
-        "all": evaluate(score, data.test, data.known, seed=seed),
-        f"users_with_{ACTIVE_MIN_TRAIN}+_train": evaluate(score, active, data.known, seed=seed),
-    }
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", choices=VARIANTS, default=PinSageConfig.variant)
+    parser.add_argument("--warm-threshold", type=int, default=PinSageConfig.warm_threshold)
+    parser.add_argument(
+        "--no-degree", action="store_true", help="no popularity feature in the item input"
+    )
+    parser.add_argument(
+        "--degree-steps",
+        type=int,
+        default=PinSageConfig.degree_steps_per_octave,
+        help="round the degree feature to 1/N octave (0: continuous; N > 0: local refresh)",
+    )
+    parser.add_argument("--residual", action="store_true", help="add the input to the output")
+    parser.add_argument("--id-dropout", type=float, default=0.0)
+    parser.add_argument("--dim", type=int, default=PinSageConfig.dim, help="paper: 8")
+    parser.add_argument("--layers", type=int, default=PinSageConfig.n_layers)
+    parser.add_argument("--walks", type=int, default=WalkConfig.n_walks)
+    parser.add_argument("--hops", type=int, default=WalkConfig.max_hops)
+    parser.add_argument("--neighbours", type=int, default=WalkConfig.n_neighbours)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
+    parser.add_argument("--patience", type=int, default=TrainConfig.patience)
+    parser.add_argument("--seed", type=int, default=0)
 
 
-def train_command(args: argparse.Namespace) -> dict[str, Any]:
-    scenario = load_scenario(args.scenario)
-    data = TargetData.from_scenario(scenario)
+def _configs(args: argparse.Namespace) -> tuple[PinSageConfig, TrainConfig]:
     try:
         config = PinSageConfig(
             variant=args.variant,
@@ -121,29 +131,41 @@ def train_command(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         progress=sys.stderr.isatty(),
     )
-    started = time.perf_counter()
-    model, history = train_pinsage(data, config, train)
-    seconds = time.perf_counter() - started
-    state = EmbeddingState(model, InteractionGraph(data.train, data.n_users, data.n_items),
-                           data.content)  # fmt: skip
-    results: dict[str, Any] = {
-        "PinSage": {
-            **_evaluate_split(data, state.scores, args.seed),
-            "train_seconds": round(seconds, 1),
-            "epochs": len(history.validation_hr10),
-            "best_epoch": history.best_epoch,
-            "validation_hr10": round(history.best, 4),
-            "config": config.to_dict(),
-        }
-    }
-    if not args.no_baselines:
-        results["MostPopular"] = _evaluate_split(data, MostPopular(data).score, args.seed)
-        bpr = BPRMF(data, BPRConfig(), TrainConfig(seed=args.seed, progress=False))
-        results["BPR-MF"] = _evaluate_split(data, bpr.score, args.seed)
-        ease = EASE(data)
-        results["EASE"] = {**_evaluate_split(data, ease.score, args.seed), "l2": ease.l2}
-    ModelArtifact(model, scenario.fingerprint, metrics=results, data=data).save(args.out)
-    return results
+    return config, train
+
+
+def train_command(args: argparse.Namespace) -> None:
+    config, train = _configs(args)
+    results = train_artifact(
+        load_scenario(args.scenario), config, train, args.out, baselines=not args.no_baselines
+    )
+    print(format_metrics(results))
+    print(f"model written to {args.out}")
+    if args.json:
+        print(json.dumps(results))
+
+
+def prepare_command(args: argparse.Namespace) -> None:
+    if args.target is not None and args.source is None:
+        raise CopyAttackError("--target needs --source (or use --pair)")
+    if args.pair is not None and args.source is not None:
+        raise CopyAttackError("--source goes with --target, not with --pair")
+    target, source = NAMED_PAIRS[args.pair] if args.pair else (args.target, args.source)
+    data_dir = args.data_dir or Path(os.environ.get("COPYATTACK_DATA_DIR", "data"))
+    config, train = _configs(args)
+    prepared = prepare(
+        target, source, data_dir, args.workdir, config, train, baselines=args.baselines
+    )
+    what = "reused" if prepared.scenario_reused else "built"
+    print(f"scenario {prepared.fingerprint[:16]} ({target} <- {source}) {what}: "
+          f"{prepared.scenario_dir}")  # fmt: skip
+    if prepared.metrics is not None:
+        print(format_metrics(prepared.metrics))
+    what = "reused (same scenario and settings)" if prepared.model_reused else "trained"
+    print(f"model {what}: {prepared.artifact} ({prepared.seconds} s)")
+    if args.json:
+        print(json.dumps({**asdict(prepared), "scenario_dir": str(prepared.scenario_dir),
+                          "artifact": str(prepared.artifact)}))  # fmt: skip
 
 
 def format_metrics(results: dict[str, Any]) -> str:
@@ -192,18 +214,12 @@ def serve_command(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"serve": serve_command, "train": train_command, "prepare": prepare_command}
     try:
-        if args.command == "serve":
-            serve_command(args)
-            return 0
-        results = train_command(args)
+        commands[args.command](args)
     except CopyAttackError as exc:
         print(f"recsys-server: error: {exc}", file=sys.stderr)
         return 2
-    print(format_metrics(results))
-    print(f"model written to {args.out}")
-    if args.json:
-        print(json.dumps(results))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -42,3 +43,24 @@ def _move_into_place(staging: Path, destination: Path) -> None:
         retired.rename(destination)
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+@contextmanager
+def staged_file(destination: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``destination``; on success it replaces ``destination``
+    in one rename, so readers see the old file or the whole new one, never a torn one."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, destination)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(destination: Path, text: str) -> None:
+    with staged_file(destination) as staging:
+        staging.write_text(text)

@@ -5,7 +5,6 @@
     copyattack data table1 --target NAME --source NAME [--json]
     copyattack scenario build --target NAME --source NAME --seed N --out DIR
     copyattack scenario show DIR [--json]
-    copyattack demo [--dataset real|synthetic]
 
 Bad input ends with one line on stderr naming what is wrong, and exit code 2.
 """
@@ -16,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,10 +30,6 @@ from shared.scenario import (
     read_manifest,
     save_scenario,
 )
-
-PRIMARY_PAIR = ("movietweetings-100k", "ml-latest-small")
-REVERSE_PAIR = ("ml-latest-small", "movietweetings-100k")
-SYNTHETIC_PAIR = ("synthetic:paper", "synthetic:paper")
 
 
 def default_data_dir() -> Path:
@@ -111,10 +105,6 @@ def build_parser(
     show.add_argument("folder", type=Path)
     show.add_argument("--json", action="store_true")
 
-    demo = commands.add_parser("demo", help="the main job: build the scenarios, print statistics")
-    demo.add_argument("--dataset", choices=("real", "synthetic"), default="real")
-    _add_data_dir(demo)
-    demo.add_argument("--out", type=Path, default=Path("scenarios"))
     if extra is not None:
         extra(commands)
     return parser
@@ -135,20 +125,10 @@ def _config(args: argparse.Namespace) -> ScenarioConfig:
         raise CopyAttackError(str(exc)) from None
 
 
-def _build(
-    target: str,
-    source: str,
-    data_dir: Path,
-    config: ScenarioConfig,
-    synthetic: SyntheticOptions | None = None,
-) -> Scenario:
-    pair = load_pair(target, source, data_dir, fetch_missing=True, synthetic=synthetic)
-    return build_scenario(*pair, config)
-
-
 def _build_from_args(args: argparse.Namespace, data_dir: Path) -> Scenario:
     synthetic = SyntheticOptions(domain_shift=args.domain_shift, seed=args.synthetic_seed)
-    return _build(args.target, args.source, data_dir, _config(args), synthetic)
+    pair = load_pair(args.target, args.source, data_dir, fetch_missing=True, synthetic=synthetic)
+    return build_scenario(*pair, _config(args))
 
 
 def format_table1(table: dict[str, Any]) -> str:
@@ -205,15 +185,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "scenario" and args.scenario_command == "show":
         manifest = read_manifest(args.folder)
         print(json.dumps(manifest, indent=2) if args.json else _show(manifest))
-    elif args.command == "demo":
-        pairs = [SYNTHETIC_PAIR] if args.dataset == "synthetic" else [PRIMARY_PAIR, REVERSE_PAIR]
-        for target, source in pairs:
-            started = time.perf_counter()
-            scenario = _build(target, source, data_dir, ScenarioConfig())
-            out = args.out / f"{target.replace(':', '-')}--from--{source.replace(':', '-')}"
-            save_scenario(scenario, out, force=True)
-            print(_show(read_manifest(out)))
-            print(f"-> {out} ({time.perf_counter() - started:.1f} s)\n")
     return 0
 
 

@@ -292,8 +292,8 @@ def _json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 
-def save_scenario(scenario: Scenario, out: Path, *, force: bool = False) -> Path:
-    """Write ``scenario`` to ``out`` atomically; return the manifest path."""
+def _encode(scenario: Scenario) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The scenario's files and manifest; sets ``scenario.fingerprint``."""
     files = {
         _SPLIT_FILE: _npz_bytes(
             {
@@ -338,6 +338,17 @@ def save_scenario(scenario: Scenario, out: Path, *, force: bool = False) -> Path
     }
     manifest["fingerprint"] = hashlib.sha256(_json_bytes(manifest)).hexdigest()
     scenario.fingerprint = manifest["fingerprint"]
+    return files, manifest
+
+
+def scenario_fingerprint(scenario: Scenario) -> str:
+    """The fingerprint ``save_scenario`` would write (and set it on the scenario)."""
+    return _encode(scenario)[1]["fingerprint"]
+
+
+def save_scenario(scenario: Scenario, out: Path, *, force: bool = False) -> Path:
+    """Write ``scenario`` to ``out`` atomically; return the manifest path."""
+    files, manifest = _encode(scenario)
     with staged_directory(Path(out), replace=force) as staging:
         for name, data in files.items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,14 @@ from shared.synthetic import generate_pair, preset
 
 SYNTHETIC = "synthetic"
 
+# (target, source) of the named pairs: the paper's direction (long source profiles) on the
+# real platforms, its reverse, and the synthetic preset that mirrors the paper's ML10M-FX
+NAMED_PAIRS: dict[str, tuple[str, str]] = {
+    "primary": ("movietweetings-100k", "ml-latest-small"),
+    "reverse": ("ml-latest-small", "movietweetings-100k"),
+    "synthetic": ("synthetic:paper", "synthetic:paper"),
+}
+
 
 @dataclass(frozen=True)
 class SyntheticOptions:

@@ -1,0 +1,159 @@
+"""Train a scenario's model artifact; and ``prepare``: fetch, build and train once.
+
+``prepare`` is what the compose ``trainer`` and ``make demo`` run. The scenario is rebuilt
+in memory (seconds) and written only when its fingerprint differs from the one already in
+``workdir/scenario``; the model is retrained only when its training key (scenario
+fingerprint, model and training configuration) differs from the key stored beside it. A
+second run on the same data with the same flags trains nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys_server.artifact import ModelArtifact
+from recsys_server.baselines import BPRMF, EASE, BPRConfig, MostPopular
+from recsys_server.data import TargetData
+from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.pinsage.model import PinSageConfig
+from recsys_server.pinsage.refresh import EmbeddingState
+from recsys_server.pinsage.train import train_pinsage
+from recsys_server.training import TrainConfig
+from shared.atomic import write_text_atomic
+from shared.datasets.pair import load_pair
+from shared.errors import ScenarioError
+from shared.metrics import ACTIVE_MIN_TRAIN, ScoreFn, evaluate
+from shared.scenario import (
+    Scenario,
+    ScenarioConfig,
+    build_scenario,
+    load_scenario,
+    read_manifest,
+    save_scenario,
+    scenario_fingerprint,
+)
+
+SCENARIO_DIR = "scenario"
+MODEL_FILE = "model.pt"
+MODEL_KEY_FILE = "model.key"
+
+
+def _evaluate_split(data: TargetData, score: ScoreFn, seed: int) -> dict[str, Any]:
+    """Test metrics on every case, and on the cases of users with 3+ training items."""
+    train_counts = np.bincount(data.train[:, 0], minlength=data.n_users)
+    active = data.test[train_counts[data.test[:, 0]] >= ACTIVE_MIN_TRAIN]
+    return {
+        "all": evaluate(score, data.test, data.known, seed=seed),
+        f"users_with_{ACTIVE_MIN_TRAIN}+_train": evaluate(score, active, data.known, seed=seed),
+    }
+
+
+def train_artifact(
+    scenario: Scenario,
+    config: PinSageConfig,
+    train: TrainConfig,
+    out: Path,
+    *,
+    baselines: bool = True,
+) -> dict[str, Any]:
+    """Fit PinSage, evaluate it (and the baselines) on the test split, save the artifact."""
+    data = TargetData.from_scenario(scenario)
+    started = time.perf_counter()
+    model, history = train_pinsage(data, config, train)
+    seconds = time.perf_counter() - started
+    state = EmbeddingState(model, InteractionGraph(data.train, data.n_users, data.n_items),
+                           data.content)  # fmt: skip
+    results: dict[str, Any] = {
+        "PinSage": {
+            **_evaluate_split(data, state.scores, train.seed),
+            "train_seconds": round(seconds, 1),
+            "epochs": len(history.validation_hr10),
+            "best_epoch": history.best_epoch,
+            "validation_hr10": round(history.best, 4),
+            "config": config.to_dict(),
+        }
+    }
+    if baselines:
+        results["MostPopular"] = _evaluate_split(data, MostPopular(data).score, train.seed)
+        bpr = BPRMF(data, BPRConfig(), TrainConfig(seed=train.seed, progress=False))
+        results["BPR-MF"] = _evaluate_split(data, bpr.score, train.seed)
+        ease = EASE(data)
+        results["EASE"] = {**_evaluate_split(data, ease.score, train.seed), "l2": ease.l2}
+    ModelArtifact(model, scenario.fingerprint, metrics=results, data=data).save(out)
+    return results
+
+
+@dataclass(frozen=True)
+class Prepared:
+    scenario_dir: Path
+    artifact: Path
+    fingerprint: str
+    scenario_reused: bool
+    model_reused: bool
+    metrics: dict[str, Any] | None  # None when the model was reused
+    seconds: float
+
+
+def training_key(fingerprint: str, config: PinSageConfig, train: TrainConfig) -> str:
+    """What the trained weights depend on (progress bars do not count)."""
+    settings = {**asdict(train), "progress": None}
+    payload = json.dumps([fingerprint, config.to_dict(), settings], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def prepare(
+    target: str,
+    source: str,
+    data_dir: Path,
+    workdir: Path,
+    config: PinSageConfig,
+    train: TrainConfig,
+    *,
+    scenario_config: ScenarioConfig | None = None,
+    baselines: bool = False,
+) -> Prepared:
+    """``workdir/scenario`` and ``workdir/model.pt`` of the pair, reusing what is current."""
+    started = time.perf_counter()
+    workdir.mkdir(parents=True, exist_ok=True)
+    scenario_dir = workdir / SCENARIO_DIR
+    pair = load_pair(target, source, data_dir, fetch_missing=True)
+    scenario = build_scenario(*pair, scenario_config or ScenarioConfig(seed=train.seed))
+    fingerprint = scenario_fingerprint(scenario)
+    scenario_reused = _current_fingerprint(scenario_dir) == fingerprint
+    if not scenario_reused:
+        save_scenario(scenario, scenario_dir, force=True)
+        # train on what was written, exactly as the server and the attacker will read it
+        scenario = load_scenario(scenario_dir)
+    artifact, key_file = workdir / MODEL_FILE, workdir / MODEL_KEY_FILE
+    key = training_key(fingerprint, config, train)
+    model_reused = artifact.is_file() and key_file.is_file() and key_file.read_text() == key
+    metrics = None
+    if not model_reused:
+        # the key is written after the model: a crash in between leaves a stale key, which
+        # only causes a retrain, never the reuse of a model of other settings
+        key_file.unlink(missing_ok=True)
+        metrics = train_artifact(scenario, config, train, artifact, baselines=baselines)
+        write_text_atomic(key_file, key)
+    return Prepared(
+        scenario_dir=scenario_dir,
+        artifact=artifact,
+        fingerprint=fingerprint,
+        scenario_reused=scenario_reused,
+        model_reused=model_reused,
+        metrics=metrics,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+def _current_fingerprint(scenario_dir: Path) -> str | None:
+    try:
+        return read_manifest(scenario_dir).get("fingerprint")
+    except ScenarioError:  # missing, torn or of another format: rebuild it
+        return None

@@ -1,0 +1,76 @@
+"""``recsys-server prepare``: fetch, build and train once; reuse what is current."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recsys_server.artifact import ModelArtifact
+from recsys_server.cli import main as recsys_main
+from shared.scenario import read_manifest
+
+# a cheap model: the caching is under test, not the quality
+CHEAP = ["--dim", "8", "--walks", "16", "--neighbours", "5", "--max-epochs", "1"]
+
+
+def prepare(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    assert recsys_main(["prepare", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.realdata
+def test_prepare_builds_trains_then_reuses_on_the_primary_pair(
+    real_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "primary"
+    pair = ["--pair", "primary", "--workdir", str(work), "--data-dir", str(real_data_dir)]
+    first = prepare(capsys, *pair, *CHEAP)
+    assert not first["scenario_reused"] and not first["model_reused"]
+    assert first["metrics"]["PinSage"]["all"]["sampled"]["HR@10"] > 0
+    manifest = read_manifest(work / "scenario")
+    assert manifest["target"] == "movietweetings-100k" and manifest["source"] == "ml-latest-small"
+    assert manifest["fingerprint"] == first["fingerprint"]
+    # the served model belongs to the written scenario
+    ModelArtifact.load(work / "model.pt", expected_fingerprint=first["fingerprint"])
+    stamp = (work / "model.pt").stat().st_mtime_ns
+
+    second = prepare(capsys, *pair, *CHEAP)
+    assert second["scenario_reused"] and second["model_reused"] and second["metrics"] is None
+    assert (work / "model.pt").stat().st_mtime_ns == stamp
+
+    # another training setting retrains on the same scenario
+    third = prepare(capsys, *pair, *CHEAP[:-1], "2")
+    assert third["scenario_reused"] and not third["model_reused"]
+    assert third["metrics"]["PinSage"]["epochs"] == 2
+
+
+def test_a_torn_scenario_or_model_key_is_rebuilt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "tiny"
+    pair = ["--target", "synthetic:tiny", "--source", "synthetic:tiny", "--workdir", str(work)]
+    first = prepare(capsys, *pair, *CHEAP)
+    (work / "scenario" / "manifest.json").write_text("{ torn")
+    (work / "model.key").write_text("stale")
+    again = prepare(capsys, *pair, *CHEAP)
+    assert not again["scenario_reused"] and not again["model_reused"]
+    assert again["fingerprint"] == first["fingerprint"]  # deterministic build
+    assert read_manifest(work / "scenario")["fingerprint"] == first["fingerprint"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "synthetic:tiny"], "--target needs --source"),
+        (["--pair", "primary", "--source", "ml-latest-small"], "--source goes with --target"),
+        (["--target", "synthetic:tiny", "--source", "synthetic:paper"], "same synthetic source"),
+    ],
+)
+def test_prepare_names_what_is_wrong(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert recsys_main(["prepare", *args, "--workdir", str(tmp_path / "w")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "w" / "model.pt").exists()
