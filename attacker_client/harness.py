@@ -14,6 +14,7 @@ import asyncio
 import csv
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
@@ -33,9 +34,10 @@ from attacker_client.baselines import random_attack, target_attack, without_atta
 from attacker_client.copyattack import CopyAttackArgs, copyattack
 from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, fit_source_mf
 from attacker_client.tree import BalancedClusterTree
+from shared.atomic import write_text_atomic
 from shared.errors import CopyAttackError
 from shared.scenario import AttackerView, load_attacker_view
-from shared.schemas import EvaluationReport
+from shared.schemas import EvaluationReport, ModelInfo
 
 METHODS = (
     "WithoutAttack",
@@ -196,6 +198,33 @@ def read_cells(path: Path) -> list[dict[str, Any]]:
     return cells
 
 
+def run_key(config: ExperimentConfig, model: ModelInfo) -> dict[str, Any]:
+    """What a finished cell's numbers depend on, besides its (method, target, seed): a
+    resumed run may add methods, targets or seeds, but must not mix other settings in."""
+    settings = _jsonable(config)
+    for free in ("server", "out", "methods", "targets", "decile", "seeds", "concurrency"):
+        settings.pop(free)
+    identity = json.dumps([model.scenario_fingerprint, model.config, model.metrics], sort_keys=True)
+    return {**settings, "model": hashlib.sha256(identity.encode()).hexdigest()[:16]}
+
+
+def claim_run(config: ExperimentConfig, model: ModelInfo, *, has_cells: bool) -> None:
+    """Record the run's key in ``run.json``; refuse to resume cells of another key."""
+    path = config.out / "run.json"
+    key = run_key(config, model)
+    if has_cells and path.is_file():
+        earlier = json.loads(path.read_text())
+        changed = sorted(name for name in key.keys() | earlier.keys()
+                         if key.get(name) != earlier.get(name))  # fmt: skip
+        if changed:
+            details = ", ".join(f"{n}: {earlier.get(n)!r} -> {key.get(n)!r}" for n in changed)
+            raise CopyAttackError(
+                f"{config.out} holds cells of another run ({details}); resume with the same "
+                "settings and model, or choose another --out"
+            )
+    write_text_atomic(path, json.dumps(key, indent=1))
+
+
 async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
     view = load_attacker_view(config.scenario)
     pool = view.cold_targets if config.decile is None else view.decile_targets[config.decile]
@@ -214,12 +243,13 @@ async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
     experiment = Experiment(config, view, embeddings)
     started = time.perf_counter()
     async with AsyncAdminClient(config.server, config.admin_token, timeout=600) as admin:
-        served = (await admin.model_info()).scenario_fingerprint
-        if served != view.fingerprint:
+        model = await admin.model_info()
+        if model.scenario_fingerprint != view.fingerprint:
             raise CopyAttackError(
-                f"the server serves scenario {served[:16]}, not {config.scenario} "
-                f"({view.fingerprint[:16]}): item ids would mean other movies"
+                f"the server serves scenario {model.scenario_fingerprint[:16]}, not "
+                f"{config.scenario} ({view.fingerprint[:16]}): item ids would mean other movies"
             )
+        claim_run(config, model, has_cells=bool(done))
         slots = asyncio.Semaphore(config.concurrency)
         progress = tqdm(total=len(todo) + len(done), initial=len(done), desc="table2")
         with open(cells_path, "a") as sink:

@@ -4,6 +4,7 @@ tiny synthetic scenario, every method, outputs, resumption, and the CLI's errors
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from attacker_client.cli import main as copyattack_main
 from attacker_client.copyattack import CopyAttackArgs
 from attacker_client.harness import METHODS, ExperimentConfig, read_cells, run_table2
+from shared.errors import CopyAttackError
 from shared.process import ServerProcess
 from shared.scenario import save_scenario
 from tests.pinsage_fixtures import tiny_scenario
@@ -68,6 +70,16 @@ def test_table2_end_to_end_and_resume(
     again = asyncio.run(run_table2(config))
     assert (tmp_path / "out" / "cells.jsonl").read_bytes() == before
     assert again["methods"]["CopyAttack"]["metrics"] == rows["CopyAttack"]["metrics"]
+
+    # resuming with settings that change the numbers is refused, naming the change, and
+    # leaves the finished cells alone
+    other = dataclasses.replace(config, attack=CopyAttackArgs(episodes=3, k=20))
+    with pytest.raises(CopyAttackError, match=r"another run \(attack: .*'episodes': 2"):
+        asyncio.run(run_table2(other))
+    assert (tmp_path / "out" / "cells.jsonl").read_bytes() == before
+    # more methods, targets or seeds on the same settings do resume
+    more = dataclasses.replace(config, methods=("WithoutAttack",), targets=3)
+    assert asyncio.run(run_table2(more))["methods"]["WithoutAttack"]["cells"] == 3
 
 
 def test_same_seed_same_numbers(scenario_and_server: tuple[Path, str], tmp_path: Path) -> None:
