@@ -91,11 +91,16 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+def _problem_response(
+    request: Request, problem: Problem, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    # an attacker's refused request still reports its key's rate-limit state (the
+    # dependency's response, which carried the headers, is dropped when a route raises)
+    limits = getattr(request.state, "rate_limit_headers", None) or {}
     return JSONResponse(
         problem.model_dump(exclude_none=True),
         status_code=problem.status,
-        headers=headers,
+        headers={**limits, **(headers or {})},
         media_type=PROBLEM_JSON,
     )
 
@@ -103,7 +108,7 @@ def _problem_response(problem: Problem, headers: dict[str, str] | None = None) -
 def _add_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceProblem)
     async def service_problem(request: Request, exc: ServiceProblem) -> JSONResponse:
-        return _problem_response(exc.problem(), exc.headers)
+        return _problem_response(request, exc.problem(), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -116,7 +121,7 @@ def _add_problem_handlers(app: FastAPI) -> None:
             detail=detail,
             errors=errors,
         )
-        return _problem_response(problem)
+        return _problem_response(request, problem)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -127,7 +132,7 @@ def _add_problem_handlers(app: FastAPI) -> None:
                 status=422,
                 detail=f"body: {exc.detail} (send UTF-8 JSON)",
             )
-            return _problem_response(problem)
+            return _problem_response(request, problem)
         kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         problem = Problem(
             type=kind,
@@ -135,14 +140,14 @@ def _add_problem_handlers(app: FastAPI) -> None:
             status=exc.status_code,
             detail=f"{request.method} {request.url.path}: {exc.detail}",
         )
-        return _problem_response(problem, dict(exc.headers or {}))
+        return _problem_response(request, problem, dict(exc.headers or {}))
 
     @app.exception_handler(sqlite3.OperationalError)
     async def ledger_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
         # another process holds the database (a backup, a shell): nothing was acknowledged
         log.warning("ledger unavailable on %s %s: %s", request.method, request.url.path, exc)
         problem = LedgerUnavailable(f"the ledger could not be written ({exc}); retry")
-        return _problem_response(problem.problem(), problem.headers)
+        return _problem_response(request, problem.problem(), problem.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -153,4 +158,4 @@ def _add_problem_handlers(app: FastAPI) -> None:
             status=500,
             detail=f"{type(exc).__name__}; the server log has the trace",
         )
-        return _problem_response(problem)
+        return _problem_response(request, problem)

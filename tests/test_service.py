@@ -252,6 +252,7 @@ async def test_budgets_are_exact_under_concurrency(
         refused = next(r for r in responses if r.status_code == 429)
         assert_problem(refused, 429, "quota-exceeded", "query budget")
         assert refused.headers["x-should-retry"] == "false"
+        assert refused.headers["X-RateLimit-Limit"] == "100000"
 
         # injections are serialised per world: in sending order, [6, 7, 8] would pass the
         # injection budget but not the item budget (2 + 3 + 3 > 7), [10] the item budget but
@@ -312,6 +313,11 @@ async def test_rate_limit_headers(artifact: Path, tmp_path: Path, transport: str
         assert (await client.get(f"/topk/{other_user}", headers=other_key)).status_code == 200
         await asyncio.sleep(1.05)
         assert (await client.get(f"/topk/{user}", headers=key)).status_code == 200
+        # a refused request reports the key's state too (here: a user it may not query)
+        refused = await client.get("/topk/999999", headers=key)
+        assert_problem(refused, 404, "not-found")
+        assert refused.headers["RateLimit-Policy"] == "5;w=1"
+        assert refused.headers["X-RateLimit-Remaining"] == "3"
 
 
 async def test_evaluation_is_paired_with_the_clean_model(

@@ -74,6 +74,7 @@ async def current_attacker(request: Request, response: Response, key: ApiKey) ->
             headers=decision.headers,
         )
     response.headers.update(decision.headers)
+    request.state.rate_limit_headers = decision.headers  # for a problem answer, see app.py
     return Attacker(world, registry)
 
 
