@@ -1,4 +1,6 @@
-"""``copyattack``: the data and scenario commands of ``shared``, and the experiments.
+"""``copyattack``: the data and scenario commands of ``shared``, the experiments, the demo.
+
+    copyattack demo [--pair primary|reverse|synthetic] [--targets N] [--episodes E]
 
     copyattack experiment table2 --server URL --scenario DIR [--admin-token T]
         [--methods M ...] [--targets N] [--seeds S ...] [--budget B] [--out DIR]
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -20,12 +23,25 @@ from pathlib import Path
 
 from attacker_client._exceptions import APIError
 from attacker_client.copyattack import CopyAttackArgs
+from attacker_client.demo import DemoArgs, run_demo
 from attacker_client.harness import METHODS, ExperimentConfig, run_sweep, run_table2
 from shared import cli as shared_cli
+from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
 
 
-def add_experiment_commands(commands: argparse._SubParsersAction) -> None:
+def add_attack_commands(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo", help="prepare, serve and attack on this machine: a quick Table 2 (make demo)"
+    )
+    demo.add_argument("--pair", choices=sorted(NAMED_PAIRS), default=DemoArgs.pair)
+    demo.add_argument(
+        "--data-dir", type=Path, help="dataset folder (default: $COPYATTACK_DATA_DIR, else ./data)"
+    )
+    demo.add_argument("--workdir", type=Path, default=DemoArgs.workdir, help="model cache")
+    demo.add_argument("--out", type=Path, default=DemoArgs.out)
+    demo.add_argument("--targets", type=int, default=DemoArgs.targets)
+    demo.add_argument("--episodes", type=int, default=DemoArgs().attack.episodes)
     experiment = commands.add_parser("experiment", help="run the paper's experiments over HTTP")
     kinds = experiment.add_subparsers(dest="experiment_command", required=True)
     table2 = kinds.add_parser("table2", help="every method on every target item (Table 2)")
@@ -63,7 +79,7 @@ def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return shared_cli.build_parser(add_experiment_commands)
+    return shared_cli.build_parser(add_attack_commands)
 
 
 def run_experiment(args: argparse.Namespace) -> int:
@@ -111,6 +127,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "experiment":
             return run_experiment(args)
+        if args.command == "demo":
+            defaults = DemoArgs()
+            run_demo(DemoArgs(
+                pair=args.pair,
+                data_dir=args.data_dir,
+                workdir=args.workdir,
+                out=args.out,
+                targets=args.targets,
+                attack=dataclasses.replace(defaults.attack, episodes=args.episodes),
+            ))  # fmt: skip
+            return 0
         return shared_cli.run(args)
     except (CopyAttackError, APIError) as exc:
         print(f"copyattack: error: {exc}", file=sys.stderr)
