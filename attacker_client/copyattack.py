@@ -229,18 +229,18 @@ class CopyAttack:
 
     async def run(self) -> dict[str, Any]:
         ctx, args = self.ctx, self.args
-        rounds: list[float] = []
+        per_episode: list[list[float]] = []
         queries = injections = 0
         for _ in range(args.episodes):
             episode = await self.run_episode(final=False)
             self.update(episode)
-            rounds += episode.rewards
+            per_episode.append(episode.rewards)
             queries += episode.queries
             injections += len(episode.lengths)
             if not args.online:
                 await ctx.admin.reset_world(ctx.world.world_id)
         final = await self.run_episode(final=True)
-        rounds += final.rewards
+        rounds = [reward for rewards in [*per_episode, final.rewards] for reward in rewards]
         return {
             "args": asdict(args),
             "training_episodes": args.episodes,
@@ -249,7 +249,8 @@ class CopyAttack:
             "reward_rounds": len(rounds),
             "reward_density": float(np.mean([r > 0 for r in rounds])) if rounds else 0.0,
             "mean_reward": float(np.mean(rounds)) if rounds else 0.0,
-            "final_rewards": final.rewards,
+            "episode_rewards": per_episode,  # per query round, each training episode
+            "final_rewards": final.rewards,  # per query round, the final spend
         }
 
 
