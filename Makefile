@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
-DATASET ?= real
+PAIR ?= primary
+# the demo's cached scenario and model of PAIR (recsys-server prepare)
+WORKDIR := artifacts/demo/$(PAIR)
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo loadtest test lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +25,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/copyattack demo --dataset $(DATASET)
+	$(BIN)/copyattack demo --pair $(PAIR)
+
+# locust, headless and bounded, against a local server of the demo's model
+loadtest: $(STAMP)
+	$(BIN)/recsys-server prepare --pair $(PAIR) --workdir $(WORKDIR)
+	$(BIN)/python -m loadtests.run --artifact $(WORKDIR)/model.pt --out results/loadtest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

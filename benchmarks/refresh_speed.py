@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import machine
 
 from recsys_server.artifact import ModelArtifact
 from recsys_server.data import TargetData
@@ -28,6 +27,7 @@ from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
 from shared.datasets.pair import load_pair
+from shared.machine import machine
 from shared.scenario import ScenarioConfig, build_scenario, load_scenario
 
 PROFILE_LENGTH = 50

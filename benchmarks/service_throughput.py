@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._machine import machine
+from shared.machine import machine
 from shared.process import ServerProcess
 
 ADMIN_TOKEN = "benchmark-admin-token-0123456789"

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from _machine import machine
+from shared.machine import machine
 
 
 def measure(name: str, with_scenario: bool) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""Name the machine next to the numbers a benchmark prints."""
+"""Name the machine next to the numbers a benchmark or a load test prints."""
 
 from __future__ import annotations
 
