@@ -69,6 +69,10 @@ class LoadTestConfig:
     stop_timeout: int = 10  # seconds users get to finish the request in flight at the end
     locust_timeout: float = 90.0  # on top of run_time + stop_timeout: then locust is killed
 
+    def __post_init__(self) -> None:
+        # locust runs in a scratch folder: a relative --out would land there
+        self.artifact, self.out = Path(self.artifact).resolve(), Path(self.out).resolve()
+
     def budgets(self) -> dict[str, int]:
         queries = self.query_budget
         if queries is None:

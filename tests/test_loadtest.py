@@ -10,6 +10,7 @@ pytest); the runner itself runs here as a subprocess too, exactly as ``make load
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ SETTINGS = [
 
 def test_locust_run_hits_both_429s_and_the_counters_match(artifact: Path, tmp_path: Path) -> None:
     out = tmp_path / "loadtest"
+    # relative paths, as `make loadtest` gives them, from another working directory
     command = [
         sys.executable,
         "-m",
@@ -47,12 +49,13 @@ def test_locust_run_hits_both_429s_and_the_counters_match(artifact: Path, tmp_pa
         "--artifact",
         str(artifact),
         "--out",
-        str(out),
+        "loadtest",
     ]
     started = time.monotonic()
     done = subprocess.run(
         [*command, *SETTINGS],
-        cwd=ROOT,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=BOUND,
