@@ -14,6 +14,7 @@ import pytest
 
 from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.ledger import Ledger, LedgerError
+from shared.scenario import read_manifest
 from tests.pinsage_fixtures import tiny_data
 from tests.service_fixtures import (
     ADMIN,
@@ -317,7 +318,8 @@ async def test_rate_limit_headers(artifact: Path, tmp_path: Path, transport: str
         refused = await client.get("/topk/999999", headers=key)
         assert_problem(refused, 404, "not-found")
         assert refused.headers["RateLimit-Policy"] == "5;w=1"
-        assert refused.headers["X-RateLimit-Remaining"] == "3"
+        # the earlier requests of this window may have left it on a slow machine
+        assert int(refused.headers["X-RateLimit-Remaining"]) in (3, 4)
 
 
 async def test_evaluation_is_paired_with_the_clean_model(
@@ -353,7 +355,7 @@ async def test_evaluation_is_paired_with_the_clean_model(
 
 
 async def test_delete_world_and_operations_routes(
-    artifact: Path, tmp_path: Path, transport: str
+    artifact: Path, scenario_dir: Path, tmp_path: Path, transport: str
 ) -> None:
     async with serving(settings_for(artifact, tmp_path / "ledger.db"), transport) as client:
         world, key = await new_world(client)
@@ -362,7 +364,7 @@ async def test_delete_world_and_operations_routes(
         assert (await client.get("/livez")).json() == {"status": "ok"}
         info = (await client.get("/admin/model", headers=ADMIN)).json()
         assert info["n_items"] == DATA.n_items and info["worlds"] == 1
-        assert info["scenario_fingerprint"] == DATA.fingerprint
+        assert info["scenario_fingerprint"] == read_manifest(scenario_dir)["fingerprint"]
         assert_problem(await client.get("/metrics", headers=key), 403, "forbidden")
         metrics = (await client.get("/metrics", headers=ADMIN)).text
         assert 'recsys_http_requests_total{method="GET",route="/topk/{user_id}",status="200"}' in (
