@@ -10,7 +10,9 @@ with the wrong scenario.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,18 @@ class ModelArtifact:
     scenario_fingerprint: str
     metrics: dict[str, Any] = field(default_factory=dict)
     data: TargetData | None = None
+    # what the weights depend on (recsys_server.prepare.training_key), kept inside the
+    # file so that replacing the file can never leave a stale key beside it
+    training_key: str | None = None
+
+    @cached_property
+    def weights_fingerprint(self) -> str:
+        """sha256 of the weights: which model is served, whatever its file is called."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def save(self, path: Path) -> None:
         """Write atomically: a temporary file in the same folder, renamed into place."""
@@ -47,6 +61,7 @@ class ModelArtifact:
             "scenario_fingerprint": self.scenario_fingerprint,
             "metrics": self.metrics,
             "data": None if self.data is None else _pack(self.data),
+            "training_key": self.training_key,
         }
         with staged_file(path) as staging:
             torch.save(payload, staging)
@@ -72,7 +87,7 @@ class ModelArtifact:
         model = PinSage(config, payload["n_content"], payload["n_items"])
         model.load_state_dict(payload["state_dict"])
         data = None if payload.get("data") is None else _unpack(payload["data"], fingerprint)
-        return cls(model.eval(), fingerprint, payload["metrics"], data)
+        return cls(model.eval(), fingerprint, payload["metrics"], data, payload.get("training_key"))
 
 
 def _pack(data: TargetData) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -33,9 +32,10 @@ from recsys_server.pinsage.model import VARIANTS, PinSageConfig
 from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.prepare import prepare, train_artifact
 from recsys_server.training import TrainConfig
+from shared.cli import default_data_dir
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
-from shared.scenario import load_scenario
+from shared.scenario import ScenarioConfig, load_scenario
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dataset folder (default: $COPYATTACK_DATA_DIR, else ./data)",
     )
+    prepare.add_argument(
+        "--scenario-seed", type=int, default=0, help="seed of the split and target choice"
+    )
     _add_training_options(prepare)
-    prepare.add_argument("--baselines", action="store_true", help="also evaluate the baselines")
+    prepare.add_argument(
+        "--baselines", action="store_true", help="also evaluate the baselines (when training)"
+    )
     prepare.add_argument("--json", action="store_true", help="last line: the outcome as JSON")
 
     serve = commands.add_parser("serve", help="serve a trained model over HTTP")
@@ -151,10 +156,16 @@ def prepare_command(args: argparse.Namespace) -> None:
     if args.pair is not None and args.source is not None:
         raise CopyAttackError("--source goes with --target, not with --pair")
     target, source = NAMED_PAIRS[args.pair] if args.pair else (args.target, args.source)
-    data_dir = args.data_dir or Path(os.environ.get("COPYATTACK_DATA_DIR", "data"))
     config, train = _configs(args)
     prepared = prepare(
-        target, source, data_dir, args.workdir, config, train, baselines=args.baselines
+        target,
+        source,
+        args.data_dir or default_data_dir(),
+        args.workdir,
+        config,
+        train,
+        scenario_config=ScenarioConfig(seed=args.scenario_seed),
+        baselines=args.baselines,
     )
     what = "reused" if prepared.scenario_reused else "built"
     print(f"scenario {prepared.fingerprint[:16]} ({target} <- {source}) {what}: "
@@ -162,6 +173,8 @@ def prepare_command(args: argparse.Namespace) -> None:
     if prepared.metrics is not None:
         print(format_metrics(prepared.metrics))
     what = "reused (same scenario and settings)" if prepared.model_reused else "trained"
+    if prepared.model_reused and args.baselines:
+        what += "; --baselines is evaluated only when training (see `recsys-server train`)"
     print(f"model {what}: {prepared.artifact} ({prepared.seconds} s)")
     if args.json:
         print(json.dumps({**asdict(prepared), "scenario_dir": str(prepared.scenario_dir),

@@ -3,8 +3,9 @@
 ``prepare`` is what the compose ``trainer`` and ``make demo`` run. The scenario is rebuilt
 in memory (seconds) and written only when its fingerprint differs from the one already in
 ``workdir/scenario``; the model is retrained only when its training key (scenario
-fingerprint, model and training configuration) differs from the key stored beside it. A
-second run on the same data with the same flags trains nothing.
+fingerprint, model and training configuration) differs from the key stored inside
+``workdir/model.pt``, or when that file does not load. A second run on the same data with
+the same flags trains nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys_server.artifact import ModelArtifact
+from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.baselines import BPRMF, EASE, BPRConfig, MostPopular
 from recsys_server.data import TargetData
 from recsys_server.pinsage.graph import InteractionGraph
@@ -26,7 +27,6 @@ from recsys_server.pinsage.model import PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.pinsage.train import train_pinsage
 from recsys_server.training import TrainConfig
-from shared.atomic import write_text_atomic
 from shared.datasets.pair import load_pair
 from shared.errors import ScenarioError
 from shared.metrics import ACTIVE_MIN_TRAIN, ScoreFn, evaluate
@@ -34,7 +34,6 @@ from shared.scenario import (
     Scenario,
     ScenarioConfig,
     build_scenario,
-    load_scenario,
     read_manifest,
     save_scenario,
     scenario_fingerprint,
@@ -42,7 +41,6 @@ from shared.scenario import (
 
 SCENARIO_DIR = "scenario"
 MODEL_FILE = "model.pt"
-MODEL_KEY_FILE = "model.key"
 
 
 def _evaluate_split(data: TargetData, score: ScoreFn, seed: int) -> dict[str, Any]:
@@ -62,6 +60,7 @@ def train_artifact(
     out: Path,
     *,
     baselines: bool = True,
+    training_key: str | None = None,
 ) -> dict[str, Any]:
     """Fit PinSage, evaluate it (and the baselines) on the test split, save the artifact."""
     data = TargetData.from_scenario(scenario)
@@ -86,7 +85,7 @@ def train_artifact(
         results["BPR-MF"] = _evaluate_split(data, bpr.score, train.seed)
         ease = EASE(data)
         results["EASE"] = {**_evaluate_split(data, ease.score, train.seed), "l2": ease.l2}
-    ModelArtifact(model, scenario.fingerprint, metrics=results, data=data).save(out)
+    ModelArtifact(model, scenario.fingerprint, results, data, training_key).save(out)
     return results
 
 
@@ -124,23 +123,19 @@ def prepare(
     workdir.mkdir(parents=True, exist_ok=True)
     scenario_dir = workdir / SCENARIO_DIR
     pair = load_pair(target, source, data_dir, fetch_missing=True)
-    scenario = build_scenario(*pair, scenario_config or ScenarioConfig(seed=train.seed))
+    scenario = build_scenario(*pair, scenario_config or ScenarioConfig())
     fingerprint = scenario_fingerprint(scenario)
     scenario_reused = _current_fingerprint(scenario_dir) == fingerprint
     if not scenario_reused:
         save_scenario(scenario, scenario_dir, force=True)
-        # train on what was written, exactly as the server and the attacker will read it
-        scenario = load_scenario(scenario_dir)
-    artifact, key_file = workdir / MODEL_FILE, workdir / MODEL_KEY_FILE
+    artifact = workdir / MODEL_FILE
     key = training_key(fingerprint, config, train)
-    model_reused = artifact.is_file() and key_file.is_file() and key_file.read_text() == key
+    model_reused = _current_training_key(artifact) == key
     metrics = None
     if not model_reused:
-        # the key is written after the model: a crash in between leaves a stale key, which
-        # only causes a retrain, never the reuse of a model of other settings
-        key_file.unlink(missing_ok=True)
-        metrics = train_artifact(scenario, config, train, artifact, baselines=baselines)
-        write_text_atomic(key_file, key)
+        metrics = train_artifact(
+            scenario, config, train, artifact, baselines=baselines, training_key=key
+        )
     return Prepared(
         scenario_dir=scenario_dir,
         artifact=artifact,
@@ -150,6 +145,13 @@ def prepare(
         metrics=metrics,
         seconds=round(time.perf_counter() - started, 1),
     )
+
+
+def _current_training_key(artifact: Path) -> str | None:
+    try:
+        return ModelArtifact.load(artifact).training_key
+    except ArtifactError:  # missing, torn, or of another format version: retrain
+        return None
 
 
 def _current_fingerprint(scenario_dir: Path) -> str | None:

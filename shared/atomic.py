@@ -55,6 +55,10 @@ def staged_file(destination: Path) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(temporary)
+        # on disk before it is renamed into place, so a power cut leaves the old file or
+        # the whole new one (as cells.jsonl is fsynced per line)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(temporary, destination)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -46,18 +46,26 @@ def test_prepare_builds_trains_then_reuses_on_the_primary_pair(
     assert third["metrics"]["PinSage"]["epochs"] == 2
 
 
-def test_a_torn_scenario_or_model_key_is_rebuilt(
+def test_a_torn_scenario_or_model_is_rebuilt(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     work = tmp_path / "tiny"
     pair = ["--target", "synthetic:tiny", "--source", "synthetic:tiny", "--workdir", str(work)]
     first = prepare(capsys, *pair, *CHEAP)
     (work / "scenario" / "manifest.json").write_text("{ torn")
-    (work / "model.key").write_text("stale")
+    (work / "model.pt").write_bytes(b"torn")
     again = prepare(capsys, *pair, *CHEAP)
     assert not again["scenario_reused"] and not again["model_reused"]
     assert again["fingerprint"] == first["fingerprint"]  # deterministic build
     assert read_manifest(work / "scenario")["fingerprint"] == first["fingerprint"]
+    # a model written over it by hand (no training key inside) is not taken for current
+    by_hand = ["--scenario", str(work / "scenario"), "--out", str(work / "model.pt")]
+    assert recsys_main(["train", *by_hand, "--no-baselines", *CHEAP]) == 0
+    capsys.readouterr()
+    assert not prepare(capsys, *pair, *CHEAP)["model_reused"]
+    # another scenario seed: another split, retrained
+    other = prepare(capsys, *pair, *CHEAP, "--scenario-seed", "1")
+    assert other["fingerprint"] != first["fingerprint"] and not other["model_reused"]
 
 
 @pytest.mark.parametrize(
