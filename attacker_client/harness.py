@@ -14,7 +14,6 @@ import asyncio
 import csv
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
@@ -202,17 +201,23 @@ def run_key(config: ExperimentConfig, model: ModelInfo) -> dict[str, Any]:
     """What a finished cell's numbers depend on, besides its (method, target, seed): a
     resumed run may add methods, targets or seeds, but must not mix other settings in."""
     settings = _jsonable(config)
-    for free in ("server", "out", "methods", "targets", "decile", "seeds", "concurrency"):
-        settings.pop(free)
-    identity = json.dumps([model.scenario_fingerprint, model.config, model.metrics], sort_keys=True)
-    return {**settings, "model": hashlib.sha256(identity.encode()).hexdigest()[:16]}
+    # where things are and how fast they run do not change a cell's numbers
+    free = ("server", "scenario", "out", "methods", "targets", "decile", "seeds", "concurrency")
+    for name in free:
+        settings.pop(name)
+    return {**settings, "scenario": model.scenario_fingerprint, "model": model.model_fingerprint}
 
 
 def claim_run(config: ExperimentConfig, model: ModelInfo, *, has_cells: bool) -> None:
     """Record the run's key in ``run.json``; refuse to resume cells of another key."""
     path = config.out / "run.json"
     key = run_key(config, model)
-    if has_cells and path.is_file():
+    if has_cells and not path.is_file():
+        raise CopyAttackError(
+            f"{config.out} holds cells of a run that recorded no run.json (an older version): "
+            "their settings and model cannot be checked; choose another --out"
+        )
+    if has_cells:
         earlier = json.loads(path.read_text())
         changed = sorted(name for name in key.keys() | earlier.keys()
                          if key.get(name) != earlier.get(name))  # fmt: skip
@@ -239,8 +244,6 @@ async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
         for method in config.methods
         if (method, target, seed) not in done
     ]
-    embeddings = fit_source_mf(view, SourceMFConfig(seed=0))
-    experiment = Experiment(config, view, embeddings)
     started = time.perf_counter()
     async with AsyncAdminClient(config.server, config.admin_token, timeout=600) as admin:
         model = await admin.model_info()
@@ -249,7 +252,8 @@ async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
                 f"the server serves scenario {model.scenario_fingerprint[:16]}, not "
                 f"{config.scenario} ({view.fingerprint[:16]}): item ids would mean other movies"
             )
-        claim_run(config, model, has_cells=bool(done))
+        claim_run(config, model, has_cells=bool(done))  # before the slow part
+        experiment = Experiment(config, view, fit_source_mf(view, SourceMFConfig(seed=0)))
         slots = asyncio.Semaphore(config.concurrency)
         progress = tqdm(total=len(todo) + len(done), initial=len(done), desc="table2")
         with open(cells_path, "a") as sink:

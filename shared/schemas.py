@@ -152,6 +152,7 @@ class EvaluationReport(BaseModel):
 class ModelInfo(BaseModel):
     version: str
     scenario_fingerprint: str
+    model_fingerprint: str  # sha256 of the served weights
     config: dict[str, Any]
     metrics: dict[str, Any]
     n_users: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -77,9 +78,15 @@ def test_table2_end_to_end_and_resume(
     with pytest.raises(CopyAttackError, match=r"another run \(attack: .*'episodes': 2"):
         asyncio.run(run_table2(other))
     assert (tmp_path / "out" / "cells.jsonl").read_bytes() == before
-    # more methods, targets or seeds on the same settings do resume
-    more = dataclasses.replace(config, methods=("WithoutAttack",), targets=3)
+    # more methods, targets or seeds on the same settings do resume, wherever the
+    # scenario folder is named from
+    relative = Path(os.path.relpath(scenario))
+    more = dataclasses.replace(config, methods=("WithoutAttack",), targets=3, scenario=relative)
     assert asyncio.run(run_table2(more))["methods"]["WithoutAttack"]["cells"] == 3
+    # cells whose run recorded nothing cannot be checked: refused
+    (tmp_path / "out" / "run.json").unlink()
+    with pytest.raises(CopyAttackError, match=r"recorded no run\.json"):
+        asyncio.run(run_table2(config))
 
 
 def test_same_seed_same_numbers(scenario_and_server: tuple[Path, str], tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ async def model_info(registry: RegistryDep) -> ModelInfo:
     return ModelInfo(
         version=__version__,
         scenario_fingerprint=artifact.scenario_fingerprint,
+        model_fingerprint=artifact.weights_fingerprint,
         config=artifact.model.config.to_dict(),
         metrics=artifact.metrics,
         n_users=registry.data.n_users,
