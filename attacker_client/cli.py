@@ -17,7 +17,9 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,8 +42,8 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--workdir", type=Path, default=DemoArgs.workdir, help="model cache")
     demo.add_argument("--out", type=Path, default=DemoArgs.out)
-    demo.add_argument("--targets", type=int, default=DemoArgs.targets)
-    demo.add_argument("--episodes", type=int, default=DemoArgs().attack.episodes)
+    demo.add_argument("--targets", type=_positive, default=DemoArgs.targets)
+    demo.add_argument("--episodes", type=_positive, default=DemoArgs().attack.episodes)
     experiment = commands.add_parser("experiment", help="run the paper's experiments over HTTP")
     kinds = experiment.add_subparsers(dest="experiment_command", required=True)
     table2 = kinds.add_parser("table2", help="every method on every target item (Table 2)")
@@ -78,8 +80,38 @@ def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
     table2.add_argument("--out", type=Path, default=out)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: servers started here stop
+
+
 def build_parser() -> argparse.ArgumentParser:
     return shared_cli.build_parser(add_attack_commands)
+
+
+def run_demo_command(args: argparse.Namespace) -> None:
+    demo = DemoArgs(
+        pair=args.pair,
+        data_dir=args.data_dir,
+        workdir=args.workdir,
+        out=args.out,
+        targets=args.targets,
+        attack=dataclasses.replace(DemoArgs().attack, episodes=args.episodes),
+    )
+    # SIGTERM (a CI timeout, an IDE's stop) unwinds like Ctrl-C, so the server stops
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        run_demo(demo)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run_experiment(args: argparse.Namespace) -> int:
@@ -128,15 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "experiment":
             return run_experiment(args)
         if args.command == "demo":
-            defaults = DemoArgs()
-            run_demo(DemoArgs(
-                pair=args.pair,
-                data_dir=args.data_dir,
-                workdir=args.workdir,
-                out=args.out,
-                targets=args.targets,
-                attack=dataclasses.replace(defaults.attack, episodes=args.episodes),
-            ))  # fmt: skip
+            run_demo_command(args)
             return 0
         return shared_cli.run(args)
     except (CopyAttackError, APIError) as exc:

@@ -74,8 +74,8 @@ def run_demo(args: DemoArgs) -> Path:
         server = ServerProcess(workdir / "model.pt", Path(scratch) / "ledger.sqlite3",
                                admin_token=token)  # fmt: skip
         print(f"[2/3] target: recsys-server serve on {server.url}", flush=True)
-        server.start()
         try:
+            server.start()
             config = ExperimentConfig(
                 server=server.url,
                 admin_token=token,
@@ -89,7 +89,7 @@ def run_demo(args: DemoArgs) -> Path:
             print(f"[3/3] attacker: Table 2 on {args.targets} cold targets, "
                   f"{len(args.methods)} methods, over HTTP", flush=True)  # fmt: skip
             summary = asyncio.run(run_table2(config))
-        finally:
+        finally:  # also on Ctrl-C, and on SIGTERM (the CLI turns it into KeyboardInterrupt)
             server.stop()
     print()
     print((out / "table2.md").read_text())

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from shared.errors import CopyAttackError
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -50,7 +52,10 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}")
+                raise CopyAttackError(
+                    f"recsys-server exited with {self.process.returncode} before it was ready "
+                    "(its error is above)"
+                )
             try:
                 if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
                     return self
@@ -58,7 +63,7 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError("server did not become ready")
+        raise CopyAttackError(f"recsys-server did not become ready within {timeout:.0f} s")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handler runs."""
@@ -66,9 +71,10 @@ class ServerProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
 
-    def stop(self) -> int:
-        """SIGTERM: graceful shutdown; returns the exit code."""
-        assert self.process is not None
+    def stop(self) -> int | None:
+        """SIGTERM: graceful shutdown; returns the exit code (None: never started)."""
+        if self.process is None:
+            return None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
