@@ -13,5 +13,7 @@ import torch
 
 def use_deterministic_torch() -> None:
     """Idempotent and process-wide (a flag restored per call would race between threads
-    training at once, as the service's retrains do)."""
-    torch.use_deterministic_algorithms(True)
+    training at once, as the service's retrains do). ``warn_only``: an op without a
+    deterministic kernel (none on the CPU paths used here; e.g. some CUDA ops a notebook
+    user may run later in the same process) warns instead of raising."""
+    torch.use_deterministic_algorithms(True, warn_only=True)

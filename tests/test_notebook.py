@@ -3,6 +3,7 @@ session's tiny server with small knobs; and committed without outputs."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from attacker_client import AdminClient
 from shared.process import ServerProcess
 from tests.service_fixtures import ADMIN_TOKEN
 
+KERNEL = "copyattack-test"
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "attack_from_notebook.ipynb"
 
 
@@ -44,7 +46,7 @@ def _world_ids(url: str) -> set[str]:
 
 
 def test_notebook_runs_headless(
-    scenario_dir: Path, server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+    scenario_dir: Path, server: ServerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     settings = {
         "COPYATTACK_SERVER": server.url,
@@ -57,6 +59,14 @@ def test_notebook_runs_headless(
     }
     for name, value in settings.items():  # the kernel inherits the environment
         monkeypatch.setenv(name, value)
+    # a kernel of this very interpreter: "python3" may resolve to a user-level kernelspec
+    # of another Python when the machine has Jupyter installed globally
+    spec = tmp_path / "jupyter" / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python",
+                                                  "display_name": KERNEL}))  # fmt: skip
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # first, which Python runs the kernel: it must be this venv's
     probe = nbformat.v4.new_code_cell("import sys\nprint(sys.prefix)")
@@ -65,7 +75,7 @@ def test_notebook_runs_headless(
     client = NotebookClient(
         nb,
         timeout=120,
-        kernel_name="python3",
+        kernel_name=KERNEL,
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     )
     try:
