@@ -62,6 +62,10 @@ def test_table2_end_to_end_and_resume(
         rows["TargetAttack40"]["items_per_profile"] < rows["TargetAttack100"]["items_per_profile"]
     )
     assert set(rows["CopyAttack"]["budget_curve"]) == {3, 6}
+    # a full spend's final numbers are those of its last checkpoint (evaluated once)
+    for cell in cells:
+        if cell["profiles"] == 6:
+            assert cell["after"] == cell["checkpoints"]["6"]
     for name in ("table2.md", "table2.csv", "table2.json", "budget_curve.csv", "budget_curve.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert "Paired test on all/sampled/HR@20" in (tmp_path / "out" / "table2.md").read_text()

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
+from recsys_server.pinsage.overlay import BATCH, RowOverlay
 from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.pinsage.sampler import WalkConfig, holder_priority, walk_from
 from tests.pinsage_fixtures import tiny_data
@@ -199,3 +200,25 @@ def test_topk_is_the_head_of_a_full_sort_with_ties_by_item_id() -> None:
         for k in (1, 5, 20, DATA.n_items):
             assert state.topk(user, k).tolist() == ranked[:k]
         state.scores = state_scores  # type: ignore[method-assign]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    written=st.lists(st.integers(0, 39), max_size=40),
+    n_vectors=st.sampled_from([1, BATCH - 1, BATCH, 3 * BATCH]),
+    seed=st.integers(0, 2**16),
+)
+def test_overlay_products_equal_the_dense_table(
+    written: list[int], n_vectors: int, seed: int
+) -> None:
+    """Both ways of ``dot_rows`` (patched columns for a few vectors, a dense copy for a
+    batch) give the product with the table as written; the base never changes."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(40, 4)).astype(np.float32)
+    table, expected = RowOverlay(base.copy()), base.copy()
+    rows = np.unique(np.asarray(written, dtype=np.int64))
+    values = rng.normal(size=(len(rows), 4)).astype(np.float32)
+    table[rows], expected[rows] = values, values
+    vectors = rng.normal(size=(n_vectors, 4)).astype(np.float32)
+    np.testing.assert_allclose(table.dot_rows(vectors), vectors @ expected.T, atol=1e-5)
+    np.testing.assert_array_equal(table.base, base)

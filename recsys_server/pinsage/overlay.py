@@ -13,6 +13,11 @@ from collections.abc import Iterable
 import numpy as np
 
 
+# from this many vectors on, dot_rows multiplies by a dense copy (crossover measured
+# between 8 and 50 vectors on MovieTweetings: 1.6 against 2.1 ms, 5.2 against 2.1 ms)
+BATCH = 16
+
+
 class RowOverlay:
     def __init__(self, base: np.ndarray) -> None:
         base.flags.writeable = False
@@ -83,10 +88,15 @@ class RowOverlay:
         return out
 
     def dot_rows(self, vectors: np.ndarray) -> np.ndarray:
-        """``vectors @ table.T`` (scores of every row against each vector): two contiguous
-        products, the base and the private rows in slot order, no gather."""
-        out = vectors @ self.base.T
+        """``vectors @ table.T`` (scores of every row against each vector). For a few
+        vectors (a top-k): the base product, then the private rows' columns overwritten.
+        For a batch (an evaluation): one product with the patched table, since writing
+        thousands of scattered columns of a wide result costs more than copying the
+        table (500 vectors, 5,331 of 6,718 rows private: 26 ms against 4-8 ms)."""
         n = self._n_private
+        if n and len(vectors) >= BATCH:
+            return vectors @ self.dense().T
+        out = vectors @ self.base.T
         if n:
             out[:, self._row_of[:n]] = vectors @ self._private[:n].T
         return out

@@ -1,0 +1,90 @@
+"""The admin evaluation of a world after a full attack: how much a world costs over the
+clean model, with the two ways of scoring a copy-on-write item table.
+
+A world after ``--profiles`` injected source profiles owns most item rows. Its
+evaluation (every evaluation user, both protocols, one target) is timed three ways in
+the same run: the clean state (no overlay: the floor), the world scored by patching the
+private rows' columns into the base product (``columns``: what ``dot_rows`` did for every
+batch until 2026-11-28), and by one product with a dense copy of the table (``dense``:
+what it does now from ``BATCH`` vectors on). Prints JSON: medians and their ratios.
+
+    python benchmarks/evaluation_speed.py --artifact artifacts/demo/primary/model.pt \\
+        --scenario artifacts/demo/primary/scenario
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from recsys_server.artifact import ModelArtifact
+from recsys_server.pinsage import overlay
+from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.pinsage.refresh import EmbeddingState
+from shared.machine import machine
+from shared.metrics import ranks_of
+from shared.scenario import load_attacker_view
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--artifact", type=Path, required=True)
+    parser.add_argument("--scenario", type=Path, required=True, help="its attacker view")
+    parser.add_argument("--profiles", type=int, default=30, help="injected before evaluating")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    artifact = ModelArtifact.load(args.artifact)
+    data = artifact.data
+    if data is None:
+        sys.exit(f"{args.artifact} carries no serving data")
+    view = load_attacker_view(args.scenario)
+    clean = EmbeddingState(
+        artifact.model, InteractionGraph(data.train, data.n_users, data.n_items), data.content
+    )
+    world = clean.fork()
+    rng = np.random.default_rng(0)
+    target = view.cold_targets[0]
+    for _ in range(args.profiles):  # whole source profiles, as TargetAttack100 copies them
+        world.add_user(view.source_profile(int(rng.integers(view.n_source_users))))
+    users = np.setdiff1d(data.eval_users, data.train[data.train[:, 1] == target, 0])
+
+    def evaluate(state: EmbeddingState) -> Callable[[], object]:
+        return lambda: ranks_of(state.scores, users, np.full(len(users), target), data.known)
+
+    seconds = {"clean": median_seconds(evaluate(clean), args.repeats)}
+    seconds["dense"] = median_seconds(evaluate(world), args.repeats)
+    batch, overlay.BATCH = overlay.BATCH, sys.maxsize  # the column-patching path only
+    try:
+        seconds["columns"] = median_seconds(evaluate(world), args.repeats)
+    finally:
+        overlay.BATCH = batch
+    print(json.dumps({
+        "machine": machine(),
+        "evaluation_users": len(users),
+        "items": data.n_items,
+        "private_item_rows": len(world.item_vectors.private_rows()),
+        "median_seconds": {name: round(value, 4) for name, value in seconds.items()},
+        "columns_over_dense": round(seconds["columns"] / seconds["dense"], 2),
+        "dense_over_clean": round(seconds["dense"] / seconds["clean"], 2),
+    }, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
