@@ -14,11 +14,13 @@ from shared.synthetic import generate_pair, preset
 SYNTHETIC = "synthetic"
 
 # (target, source) of the named pairs: the paper's direction (long source profiles) on the
-# real platforms, its reverse, and the synthetic preset that mirrors the paper's ML10M-FX
+# real platforms, its reverse, the synthetic preset that mirrors the paper's ML10M-FX, and
+# a tiny synthetic pair on which the whole stack runs in about a minute (a smoke test)
 NAMED_PAIRS: dict[str, tuple[str, str]] = {
     "primary": ("movietweetings-100k", "ml-latest-small"),
     "reverse": ("ml-latest-small", "movietweetings-100k"),
     "synthetic": ("synthetic:paper", "synthetic:paper"),
+    "tiny": ("synthetic:tiny", "synthetic:tiny"),
 }
 
 
