@@ -12,7 +12,6 @@ from collections.abc import Iterable
 
 import numpy as np
 
-
 # from this many vectors on, dot_rows multiplies by a dense copy (crossover measured
 # between 8 and 50 vectors on MovieTweetings: 1.6 against 2.1 ms, 5.2 against 2.1 ms)
 BATCH = 16
