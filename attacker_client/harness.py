@@ -130,17 +130,17 @@ class Experiment:
         # the same seed gives every method the same pretend users: paired comparisons
         world = await admin.create_world(n_pretend_users=config.pretend_users, seed=seed)
         checkpoints: dict[int, Any] = {}
-        latest: dict[int, EvaluationReport] = {}  # the last checkpoint's whole report
+        last: tuple[int, EvaluationReport] | None = None  # the last checkpoint, whole
         started = time.perf_counter()
         try:
             async with AsyncClient(config.server, world.api_key) as client:
 
                 async def on_injected(count: int) -> None:
+                    nonlocal last
                     if count in config.checkpoints():
                         report = await admin.evaluate(world.world_id, [target])
                         checkpoints[count] = _flatten(report, "after")
-                        latest.clear()
-                        latest[count] = report
+                        last = (count, report)
 
                 ctx = AttackContext(
                     client=client,
@@ -158,8 +158,8 @@ class Experiment:
             if config.threat_model == "retrain":
                 await admin.retrain_world(world.world_id, config.retrain_epochs)
             spent = len(ctx.injected_lengths)
-            if spent in latest:  # nothing changed since that checkpoint: same numbers
-                report = latest[spent]
+            if last is not None and last[0] == spent:  # nothing changed since: same numbers
+                report = last[1]
             else:
                 report = await admin.evaluate(world.world_id, [target])
             usage = await admin.usage(world.world_id)

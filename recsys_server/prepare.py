@@ -28,15 +28,12 @@ from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.pinsage.train import train_pinsage
 from recsys_server.training import TrainConfig
 from shared.datasets.pair import load_pair
-from shared.errors import ScenarioError
 from shared.metrics import ACTIVE_MIN_TRAIN, ScoreFn, evaluate
 from shared.scenario import (
     Scenario,
     ScenarioConfig,
     build_scenario,
-    read_manifest,
     save_scenario,
-    scenario_fingerprint,
 )
 
 SCENARIO_DIR = "scenario"
@@ -124,10 +121,8 @@ def prepare(
     scenario_dir = workdir / SCENARIO_DIR
     pair = load_pair(target, source, data_dir, fetch_missing=True)
     scenario = build_scenario(*pair, scenario_config or ScenarioConfig())
-    fingerprint = scenario_fingerprint(scenario)
-    scenario_reused = _current_fingerprint(scenario_dir) == fingerprint
-    if not scenario_reused:
-        save_scenario(scenario, scenario_dir, force=True)
+    scenario_reused = not save_scenario(scenario, scenario_dir, unless_current=True)
+    fingerprint = scenario.fingerprint
     artifact = workdir / MODEL_FILE
     key = training_key(fingerprint, config, train)
     model_reused = _current_training_key(artifact) == key
@@ -151,11 +146,4 @@ def _current_training_key(artifact: Path) -> str | None:
     try:
         return ModelArtifact.load(artifact).training_key
     except ArtifactError:  # missing, torn, or of another format version: retrain
-        return None
-
-
-def _current_fingerprint(scenario_dir: Path) -> str | None:
-    try:
-        return read_manifest(scenario_dir).get("fingerprint")
-    except ScenarioError:  # missing, torn or of another format: rebuild it
         return None

@@ -179,8 +179,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(table) if args.json else format_table1(table))
     elif args.command == "scenario" and args.scenario_command == "build":
         scenario = _build_from_args(args, data_dir)
-        manifest = save_scenario(scenario, args.out, force=args.force)
-        print(_show(read_manifest(manifest.parent)))
+        save_scenario(scenario, args.out, force=args.force)
+        print(_show(read_manifest(args.out)))
         print(f"written to {args.out}")
     elif args.command == "scenario" and args.scenario_command == "show":
         manifest = read_manifest(args.folder)

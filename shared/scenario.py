@@ -341,20 +341,26 @@ def _encode(scenario: Scenario) -> tuple[dict[str, bytes], dict[str, Any]]:
     return files, manifest
 
 
-def scenario_fingerprint(scenario: Scenario) -> str:
-    """The fingerprint ``save_scenario`` would write (and set it on the scenario)."""
-    return _encode(scenario)[1]["fingerprint"]
-
-
-def save_scenario(scenario: Scenario, out: Path, *, force: bool = False) -> Path:
-    """Write ``scenario`` to ``out`` atomically; return the manifest path."""
+def save_scenario(
+    scenario: Scenario, out: Path, *, force: bool = False, unless_current: bool = False
+) -> bool:
+    """Write ``scenario`` to ``out`` atomically (sets ``scenario.fingerprint``). With
+    ``unless_current``, a folder already holding this fingerprint is kept as it is (a
+    missing, torn or older one is replaced). Returns whether it wrote."""
     files, manifest = _encode(scenario)
+    if unless_current:
+        try:
+            if read_manifest(out).get("fingerprint") == manifest["fingerprint"]:
+                return False
+        except ScenarioError:
+            pass
+        force = True
     with staged_directory(Path(out), replace=force) as staging:
         for name, data in files.items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_bytes(data)
         (staging / MANIFEST).write_bytes(_json_bytes(manifest))
-    return Path(out) / MANIFEST
+    return True
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
