@@ -13,7 +13,13 @@ from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.overlay import BATCH, RowOverlay
 from recsys_server.pinsage.refresh import EmbeddingState
-from recsys_server.pinsage.sampler import WalkConfig, holder_priority, walk_from
+from recsys_server.pinsage.sampler import (
+    WalkConfig,
+    hash_of,
+    holder_priority,
+    neighbourhoods_of,
+    unit_of,
+)
 from tests.pinsage_fixtures import tiny_data
 
 DATA = tiny_data()
@@ -113,6 +119,62 @@ def test_injection_changes_other_users_lists_only_through_the_graph() -> None:
     # the new users' own items are excluded from their top-k
     user = state.graph.injected_users[-1]
     assert not set(state.topk(user, 20).tolist()) & {target, *untouched}
+
+
+def walk_from(graph: InteractionGraph, item: int, config: WalkConfig) -> tuple:
+    hoods = neighbourhoods_of(graph, config, np.array([item]))
+    used = hoods.weight[0] > 0
+    return hoods.index[0][used], hoods.weight[0][used], hoods.through[0], hoods.cutoff[0]
+
+
+def reference_walks(graph: InteractionGraph, item: int, config: WalkConfig) -> tuple:
+    """The sampler's definition, one walk and one hop at a time (the test's oracle)."""
+    holders = graph.holders(item)
+    if len(holders) == 0:
+        return [], [], frozenset()
+    starters = sorted(holders.tolist(), key=lambda u: int(holder_priority(config, item, u)[0]))
+    starters = starters[: config.n_walks]
+    visits: dict[int, int] = {}
+    through: set[int] = set()
+
+    def draw(first: int, cycle: int, tag: int) -> float:
+        return float(unit_of(hash_of(config.seed, item, first, cycle, tag))[0])
+
+    for walk in range(config.n_walks):
+        first, cycle = starters[walk % len(starters)], walk // len(starters)
+        profile = graph.profile(first)
+        current = int(profile[int(draw(first, cycle, 1) * len(profile))])
+        visits[current] = visits.get(current, 0) + 1
+        alive = draw(first, cycle, 2) >= config.restart
+        for hop in range(1, config.max_hops):
+            if not alive:
+                break
+            through.add(current)
+            holders_here = graph.holders(current)
+            user = int(holders_here[int(draw(first, cycle, 3 * hop + 3) * len(holders_here))])
+            profile = graph.profile(user)
+            current = int(profile[int(draw(first, cycle, 3 * hop + 4) * len(profile))])
+            visits[current] = visits.get(current, 0) + 1
+            alive = draw(first, cycle, 3 * hop + 5) >= config.restart
+    visits.pop(item, None)
+    top = sorted(visits.items(), key=lambda pair: (-pair[1], pair[0]))[: config.n_neighbours]
+    return [i for i, _ in top], [float(c) for _, c in top], frozenset(through)
+
+
+@pytest.mark.parametrize("hops", [1, 2, 3])
+def test_vectorised_walks_equal_a_walk_by_walk_reference(hops: int) -> None:
+    graph = InteractionGraph(DATA.train, DATA.n_users, DATA.n_items)
+    graph.add_user(np.array([0, 1, 2, 3]))  # injected holders come after training ones
+    graph.add_user(np.array([int(np.argmin(graph.degree))]))
+    config = WalkConfig(n_walks=8, max_hops=hops, restart=0.3, n_neighbours=4)
+    items = np.arange(DATA.n_items)
+    hoods = neighbourhoods_of(graph, config, items, chunk=7)  # several batches
+    for item in items.tolist():
+        neighbours, counts, through = reference_walks(graph, item, config)
+        used = hoods.weight[item] > 0
+        assert hoods.index[item][used].tolist() == neighbours, item
+        assert hoods.weight[item][used].tolist() == counts, item
+        assert hoods.through[item] == through, item
 
 
 def test_walks_are_reproducible_and_exclude_the_item_itself() -> None:

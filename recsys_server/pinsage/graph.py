@@ -125,6 +125,23 @@ class InteractionGraph:
         extra = self._injected_holders.get(item)
         return base if not extra else np.concatenate([base, np.asarray(extra, dtype=np.int64)])
 
+    def holders_of(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The holders of many items as CSR arrays (indptr, users), each item's holders in
+        the order of :meth:`holders`."""
+        items = np.asarray(items, dtype=np.int64)
+        start = self._holder_indptr[items]
+        base = self._holder_indptr[items + 1] - start
+        extra = [self._injected_holders.get(item, ()) for item in items.tolist()]
+        lengths = base + np.fromiter(map(len, extra), dtype=np.int64, count=len(items))
+        indptr = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        users = np.empty(indptr[-1], dtype=np.int64)
+        # training holders: one vectorised gather into each item's leading slots
+        users[_ranges(indptr[:-1], base)] = self._holder_users[_ranges(start, base)]
+        for row in np.flatnonzero(lengths > base).tolist():
+            users[indptr[row] + base[row] : indptr[row + 1]] = extra[row]
+        return indptr, users
+
     def pick_items(self, users: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
         """For each user, the item at position floor(u * profile length) of its profile."""
         picked = np.empty(len(users), dtype=np.int64)
@@ -147,3 +164,10 @@ class InteractionGraph:
         return sp.csr_matrix(
             (np.ones(len(items)), items, indptr), shape=(self.n_users, self.n_items)
         )
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + n) for s, n in zip(starts, lengths)])``, vectorised."""
+    offsets = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    return np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)

@@ -15,6 +15,9 @@ holder therefore changes a popular item's walks only when its priority falls bel
 current cut-off (probability ``n_walks / (holders + 1)``): an injection leaves the
 neighbourhoods of the popular items in its profile as they were, which is what keeps
 the incremental refresh local.
+
+The walks of a batch of items advance together, one numpy pass per hop over every
+walker, so the hundreds of neighbourhoods an injection redoes cost milliseconds.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def hash_of(*parts: np.ndarray | int) -> np.ndarray:
     return np.atleast_1d(h)
 
 
-def _unit(h: np.ndarray) -> np.ndarray:
+def unit_of(h: np.ndarray) -> np.ndarray:
     """Hash -> float in [0, 1)."""
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
@@ -74,65 +77,95 @@ def holder_priority(config: WalkConfig, item: int | np.ndarray, users: np.ndarra
     return hash_of(config.seed, item, users, 0)
 
 
-def walk_from(
-    graph: InteractionGraph, item: int, config: WalkConfig
-) -> tuple[np.ndarray, np.ndarray, frozenset[int], np.uint64]:
-    """Top neighbours of ``item``, their visit counts, the items walks went on from, and
-    the priority cut-off of the holders that start its walks."""
-    holders = graph.holders(item)
-    if len(holders) == 0:
-        return np.empty(0, np.int64), np.empty(0, np.float32), frozenset(), np.uint64(0)
-    priority = holder_priority(config, item, holders)
-    n_walks = config.n_walks
-    if len(holders) > n_walks:
-        lowest = np.argpartition(priority, n_walks - 1)[:n_walks]
-        cutoff = priority[lowest].max()
-    else:
-        lowest, cutoff = np.arange(len(holders)), np.uint64(0)
-    lowest = lowest[np.argsort(priority[lowest])]
-    walk = np.arange(n_walks)
-    # a walk is named by its first holder and how often the holders were cycled
-    first, cycle = holders[lowest[walk % len(lowest)]], walk // len(lowest)
-    current = graph.pick_items(first, _unit(hash_of(config.seed, item, first, cycle, 1)))
-    visits = [current]
-    through: set[int] = set()
-    alive = _unit(hash_of(config.seed, item, first, cycle, 2)) >= config.restart
-    for hop in range(1, config.max_hops):
-        if not alive.any():
-            break
-        through.update(current[alive].tolist())
-        pick_user = _unit(hash_of(config.seed, item, first, cycle, 3 * hop + 3))
-        pick_item = _unit(hash_of(config.seed, item, first, cycle, 3 * hop + 4))
-        stop = _unit(hash_of(config.seed, item, first, cycle, 3 * hop + 5))
-        for start in np.unique(current[alive]).tolist():
-            walkers = np.flatnonzero(alive & (current == start))
-            start_holders = graph.holders(start)
-            users = start_holders[(pick_user[walkers] * len(start_holders)).astype(np.int64)]
-            current[walkers] = graph.pick_items(users, pick_item[walkers])
-        visits.append(current[alive])
-        alive &= stop >= config.restart
-    visited = np.concatenate(visits)
-    visited = visited[visited != item]
-    neighbours, counts = np.unique(visited, return_counts=True)
-    order = np.lexsort((neighbours, -counts))[: config.n_neighbours]
-    return neighbours[order], counts[order].astype(np.float32), frozenset(through), cutoff
+def _segment_rank(segment: np.ndarray) -> np.ndarray:
+    """Position of each entry within its run of equal (sorted) segment ids."""
+    first = np.ones(len(segment), dtype=bool)
+    first[1:] = segment[1:] != segment[:-1]
+    starts = np.flatnonzero(first)
+    return np.arange(len(segment)) - np.repeat(starts, np.diff(np.append(starts, len(segment))))
 
 
-def neighbourhoods_of(
-    graph: InteractionGraph, config: WalkConfig, items: np.ndarray
-) -> Neighbourhoods:
-    """The neighbourhoods of ``items``, one row per item in the given order."""
-    items = np.asarray(items, dtype=np.int64)
+def _walk_batch(graph: InteractionGraph, items: np.ndarray, config: WalkConfig) -> Neighbourhoods:
+    """The neighbourhoods of ``items``, every walk of every item advanced together: one
+    row per item; walker ``w`` belongs to the item in row ``owner[w]``."""
+    n_walks, n_items = config.n_walks, graph.n_items
     out = Neighbourhoods(
         index=np.zeros((len(items), config.n_neighbours), dtype=np.int64),
         weight=np.zeros((len(items), config.n_neighbours), dtype=np.float32),
-        through=[],
+        through=[frozenset()] * len(items),
         cutoff=np.zeros(len(items), dtype=np.uint64),
     )
-    for row, item in enumerate(items.tolist()):
-        neighbours, counts, through, cutoff = walk_from(graph, item, config)
-        out.index[row, : len(neighbours)] = neighbours
-        out.weight[row, : len(neighbours)] = counts
-        out.through.append(through)
-        out.cutoff[row] = cutoff
+    indptr, holders = graph.holders_of(items)
+    degree = np.diff(indptr)
+    # each item's holders sorted by priority: the lowest ``n_walks`` start its walks
+    row_of_holder = np.repeat(np.arange(len(items)), degree)
+    priority = holder_priority(config, items[row_of_holder], holders)
+    order = np.lexsort((priority, row_of_holder))
+    holders, priority = holders[order], priority[order]
+    popular = np.flatnonzero(degree > n_walks)
+    out.cutoff[popular] = priority[indptr[popular] + n_walks - 1]
+    # walk w of an item is named by its first holder and how often the holders were cycled
+    rows = np.flatnonzero(degree > 0)
+    owner = np.repeat(rows, n_walks)
+    walk = np.tile(np.arange(n_walks), len(rows))
+    starters = np.minimum(degree, n_walks)[owner]
+    first, cycle = holders[indptr[owner] + walk % starters], walk // starters
+    start_item = items[owner]
+    current = graph.pick_items(first, unit_of(hash_of(config.seed, start_item, first, cycle, 1)))
+    visits, visit_owner = [current], [owner]
+    through_owner, through_item = [], []
+    alive = unit_of(hash_of(config.seed, start_item, first, cycle, 2)) >= config.restart
+    for hop in range(1, config.max_hops):
+        walkers = np.flatnonzero(alive)
+        if len(walkers) == 0:
+            break
+        through_owner.append(owner[walkers])
+        through_item.append(current[walkers])
+        name = (config.seed, start_item[walkers], first[walkers], cycle[walkers])
+        pick_user = unit_of(hash_of(*name, 3 * hop + 3))
+        pick_item = unit_of(hash_of(*name, 3 * hop + 4))
+        stop = unit_of(hash_of(*name, 3 * hop + 5))
+        # a random holder of the item each walker stands on, then a random item of theirs
+        at, inverse = np.unique(current[walkers], return_inverse=True)
+        at_indptr, at_holders = graph.holders_of(at)
+        at_degree = np.diff(at_indptr)[inverse]
+        users = at_holders[at_indptr[inverse] + (pick_user * at_degree).astype(np.int64)]
+        current = current.copy()  # the earlier hops' visits keep their array
+        current[walkers] = graph.pick_items(users, pick_item)
+        visits.append(current[walkers])
+        visit_owner.append(owner[walkers])
+        alive[walkers] = stop >= config.restart
+    if through_owner:
+        pairs = np.unique(np.concatenate(through_owner) * n_items + np.concatenate(through_item))
+        through: list[set[int]] = [set() for _ in items]
+        for row, item in zip((pairs // n_items).tolist(), (pairs % n_items).tolist(), strict=True):
+            through[row].add(item)
+        out.through = [frozenset(t) for t in through]
+    # the most visited items (the start item excluded, ties by item id) and their counts
+    visited, visitor = np.concatenate(visits), np.concatenate(visit_owner)
+    keep = visited != items[visitor]
+    keys, counts = np.unique(visitor[keep] * n_items + visited[keep], return_counts=True)
+    row, neighbour = keys // n_items, keys % n_items
+    order = np.lexsort((neighbour, -counts, row))
+    row, neighbour, counts = row[order], neighbour[order], counts[order]
+    slot = _segment_rank(row)
+    top = slot < config.n_neighbours
+    out.index[row[top], slot[top]] = neighbour[top]
+    out.weight[row[top], slot[top]] = counts[top]
     return out
+
+
+def neighbourhoods_of(
+    graph: InteractionGraph, config: WalkConfig, items: np.ndarray, chunk: int = 1024
+) -> Neighbourhoods:
+    """The neighbourhoods of ``items``, one row per item in the given order (computed
+    ``chunk`` items at a time, which bounds the memory of the walkers)."""
+    items = np.asarray(items, dtype=np.int64)
+    starts = range(0, max(len(items), 1), chunk)  # an empty request still gets its arrays
+    parts = [_walk_batch(graph, items[i : i + chunk], config) for i in starts]
+    return Neighbourhoods(
+        index=np.concatenate([p.index for p in parts]),
+        weight=np.concatenate([p.weight for p in parts]),
+        through=[t for p in parts for t in p.through],
+        cutoff=np.concatenate([p.cutoff for p in parts]),
+    )
