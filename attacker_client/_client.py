@@ -32,11 +32,13 @@ from attacker_client._exceptions import (
     status_error,
 )
 from shared.schemas import (
+    PROTOCOLS,
     Budgets,
     EvaluationReport,
     InjectedProfile,
     InjectUserResponse,
     ModelInfo,
+    Protocol,
     TopKResponse,
     WorldCreated,
     WorldUsage,
@@ -313,12 +315,14 @@ class _AdminCalls(_BaseClient):
         return _Call("GET", f"/admin/worlds/{world_id}/injections", _models(InjectedProfile))
 
     @staticmethod
-    def _evaluate_call(world_id: str, target_items: Sequence[int]) -> _Call[EvaluationReport]:
+    def _evaluate_call(
+        world_id: str, target_items: Sequence[int], protocols: Sequence[Protocol]
+    ) -> _Call[EvaluationReport]:
         return _Call(
             "POST",
             f"/admin/worlds/{world_id}/evaluate",
             _model(EvaluationReport),
-            json={"target_items": [int(i) for i in target_items]},
+            json={"target_items": [int(i) for i in target_items], "protocols": list(protocols)},
         )
 
     @staticmethod
@@ -448,9 +452,15 @@ class AdminClient(_AdminCalls, _SyncHTTP):
         """Every profile injected into the world, in order."""
         return self._execute(self._injections_call(world_id))
 
-    def evaluate(self, world_id: str, target_items: Sequence[int]) -> EvaluationReport:
-        """HR@K / NDCG@K of the targets, clean model vs world, both protocols."""
-        return self._execute(self._evaluate_call(world_id, target_items))
+    def evaluate(
+        self,
+        world_id: str,
+        target_items: Sequence[int],
+        protocols: Sequence[Protocol] = PROTOCOLS,
+    ) -> EvaluationReport:
+        """HR@K / NDCG@K of the targets, clean model vs world, under ``protocols``
+        ('sampled': among 100 sampled items, much cheaper; 'full': whole catalogue)."""
+        return self._execute(self._evaluate_call(world_id, target_items, protocols))
 
     def model_info(self) -> ModelInfo:
         return self._execute(self._model_info_call())
@@ -509,9 +519,14 @@ class AsyncAdminClient(_AdminCalls, _AsyncHTTP):
         """See :meth:`AdminClient.injections`."""
         return await self._execute(self._injections_call(world_id))
 
-    async def evaluate(self, world_id: str, target_items: Sequence[int]) -> EvaluationReport:
+    async def evaluate(
+        self,
+        world_id: str,
+        target_items: Sequence[int],
+        protocols: Sequence[Protocol] = PROTOCOLS,
+    ) -> EvaluationReport:
         """See :meth:`AdminClient.evaluate`."""
-        return await self._execute(self._evaluate_call(world_id, target_items))
+        return await self._execute(self._evaluate_call(world_id, target_items, protocols))
 
     async def model_info(self) -> ModelInfo:
         return await self._execute(self._model_info_call())

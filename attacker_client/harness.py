@@ -36,7 +36,7 @@ from attacker_client.tree import BalancedClusterTree
 from shared.atomic import write_text_atomic
 from shared.errors import CopyAttackError
 from shared.scenario import AttackerView, load_attacker_view
-from shared.schemas import EvaluationReport, ModelInfo
+from shared.schemas import PROTOCOLS, EvaluationReport, ModelInfo
 
 METHODS = (
     "WithoutAttack",
@@ -138,7 +138,10 @@ class Experiment:
                 async def on_injected(count: int) -> None:
                     nonlocal last
                     if count in config.checkpoints():
-                        report = await admin.evaluate(world.world_id, [target])
+                        # the curve needs the sampled protocol only (5x cheaper); at the
+                        # full budget both, as that report usually is the final one
+                        protocols = PROTOCOLS if count == config.budget else ("sampled",)
+                        report = await admin.evaluate(world.world_id, [target], protocols)
                         checkpoints[count] = _flatten(report, "after")
                         last = (count, report)
 
@@ -158,7 +161,7 @@ class Experiment:
             if config.threat_model == "retrain":
                 await admin.retrain_world(world.world_id, config.retrain_epochs)
             spent = len(ctx.injected_lengths)
-            if last is not None and last[0] == spent:  # nothing changed since: same numbers
+            if last is not None and last[0] == spent == config.budget:  # same state, both
                 report = last[1]
             else:
                 report = await admin.evaluate(world.world_id, [target])

@@ -43,9 +43,17 @@ from recsys_server.problems import (
     Unauthorized,
 )
 from recsys_server.security import hash_key, new_api_key
-from shared.metrics import ACTIVE_MIN_TRAIN, KS, metrics_from_ranks, ranks_of
+from shared.metrics import (
+    ACTIVE_MIN_TRAIN,
+    KS,
+    N_SAMPLED,
+    metrics_from_ranks,
+    ranks_of,
+    sample_negatives,
+)
 from shared.schemas import (
     COHORTS,
+    PROTOCOLS,
     CohortEvaluation,
     CreateWorldRequest,
     EvaluationReport,
@@ -100,6 +108,7 @@ class WorldRegistry:
         self._worlds: dict[str, World] = {}
         self._by_key: dict[str, World] = {}
         self._clean_metrics: dict[int, dict[str, tuple[int, dict[str, Metrics]]]] = {}
+        self._cases: dict[int, EvaluationCases] = {}
         # one thread mutates world states, one evaluates: neither blocks the event loop
         self._refresher = ThreadPoolExecutor(1, thread_name_prefix="refresh")
         self._evaluator = ThreadPoolExecutor(1, thread_name_prefix="evaluate")
@@ -206,13 +215,17 @@ class WorldRegistry:
             for r in self.ledger.injections(world.world_id)
         ]
 
-    async def evaluate(self, world: World, targets: list[int]) -> EvaluationReport:
+    async def evaluate(
+        self, world: World, targets: list[int], protocols: tuple[str, ...] = PROTOCOLS
+    ) -> EvaluationReport:
         """HR@K / NDCG@K of each target over the evaluation users (all, and those with 3+
-        training interactions), clean model and world, both protocols, on the same
+        training interactions), clean model and world, under ``protocols``, on the same
         sampled negatives."""
         self._check_items(targets, "target_items")
         # the installed state never changes: evaluate it without holding up the world
-        evaluated = await self._run(self._evaluator, self._evaluate_sync, world.state, targets)
+        evaluated = await self._run(
+            self._evaluator, self._evaluate_sync, world.state, targets, protocols
+        )
         mean = {
             cohort: CohortEvaluation(
                 n_users=round(float(np.mean([t.cohorts[cohort].n_users for t in evaluated]))),
@@ -323,35 +336,54 @@ class WorldRegistry:
                 f"items: repeated item ids {repeated[:10]}; a profile holds each item once"
             )
 
-    def _evaluate_sync(self, state: EmbeddingState, targets: list[int]) -> list[TargetEvaluation]:
+    def _evaluate_sync(
+        self, state: EmbeddingState, targets: list[int], protocols: tuple[str, ...]
+    ) -> list[TargetEvaluation]:
         out = []
         for target in targets:
             if target not in self._clean_metrics:
-                self._clean_metrics[target] = self._rank_metrics(self.clean, target)
-            before, after = self._clean_metrics[target], self._rank_metrics(state, target)
+                self._clean_metrics[target] = self._rank_metrics(self.clean, target, PROTOCOLS)
+            before = self._clean_metrics[target]
+            after = self._rank_metrics(state, target, protocols)
             cohorts = {
                 cohort: CohortEvaluation(
-                    n_users=before[cohort][0], before=before[cohort][1], after=after[cohort][1]
+                    n_users=before[cohort][0],
+                    before={p: m for p, m in before[cohort][1].items() if p in protocols},
+                    after=after[cohort][1],
                 )
                 for cohort in COHORTS
             }
             out.append(TargetEvaluation(item=target, cohorts=cohorts))
         return out
 
+    def _cases_of(self, target: int) -> EvaluationCases:
+        """The evaluation users who never had ``target`` and their sampled negatives, drawn
+        once per target (every world's evaluation of it uses the same)."""
+        if target not in self._cases:
+            holders = self._holders[:, target].nonzero()[0]
+            users = np.setdiff1d(self.data.eval_users, holders)
+            if len(users) == 0:
+                raise InvalidRequest(f"target_items: every evaluation user holds item {target}")
+            negatives = sample_negatives(users, self.data.known, N_SAMPLED, self.eval_seed)
+            active = self._train_counts[users] >= ACTIVE_MIN_TRAIN
+            self._cases[target] = EvaluationCases(users, negatives, active)
+        return self._cases[target]
+
     def _rank_metrics(
-        self, state: EmbeddingState, target: int
+        self, state: EmbeddingState, target: int, protocols: tuple[str, ...]
     ) -> dict[str, tuple[int, dict[str, Metrics]]]:
         """Per cohort: its users who never had ``target``, and their metrics."""
-        holders = self._holders[:, target].nonzero()[0]
-        users = np.setdiff1d(self.data.eval_users, holders)
-        if len(users) == 0:
-            raise InvalidRequest(f"target_items: every evaluation user holds item {target}")
+        cases = self._cases_of(target)
         ranks = ranks_of(
-            state.scores, users, np.full(len(users), target), self.data.known, seed=self.eval_seed
+            state.scores,
+            cases.users,
+            np.full(len(cases.users), target),
+            self.data.known,
+            protocols=protocols,
+            negatives=cases.negatives,
         )
-        active = self._train_counts[users] >= ACTIVE_MIN_TRAIN
         out = {}
-        for cohort, keep in (("all", np.ones(len(users), dtype=bool)), ("3+", active)):
+        for cohort, keep in (("all", np.ones(len(cases.users), dtype=bool)), ("3+", cases.active)):
             if not keep.any():  # no such user: no metrics, n_users says why
                 out[cohort] = (0, {})
                 continue
@@ -364,6 +396,13 @@ class WorldRegistry:
     @staticmethod
     async def _run(executor: ThreadPoolExecutor, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+
+@dataclass(frozen=True)
+class EvaluationCases:
+    users: np.ndarray  # evaluation users who never had the target
+    negatives: np.ndarray  # (len(users), N_SAMPLED) sampled items of each
+    active: np.ndarray  # users with 3+ training interactions (the second cohort)
 
 
 def _with_user(state: EmbeddingState, items: list[int]) -> tuple[EmbeddingState, int]:

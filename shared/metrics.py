@@ -16,6 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from shared.schemas import PROTOCOLS
+
 KS = (5, 10, 20)
 ACTIVE_MIN_TRAIN = 3  # the paper's second cohort: users with 3+ training interactions
 N_SAMPLED = 100
@@ -49,9 +51,6 @@ def sample_negatives(
     raise ValueError("could not sample negatives: some user has interacted with almost all items")
 
 
-PROTOCOLS = ("sampled", "full")
-
-
 def ranks_of(
     score: ScoreFn,
     users: np.ndarray,
@@ -60,17 +59,20 @@ def ranks_of(
     *,
     seed: int = 0,
     protocols: tuple[str, ...] = PROTOCOLS,
+    negatives: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """0-based rank of ``items[c]`` for ``users[c]`` under each protocol (ties count half),
     from one pass over the scores.
 
     Under ``full``, items in ``known`` for the user (other than the held-out one) are
     excluded; under ``sampled``, the 100 negatives come from outside ``known`` and depend
-    only on (users, seed), so two evaluations of the same cases are paired.
+    only on (users, seed), so two evaluations of the same cases are paired (a caller that
+    evaluates the same cases again may pass them as ``negatives``).
     """
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
-    negatives = sample_negatives(users, known, N_SAMPLED, seed) if "sampled" in protocols else None
+    if negatives is None and "sampled" in protocols:
+        negatives = sample_negatives(users, known, N_SAMPLED, seed)
     ranks = {protocol: np.empty(len(users), dtype=np.float64) for protocol in protocols}
     for start in range(0, len(users), _CHUNK):
         chunk = slice(start, start + _CHUNK)

@@ -8,7 +8,7 @@ example ``quota-exceeded``) so clients can tell them apart without parsing prose
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -119,8 +119,23 @@ class InjectedProfile(BaseModel):
     created_at: float = Field(description="Unix time the injection was acknowledged.")
 
 
+Protocol = Literal["sampled", "full"]
+PROTOCOLS: tuple[Protocol, ...] = ("sampled", "full")  # the canonical order
+
+
 class EvaluateRequest(_Strict):
     target_items: list[ItemId] = Field(min_length=1, max_length=100)
+    protocols: list[Protocol] = Field(
+        default=list(PROTOCOLS),
+        min_length=1,
+        max_length=2,
+        description="'sampled' (the held-out item among 100 sampled items) and/or 'full' "
+        "(among the whole catalogue); the sampled protocol alone costs a fraction.",
+    )
+
+    def protocol_set(self) -> tuple[str, ...]:
+        """The requested protocols, each once, in the canonical order."""
+        return tuple(p for p in PROTOCOLS if p in self.protocols)
 
 
 Metrics = dict[str, float]  # "HR@10" -> value

@@ -149,9 +149,13 @@ class InteractionGraph:
         start = self._base_indptr[users[base]]
         length = self._base_indptr[users[base] + 1] - start
         picked[base] = self._base_items[start + (uniforms[base] * length).astype(np.int64)]
-        for position in np.flatnonzero(~base):
-            profile = self._injected[int(users[position])]
-            picked[position] = profile[int(uniforms[position] * len(profile))]
+        injected = np.flatnonzero(~base)
+        if len(injected):  # a cold item's walks mostly start at injected holders
+            who, inverse = np.unique(users[injected], return_inverse=True)
+            indptr, items = self.profiles_of(who)
+            length = np.diff(indptr)[inverse]
+            offset = (uniforms[injected] * length).astype(np.int64)
+            picked[injected] = items[indptr[inverse] + offset]
         return picked
 
     def user_item_matrix(self) -> sp.csr_matrix:

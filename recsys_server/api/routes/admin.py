@@ -107,5 +107,6 @@ async def evaluate_world(
     world: WorldDep, registry: RegistryDep, body: EvaluateRequest
 ) -> EvaluationReport:
     """HR@K and NDCG@K (K = 5, 10, 20) of each target over the evaluation users (never
-    pretend users), both protocols, clean model vs this world on the same samples."""
-    return await registry.evaluate(world, body.target_items)
+    pretend users), under the requested protocols (default both), clean model vs this
+    world on the same samples."""
+    return await registry.evaluate(world, body.target_items, body.protocol_set())
