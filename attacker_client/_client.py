@@ -31,6 +31,7 @@ from attacker_client._exceptions import (
     retry_after_seconds,
     status_error,
 )
+from attacker_client._transport import KeepAliveTransport
 from shared.schemas import (
     PROTOCOLS,
     Budgets,
@@ -196,17 +197,13 @@ class _AsyncHTTP(_BaseClient):
     ) -> None:
         super().__init__(max_retries, retry_seed)
         # a few connections, all kept alive: enough to overlap client and server work
-        # (the server answers one request at a time), while httpcore's pool scans every
-        # connection per request, so 50 connections cost more than they save (measured)
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
+        # (the server answers one request at a time); the lean transport costs a third
+        # of httpcore's CPU per request (benchmarks/client_transport.py)
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=headers,
             timeout=timeout,
-            transport=transport,
-            limits=limits,
+            transport=transport or KeepAliveTransport(max_connections),
         )
 
     async def _execute(self, call: _Call[T]) -> T:

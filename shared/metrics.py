@@ -83,7 +83,8 @@ def ranks_of(
             scores = scores[inverse]
         cases = np.arange(len(case_items))
         positive = scores[cases, case_items][:, None]
-        if negatives is not None:
+        if "sampled" in protocols:
+            assert negatives is not None
             candidates = np.take_along_axis(scores, negatives[chunk], axis=1)
             ranks["sampled"][chunk] = _rank(candidates, positive)
         if "full" in protocols:

@@ -353,13 +353,14 @@ async def test_evaluation_is_paired_with_the_clean_model(
         assert attacked_all["after"] != entry["after"]
         assert attacked["mean"]["all"]["after"] == attacked_all["after"]
         # the sampled protocol alone: the same numbers, the full ranking left out
-        sampled = await client.post(
-            url, json={"target_items": [target], "protocols": ["sampled"]}, headers=ADMIN
-        )
-        for cohort, entry in sampled.json()["targets"][0]["cohorts"].items():
-            whole = attacked["targets"][0]["cohorts"][cohort]
-            assert entry["before"] == {"sampled": whole["before"]["sampled"]}
-            assert entry["after"] == {"sampled": whole["after"]["sampled"]}
+        for protocol in ("sampled", "full"):
+            alone = await client.post(
+                url, json={"target_items": [target], "protocols": [protocol]}, headers=ADMIN
+            )
+            for cohort, entry in alone.json()["targets"][0]["cohorts"].items():
+                whole = attacked["targets"][0]["cohorts"][cohort]
+                assert entry["before"] == {protocol: whole["before"][protocol]}
+                assert entry["after"] == {protocol: whole["after"][protocol]}
         for protocols in ([], ["exact"], ["full", "full", "sampled"]):
             refused = await client.post(
                 url, json={"target_items": [target], "protocols": protocols}, headers=ADMIN

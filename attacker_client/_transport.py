@@ -1,0 +1,148 @@
+"""A lean HTTP/1.1 keep-alive transport for plain-HTTP servers (the simulator on
+127.0.0.1 or a private network).
+
+An attack asks tens of thousands of tiny ``/topk`` questions. httpx's default transport
+(httpcore) spends about 1 ms of CPU per request in its connection pool and event
+machinery, more than the server spends answering, and client and server often share the
+machine. This transport keeps a few connections open and speaks the small subset of
+HTTP/1.1 the service uses (``Content-Length`` or chunked bodies, keep-alive), so a request
+costs a fraction of that. Everything above the transport (URLs, headers, JSON, retries,
+errors) is still httpx and the SDK. ``https`` URLs use httpx's own transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+
+class _Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def closed(self) -> bool:
+        return self.reader.at_eof() or self.writer.is_closing()
+
+    async def exchange(
+        self, head: bytes, body: bytes, method: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
+        """Send one request; the status, headers, body, and whether the connection stays open."""
+        self.writer.write(head + body)
+        status_line = await self.reader.readuntil(b"\r\n")
+        status = int(status_line.split(b" ", 2)[1])
+        headers: list[tuple[bytes, bytes]] = []
+        length, chunked, keep_alive = None, False, not status_line.startswith(b"HTTP/1.0")
+        while True:
+            line = await self.reader.readuntil(b"\r\n")
+            if line == b"\r\n":
+                break
+            name, _, value = line[:-2].partition(b":")
+            name, value = name.strip().lower(), value.strip()
+            headers.append((name, value))
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                keep_alive = value.lower() != b"close"
+        if method == "HEAD" or status in (204, 304) or status < 200:
+            content = b""  # no body, whatever the headers say (RFC 9112, 6.3)
+        elif chunked:
+            content = await self._read_chunked()
+        elif length is not None:
+            content = await self.reader.readexactly(length)
+        else:  # no length: the body runs until the server closes
+            content, keep_alive = await self.reader.read(), False
+        return status, headers, content, keep_alive
+
+    async def _read_chunked(self) -> bytes:
+        parts = []
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                while await self.reader.readuntil(b"\r\n") != b"\r\n":
+                    pass  # trailers
+                return b"".join(parts)
+            parts.append(await self.reader.readexactly(size))
+            await self.reader.readexactly(2)
+
+
+class KeepAliveTransport(httpx.AsyncBaseTransport):
+    """At most ``max_connections`` kept-alive connections per server; a request waits for a
+    free one rather than opening more."""
+
+    def __init__(self, max_connections: int = 8) -> None:
+        self._max = max_connections
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
+        self._fallback = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme != "http":
+            return await self._fallback.handle_async_request(request)
+        server = (url.host, url.port or 80)
+        timeout = request.extensions.get("timeout", {})
+        head, body = _head(request), await request.aread()
+        async with self._slots.setdefault(server, asyncio.Semaphore(self._max)):
+            idle = self._idle.setdefault(server, [])
+            connection = None
+            while idle and connection is None:
+                connection = idle.pop()
+                if connection.closed():  # the server closed it while it was idle
+                    connection.close()
+                    connection = None
+            if connection is None:
+                connection = await _connect(server, timeout.get("connect"), request)
+            try:
+                status, headers, content, keep_alive = await asyncio.wait_for(
+                    connection.exchange(head, body, request.method), timeout.get("read")
+                )
+            except TimeoutError as exc:
+                connection.close()
+                raise httpx.ReadTimeout(
+                    f"no answer from {server} in time", request=request
+                ) from exc
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                ValueError,
+            ) as exc:
+                # the SDK decides whether to send again (every call it makes is idempotent)
+                connection.close()
+                raise httpx.RemoteProtocolError(f"{server}: {exc!r}", request=request) from exc
+            if keep_alive:
+                idle.append(connection)
+            else:
+                connection.close()
+            return httpx.Response(status, headers=headers, content=content, request=request)
+
+    async def aclose(self) -> None:
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.close()
+        self._idle.clear()
+        await self._fallback.aclose()
+
+
+async def _connect(
+    server: tuple[str, int], timeout: float | None, request: httpx.Request
+) -> _Connection:
+    try:
+        return _Connection(*await asyncio.wait_for(asyncio.open_connection(*server), timeout))
+    except TimeoutError as exc:
+        raise httpx.ConnectTimeout(f"{server}: no connection in time", request=request) from exc
+    except OSError as exc:
+        raise httpx.ConnectError(f"{server}: {exc!r}", request=request) from exc
+
+
+def _head(request: httpx.Request) -> bytes:
+    target = request.url.raw_path
+    lines = [request.method.encode() + b" " + target + b" HTTP/1.1"]
+    lines += [name + b": " + value for name, value in request.headers.raw]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
