@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # moving window each, so up to the per-second amount may arrive at once (the burst)
     rate_limit: str = "200/second"
     eval_seed: int = Field(default=0, ge=0, description="Seed of the evaluation's negatives.")
+    compute_threads: int = Field(
+        default=1, ge=1, description="BLAS/torch threads of each of the two compute workers."
+    )
 
     @field_validator("rate_limit")
     @classmethod
