@@ -8,8 +8,8 @@ above MostPopular, no recommender can be, and a victim that is "level with MostP
 on that data says nothing about the victim. Liked interactions (rating >= 4) are split
 90/10 at random with a fixed seed. Prints one JSON line per setting, then all as JSON.
 
-    python benchmarks/synthetic_signal.py --preset small
-    python benchmarks/synthetic_signal.py --preset small --set topic_concentration=0.05
+    python benchmarks/synthetic_signal.py --preset paper
+    python benchmarks/synthetic_signal.py --preset small --set topic_concentration=0.3
 """
 
 from __future__ import annotations
@@ -67,13 +67,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     settings = [dict((kv.split("=")[0], float(kv.split("=")[1])) for kv in args.set)]
-    if not args.set:  # the preset, then the two taste levers alone and together
-        settings = [
-            {},
-            {"topic_concentration": 0.05},
-            {"off_topic": 0.05},
-            {"topic_concentration": 0.05, "off_topic": 0.05},
-        ]
+    if not args.set:  # the preset, then the diffuse tastes it had until 2026-11-28
+        settings = [{}, {"topic_concentration": 0.3, "off_topic": 0.15}]
     results = []
     for overrides in settings:
         results.append(signal(args.preset, overrides))
