@@ -13,6 +13,7 @@ errors) is still httpx and the SDK. ``https`` URLs use httpx's own transport.
 from __future__ import annotations
 
 import asyncio
+import select
 
 import httpx
 
@@ -25,7 +26,13 @@ class _Connection:
         self.writer.close()
 
     def closed(self) -> bool:
-        return self.reader.at_eof() or self.writer.is_closing()
+        """Whether the server has closed this idle connection. The event loop may not have
+        read its FIN yet (the loop was busy), so the socket itself is asked too: an idle
+        connection that is readable has been closed (or broken) by the server."""
+        if self.reader.at_eof() or self.writer.is_closing():
+            return True
+        sock = self.writer.get_extra_info("socket")
+        return sock is not None and bool(select.select([sock], [], [], 0)[0])
 
     async def exchange(
         self, head: bytes, body: bytes, method: str

@@ -4,6 +4,9 @@ whose every byte the test controls."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -158,6 +161,34 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
         await asyncio.sleep(0.05)  # the close arrives while the connection is idle
         assert (await client.get(url + "/b")).status_code == 200
         assert server.connections == 2
+
+
+async def test_a_close_the_event_loop_has_not_seen_yet_is_detected() -> None:
+    """The server closes after each answer while the client's loop is busy (blocked), so
+    the loop never reads the close before the next request: the socket is asked."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[int] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            connection, _ = listener.accept()
+            accepted.append(1)
+            with connection:
+                while b"\r\n\r\n" not in connection.recv(65536):
+                    pass
+                connection.sendall(answer(b"{}"))
+                time.sleep(0.1)  # closed later, without saying so, as an idle timeout does
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    async with httpx.AsyncClient(transport=KeepAliveTransport(), timeout=5) as client:
+        assert (await client.post(f"http://127.0.0.1:{port}/a", json={})).status_code == 200
+        time.sleep(0.2)
+        assert (await client.post(f"http://127.0.0.1:{port}/b", json={})).status_code == 200
+    thread.join(timeout=5)
+    listener.close()
+    assert len(accepted) == 2
 
 
 async def test_a_lost_answer_and_a_slow_server_are_transport_errors() -> None:
