@@ -86,11 +86,14 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._max = max_connections
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
-        self._fallback = httpx.AsyncHTTPTransport()
+        # made on first use: its TLS context costs ~36 ms, and a harness makes a client
+        # per world
+        self._fallback: httpx.AsyncHTTPTransport | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         if url.scheme != "http":
+            self._fallback = self._fallback or httpx.AsyncHTTPTransport()
             return await self._fallback.handle_async_request(request)
         server = (url.host, url.port or 80)
         timeout = request.extensions.get("timeout", {})
@@ -134,7 +137,8 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             for connection in idle:
                 connection.close()
         self._idle.clear()
-        await self._fallback.aclose()
+        if self._fallback is not None:
+            await self._fallback.aclose()
 
 
 async def _connect(

@@ -138,7 +138,7 @@ class Experiment:
                 async def on_injected(count: int) -> None:
                     nonlocal last
                     if count in config.checkpoints():
-                        # the curve needs the sampled protocol only (5x cheaper); at the
+                        # the curve needs the sampled protocol only (half the cost); at the
                         # full budget both, as that report usually is the final one
                         protocols = PROTOCOLS if count == config.budget else ("sampled",)
                         report = await admin.evaluate(world.world_id, [target], protocols)

@@ -89,8 +89,7 @@ class InteractionGraph:
         np.cumsum(lengths, out=indptr[1:])
         if (users < self.n_base_users).all():
             # one vectorised gather: each item's position in the base arrays
-            offsets = np.repeat(self._base_indptr[users] - indptr[:-1], lengths)
-            return indptr, self._base_items[offsets + np.arange(indptr[-1])]
+            return indptr, self._base_items[_ranges(self._base_indptr[users], lengths)]
         items = [self.profile(int(u)) for u in users]
         return indptr, np.concatenate(items) if items else np.empty(0, dtype=np.int64)
 
