@@ -34,7 +34,7 @@ class EASE:
     """Steck 2019: closed-form item-item weights, ``B = I - P / diag(P)``, ``P = (X'X + l I)^-1``;
     the L2 weight ``l`` picked on validation HR@10 from a grid."""
 
-    GRID = (50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0)
+    GRID = (50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
 
     def __init__(self, data: TargetData, l2: float | None = None) -> None:
         self.matrix = data.train_matrix().astype(np.float64)
@@ -61,7 +61,7 @@ class EASE:
 @dataclass(frozen=True)
 class BPRConfig:
     dim: int = 64
-    l2: float = 1e-4
+    l2: float = 1e-2
 
 
 class BPRMF(nn.Module):
@@ -77,6 +77,7 @@ class BPRMF(nn.Module):
         for parameter in (self.users.weight, self.items.weight):
             nn.init.normal_(parameter, std=0.1)
         nn.init.zeros_(self.item_bias.weight)
+        self.l2 = config.l2
         self.history = self._fit(data, config, train)
 
     def _fit(self, data: TargetData, config: BPRConfig, train: TrainConfig) -> History:
@@ -109,3 +110,18 @@ class BPRMF(nn.Module):
     def score(self, users: np.ndarray) -> np.ndarray:
         u = self.users(torch.as_tensor(users))
         return (u @ self.items.weight.T + self.item_bias.weight.T).numpy()
+
+    # The L2 weight decides most of BPR-MF's quality on these sparse targets (most users
+    # hold one to three items): on MovieTweetings' validation split 1e-4 gave HR@10
+    # 0.634 / 0.101 (sampled / full), 1e-2 gave 0.702 / 0.171.
+    L2_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+
+    @classmethod
+    def tuned(
+        cls, data: TargetData, train: TrainConfig, dim: int = BPRConfig.dim
+    ) -> tuple[BPRMF, dict[float, float]]:
+        """The model of the L2 weight with the best validation HR@10 (sampled), and every
+        weight's validation HR@10."""
+        fits = {l2: cls(data, BPRConfig(dim=dim, l2=l2), train) for l2 in cls.L2_GRID}
+        validation = {l2: model.history.best for l2, model in fits.items()}
+        return fits[max(validation, key=validation.__getitem__)], validation

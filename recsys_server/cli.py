@@ -105,6 +105,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hops", type=int, default=WalkConfig.max_hops)
     parser.add_argument("--neighbours", type=int, default=WalkConfig.n_neighbours)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
+                        help="Adam's L2 weight")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
     parser.add_argument("--patience", type=int, default=TrainConfig.patience)
@@ -129,16 +131,17 @@ def _configs(args: argparse.Namespace) -> tuple[PinSageConfig, TrainConfig]:
                 seed=args.seed,
             ),
         )
+        train = TrainConfig(
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            batch_size=args.batch_size,
+            max_epochs=args.max_epochs,
+            patience=args.patience,
+            seed=args.seed,
+            progress=sys.stderr.isatty(),
+        )
     except ValueError as exc:
         raise CopyAttackError(str(exc)) from None
-    train = TrainConfig(
-        lr=args.lr,
-        batch_size=args.batch_size,
-        max_epochs=args.max_epochs,
-        patience=args.patience,
-        seed=args.seed,
-        progress=sys.stderr.isatty(),
-    )
     return config, train
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from recsys_server.artifact import ArtifactError, ModelArtifact
-from recsys_server.baselines import BPRMF, EASE, BPRConfig, MostPopular
+from recsys_server.baselines import BPRMF, EASE, MostPopular
 from recsys_server.data import TargetData
 from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSageConfig
@@ -78,8 +78,8 @@ def train_artifact(
     }
     if baselines:
         results["MostPopular"] = _evaluate_split(data, MostPopular(data).score, train.seed)
-        bpr = BPRMF(data, BPRConfig(), TrainConfig(seed=train.seed, progress=False))
-        results["BPR-MF"] = _evaluate_split(data, bpr.score, train.seed)
+        bpr, _ = BPRMF.tuned(data, TrainConfig(seed=train.seed, progress=False))
+        results["BPR-MF"] = {**_evaluate_split(data, bpr.score, train.seed), "l2": bpr.l2}
         ease = EASE(data)
         results["EASE"] = {**_evaluate_split(data, ease.score, train.seed), "l2": ease.l2}
     ModelArtifact(model, scenario.fingerprint, results, data, training_key).save(out)

@@ -19,9 +19,19 @@ class TrainConfig:
     batch_size: int = 1024
     max_epochs: int = 200
     patience: int = 5
-    weight_decay: float = 0.0
+    # Adam's L2 weight, chosen on validation HR@10 (sampled / full): on MovieTweetings 1e-4
+    # gave 0.701 / 0.165 against 0.693 / 0.153 without (1e-3 and 3e-4 were level with 1e-4),
+    # on ml-latest-small 0.689 / 0.086 against 0.684 / 0.087.
+    weight_decay: float = 1e-4
     seed: int = 0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"lr must be > 0 and weight decay >= 0, got {self.lr} and "
+                             f"{self.weight_decay}")  # fmt: skip
+        if min(self.batch_size, self.max_epochs, self.patience) < 1:
+            raise ValueError("batch size, max epochs and patience must be at least 1")
 
 
 @dataclass

@@ -96,6 +96,13 @@ def test_baselines_fit_and_rank_sensibly() -> None:
     )
 
 
+def test_tuned_bpr_keeps_the_l2_weight_with_the_best_validation() -> None:
+    bpr, validation = BPRMF.tuned(DATA, TrainConfig(lr=0.01, max_epochs=3, progress=False), dim=16)
+    assert set(validation) == set(BPRMF.L2_GRID)
+    assert bpr.l2 == max(validation, key=validation.__getitem__)
+    assert DATA.validation_hr10(bpr.score) == pytest.approx(validation[bpr.l2])
+
+
 def test_train_command_writes_artifact_and_json(tmp_path: Path, capsys) -> None:
     scenario = tiny_scenario()
     save_scenario(scenario, tmp_path / "scenario")
@@ -119,3 +126,20 @@ def test_train_command_bad_input(tmp_path: Path, capsys) -> None:
     assert code == 2
     assert "manifest.json is missing" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--weight-decay", "-1e-4", "weight decay >= 0"), ("--lr", "0", "lr must be > 0"),
+     ("--patience", "0", "patience must be at least 1")],
+)  # fmt: skip
+def test_train_command_refuses_bad_training_settings(
+    tmp_path: Path, capsys, flag: str, value: str, message: str
+) -> None:
+    save_scenario(tiny_scenario(), tmp_path / "scenario")
+    out = tmp_path / "model.pt"
+    code = server_main(["train", "--scenario", str(tmp_path / "scenario"), "--out", str(out),
+                        f"{flag}={value}"])  # fmt: skip
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
