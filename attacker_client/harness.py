@@ -79,8 +79,17 @@ class ExperimentConfig:
         return list(range(self.checkpoint_every, self.budget + 1, self.checkpoint_every))
 
 
+# the learning methods: CopyAttack and its ablations, as flags of CopyAttackArgs
+LEARNED: dict[str, dict[str, Any]] = {
+    "PolicyNetwork": {"depth": 1},
+    "CopyAttack-Masking": {"masking": False, "crafting": False},
+    "CopyAttack-Length": {"crafting": False},
+    "CopyAttack": {},
+}
+
+
 def method_of(name: str, args: CopyAttackArgs) -> AttackMethod:
-    """The attack behind a method name; the learning ablations are CopyAttack flags."""
+    """The attack behind a method name."""
     fixed: dict[str, AttackMethod] = {
         "WithoutAttack": without_attack,
         "RandomAttack": random_attack,
@@ -88,16 +97,10 @@ def method_of(name: str, args: CopyAttackArgs) -> AttackMethod:
         "TargetAttack70": functools.partial(target_attack, share=0.7),
         "TargetAttack100": functools.partial(target_attack, share=1.0),
     }
-    variants = {
-        "PolicyNetwork": {"depth": 1},
-        "CopyAttack-Masking": {"masking": False, "crafting": False},
-        "CopyAttack-Length": {"crafting": False},
-        "CopyAttack": {},
-    }
     if name in fixed:
         return fixed[name]
-    if name in variants:
-        return functools.partial(copyattack, args=dataclasses.replace(args, **variants[name]))
+    if name in LEARNED:
+        return functools.partial(copyattack, args=dataclasses.replace(args, **LEARNED[name]))
     raise CopyAttackError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
 
 
@@ -122,6 +125,14 @@ class Experiment:
         if depth not in self._trees:
             self._trees[depth] = BalancedClusterTree.build(self.embeddings.users, depth, seed=0)
         return self._trees[depth]
+
+    def tree_depths(self) -> set[int]:
+        """The depths of the trees the configured methods walk."""
+        return {
+            LEARNED[m].get("depth", self.config.attack.depth)
+            for m in self.config.methods
+            if m in LEARNED
+        }
 
     async def run_cell(
         self, admin: AsyncAdminClient, method: str, target: int, seed: int
@@ -263,7 +274,12 @@ async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
                 f"{config.scenario} ({view.fingerprint[:16]}): item ids would mean other movies"
             )
         claim_run(config, model, has_cells=bool(done))  # before the slow part
-        experiment = Experiment(config, view, fit_source_mf(view, SourceMFConfig(seed=0)))
+        # the source MF and the trees take seconds: built off the event loop, so that open
+        # connections are not left unread meanwhile
+        embeddings = await asyncio.to_thread(fit_source_mf, view, SourceMFConfig(seed=0))
+        experiment = Experiment(config, view, embeddings)
+        for depth in sorted(experiment.tree_depths()):
+            await asyncio.to_thread(experiment.tree, depth)
         slots = asyncio.Semaphore(config.concurrency)
         progress = tqdm(total=len(todo) + len(done), initial=len(done), desc="table2")
         with open(cells_path, "a") as sink:

@@ -25,7 +25,6 @@ polluted graph, then the same measures) for the first N targets. The last line i
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.pinsage.train import scheduled_retrain, train_pinsage
+from recsys_server.prepare import training_key
 from recsys_server.training import TrainConfig
 from shared.metrics import ranks_of
 from shared.profiles import crop_around_target
@@ -148,7 +148,9 @@ def _position(ranked: np.ndarray, item: int) -> int:
 def trained_model(
     data: TargetData, name: str, config: PinSageConfig, cache: Path
 ) -> tuple[PinSage, dict]:
-    key = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    train = TrainConfig(progress=False)
+    # the key covers the training settings too, so a changed default retrains
+    key = training_key(data.fingerprint, config, train)[:12]
     path = cache / f"{data.fingerprint[:16]}-{name.replace('/', '_')}-{key}.pt"
     try:
         artifact = ModelArtifact.load(path, data.fingerprint)
@@ -156,7 +158,7 @@ def trained_model(
     except ArtifactError:
         pass
     started = time.perf_counter()
-    model, history = train_pinsage(data, config, TrainConfig(progress=False))
+    model, history = train_pinsage(data, config, train)
     seconds = time.perf_counter() - started
     state = EmbeddingState(model, InteractionGraph(data.train, data.n_users, data.n_items),
                            data.content)  # fmt: skip
@@ -176,8 +178,9 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def run_variant(args, scenario: Scenario, data: TargetData, name: str) -> dict:
-    model, metrics = trained_model(data, name, VARIANTS[name], args.cache)
+def run_variant(
+    args, scenario: Scenario, data: TargetData, name: str, model: PinSage, metrics: dict
+) -> dict:
     probe = Probe(scenario, data, args.budget, np.random.default_rng(args.seed))
     state = EmbeddingState(model, probe.graph, data.content)
     targets = scenario.cold_targets[: args.targets]
@@ -218,14 +221,23 @@ def main() -> None:
     parser.add_argument("--retrain-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path("artifacts/probe"))
+    parser.add_argument(
+        "--artifact", type=Path, help="probe this trained model (e.g. prepare's model.pt) "
+        "instead of training --variants")  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     scenario = load_scenario(args.scenario)
     data = TargetData.from_scenario(scenario)
+    if args.artifact:
+        artifact = ModelArtifact.load(args.artifact, scenario.fingerprint)
+        name = f"{artifact.model.config.variant} ({args.artifact})"
+        models = {name: (artifact.model, artifact.metrics)}
+    else:
+        models = {n: trained_model(data, n, VARIANTS[n], args.cache) for n in args.variants}
     results = []
-    for name in args.variants:
+    for name, (model, metrics) in models.items():
         started = time.perf_counter()
-        result = run_variant(args, scenario, data, name)
+        result = run_variant(args, scenario, data, name, model, metrics)
         result["seconds"] = round(time.perf_counter() - started, 1)
         print(json.dumps(result), flush=True)
         results.append(result)

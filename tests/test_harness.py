@@ -12,7 +12,7 @@ import pytest
 
 from attacker_client.cli import main as copyattack_main
 from attacker_client.copyattack import CopyAttackArgs
-from attacker_client.harness import METHODS, ExperimentConfig, read_cells, run_table2
+from attacker_client.harness import METHODS, Experiment, ExperimentConfig, read_cells, run_table2
 from shared.errors import CopyAttackError
 from shared.process import ServerProcess
 from shared.scenario import save_scenario
@@ -154,6 +154,7 @@ def test_scheduled_retraining_threat_model(
         out=tmp_path / "retrain",
         methods=("WithoutAttack", "TargetAttack100"),
         targets=1,
+        decile=9,  # a popular target: its metrics are not all zero, so a change can show
         budget=6,
         pretend_users=10,
         threat_model="retrain",
@@ -208,3 +209,16 @@ def test_sweeps_write_one_run_per_value(
     first = read_cells(out / "decile_0" / "cells.jsonl")[0]["target"]
     last = read_cells(out / "decile_9" / "cells.jsonl")[0]["target"]
     assert first != last
+
+
+def test_trees_built_ahead_are_the_ones_the_methods_walk(tmp_path: Path) -> None:
+    def depths(methods: tuple[str, ...], depth: int = 3) -> set[int]:
+        config = ExperimentConfig(
+            server="http://127.0.0.1:1", admin_token="t", scenario=tmp_path, out=tmp_path,
+            methods=methods, attack=CopyAttackArgs(depth=depth),
+        )  # fmt: skip
+        return Experiment(config, view=None, embeddings=None).tree_depths()  # type: ignore[arg-type]
+
+    assert depths(METHODS) == {1, 3}
+    assert depths(("CopyAttack-Length", "TargetAttack100"), depth=5) == {5}
+    assert depths(("WithoutAttack", "RandomAttack")) == set()
