@@ -78,6 +78,9 @@ def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
         help="retrain: fine-tune the model on the polluted graph before evaluating",
     )
     table2.add_argument("--out", type=Path, default=out)
+    table2.add_argument(
+        "--cache-dir", type=Path, help="where the source MF is kept between runs (default: --out)"
+    )
 
 
 def _positive(text: str) -> int:
@@ -129,6 +132,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         pretend_users=args.pretend_users,
         concurrency=args.concurrency,
         threat_model=args.threat_model,
+        cache_dir=args.cache_dir,
         attack=CopyAttackArgs(
             episodes=args.episodes,
             k=args.k,

@@ -31,7 +31,7 @@ from attacker_client._client import AsyncAdminClient, AsyncClient
 from attacker_client.attack import AttackContext, AttackMethod
 from attacker_client.baselines import random_attack, target_attack, without_attack
 from attacker_client.copyattack import CopyAttackArgs, copyattack
-from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, fit_source_mf
+from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, cached_source_mf
 from attacker_client.tree import BalancedClusterTree
 from shared.atomic import write_text_atomic
 from shared.errors import CopyAttackError
@@ -72,6 +72,7 @@ class ExperimentConfig:
     threat_model: Literal["frozen", "retrain"] = "frozen"
     retrain_epochs: int = 3
     attack: CopyAttackArgs = field(default_factory=CopyAttackArgs)
+    cache_dir: Path | None = None  # where the source MF is kept between runs (default: out)
 
     def checkpoints(self) -> list[int]:
         if self.threat_model == "retrain":
@@ -276,7 +277,9 @@ async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
         claim_run(config, model, has_cells=bool(done))  # before the slow part
         # the source MF and the trees take seconds: built off the event loop, so that open
         # connections are not left unread meanwhile
-        embeddings = await asyncio.to_thread(fit_source_mf, view, SourceMFConfig(seed=0))
+        embeddings = await asyncio.to_thread(
+            cached_source_mf, view, SourceMFConfig(seed=0), config.cache_dir or config.out
+        )
         experiment = Experiment(config, view, embeddings)
         for depth in sorted(experiment.tree_depths()):
             await asyncio.to_thread(experiment.tree, depth)
@@ -490,14 +493,18 @@ async def run_sweep(
     subfolder (so each resumes), then ``{setting}_sweep.csv`` and ``.png``."""
     rows = []
     for value in values:
+        shared = {"cache_dir": base.cache_dir or base.out}  # one source MF for every value
         if setting == "depth":
             config = dataclasses.replace(
                 base,
                 out=base.out / f"depth_{value}",
                 attack=dataclasses.replace(base.attack, depth=value),
+                **shared,
             )
         elif setting == "decile":
-            config = dataclasses.replace(base, out=base.out / f"decile_{value}", decile=value)
+            config = dataclasses.replace(
+                base, out=base.out / f"decile_{value}", decile=value, **shared
+            )
         else:
             raise CopyAttackError(f"unknown sweep {setting!r}")
         summary = await run_table2(config)

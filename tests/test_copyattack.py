@@ -140,3 +140,34 @@ def test_source_mf_puts_co_held_items_together() -> None:
     user = embeddings.users[0]
     own, other = embeddings.items[:10] @ user, embeddings.items[10:20] @ user
     assert own.mean() > other.mean()
+
+
+def test_source_mf_is_cached_per_profiles_and_settings(tmp_path, monkeypatch) -> None:
+    from attacker_client import source_mf
+
+    profiles = [[u % 7, (u + 1) % 7, 7 + u % 3] for u in range(30)]
+    indptr = np.concatenate([[0], np.cumsum([len(p) for p in profiles])])
+    items = np.concatenate(profiles)
+    view = AttackerView("view-a", indptr, items, np.zeros(len(items)), [], {}, n_items=12)
+    config = SourceMFConfig(epochs=2, seed=0)
+    first = source_mf.cached_source_mf(view, config, tmp_path)
+    assert len(list(tmp_path.glob("source_mf-*.npz"))) == 1
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted again although cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(source_mf, "fit_source_mf", no_fit)
+        again = source_mf.cached_source_mf(view, config, tmp_path)
+    np.testing.assert_array_equal(first.users, again.users)
+    np.testing.assert_array_equal(first.items, again.items)
+    # other settings or other profiles are other entries
+    source_mf.cached_source_mf(view, SourceMFConfig(epochs=2, seed=1), tmp_path)
+    other = AttackerView("view-b", indptr, items, np.zeros(len(items)), [], {}, n_items=12)
+    source_mf.cached_source_mf(other, config, tmp_path)
+    assert len(list(tmp_path.glob("source_mf-*.npz"))) == 3
+    # a torn or foreign file is refitted and replaced, not trusted
+    for path in tmp_path.glob("source_mf-*.npz"):
+        path.write_bytes(b"torn")
+    refit = source_mf.cached_source_mf(view, config, tmp_path)
+    np.testing.assert_array_equal(first.users, refit.users)
