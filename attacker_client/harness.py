@@ -492,8 +492,8 @@ async def run_sweep(
     """One Table 2 run per value of ``setting`` ("depth" or "decile"), each in its own
     subfolder (so each resumes), then ``{setting}_sweep.csv`` and ``.png``."""
     rows = []
+    shared = {"cache_dir": base.cache_dir or base.out}  # one source MF for every value
     for value in values:
-        shared = {"cache_dir": base.cache_dir or base.out}  # one source MF for every value
         if setting == "depth":
             config = dataclasses.replace(
                 base,
