@@ -284,3 +284,25 @@ def test_overlay_products_equal_the_dense_table(
     vectors = rng.normal(size=(n_vectors, 4)).astype(np.float32)
     np.testing.assert_allclose(table.dot_rows(vectors), vectors @ expected.T, atol=1e-5)
     np.testing.assert_array_equal(table.base, base)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    written=st.lists(st.integers(0, 39), max_size=40),
+    shape=st.sampled_from([(1,), (7,), (39,), (40,), (8, 5), (30, 6)]),
+    seed=st.integers(0, 2**16),
+)
+def test_overlay_reads_equal_the_table_as_written(
+    written: list[int], shape: tuple[int, ...], seed: int
+) -> None:
+    """Both ways of reading rows (the base patched where written, a dense copy for a
+    gather as large as the table) give the table as written."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(40, 4)).astype(np.float32)
+    table, expected = RowOverlay(base.copy()), base.copy()
+    rows = np.unique(np.asarray(written, dtype=np.int64))
+    values = rng.normal(size=(len(rows), 4)).astype(np.float32)
+    table[rows], expected[rows] = values, values
+    wanted = rng.integers(0, 40, size=shape)
+    np.testing.assert_array_equal(table[wanted], expected[wanted])
+    np.testing.assert_array_equal(table.base, base)
