@@ -6,7 +6,10 @@ evaluation (every evaluation user, both protocols, one target) is timed three wa
 the same run: the clean state (no overlay: the floor), the world scored by patching the
 private rows' columns into the base product (``columns``: what ``dot_rows`` did for every
 batch until 2026-11-28), and by one product with a dense copy of the table (``dense``:
-what it does now from ``BATCH`` vectors on). Prints JSON: medians and their ratios.
+what it does now from ``BATCH`` vectors on). The sampled protocol alone (what a
+budget-curve checkpoint asks) is timed both ways too: ranked from the catalogue product
+(``sampled_catalogue``, until 2026-11-28) and from each case's 101 candidates only
+(``sampled_pairs``, now). Prints JSON: medians and their ratios.
 
     python benchmarks/evaluation_speed.py --artifact artifacts/demo/primary/model.pt \\
         --scenario artifacts/demo/primary/scenario
@@ -29,7 +32,7 @@ from recsys_server.pinsage import overlay
 from recsys_server.pinsage.graph import InteractionGraph
 from recsys_server.pinsage.refresh import EmbeddingState
 from shared.machine import machine
-from shared.metrics import ranks_of
+from shared.metrics import N_SAMPLED, ranks_of, sample_negatives
 from shared.scenario import load_attacker_view
 
 
@@ -65,11 +68,30 @@ def main() -> None:
         world.add_user(view.source_profile(int(rng.integers(view.n_source_users))))
     users = np.setdiff1d(data.eval_users, data.train[data.train[:, 1] == target, 0])
 
+    items = np.full(len(users), target)
+
     def evaluate(state: EmbeddingState) -> Callable[[], object]:
-        return lambda: ranks_of(state.scores, users, np.full(len(users), target), data.known)
+        return lambda: ranks_of(state.scores, users, items, data.known)
+
+    # drawn once, as the service keeps them per target
+    negatives = sample_negatives(users, data.known, N_SAMPLED, seed=0)
+
+    def sampled(pairs: bool) -> Callable[[], object]:
+        pair_score = world.scores_of if pairs else None
+        return lambda: ranks_of(
+            world.scores,
+            users,
+            items,
+            data.known,
+            protocols=("sampled",),
+            negatives=negatives,
+            pair_score=pair_score,
+        )
 
     seconds = {"clean": median_seconds(evaluate(clean), args.repeats)}
     seconds["dense"] = median_seconds(evaluate(world), args.repeats)
+    seconds["sampled_catalogue"] = median_seconds(sampled(pairs=False), args.repeats)
+    seconds["sampled_pairs"] = median_seconds(sampled(pairs=True), args.repeats)
     batch, overlay.BATCH = overlay.BATCH, sys.maxsize  # the column-patching path only
     try:
         seconds["columns"] = median_seconds(evaluate(world), args.repeats)
@@ -83,6 +105,9 @@ def main() -> None:
         "median_seconds": {name: round(value, 4) for name, value in seconds.items()},
         "columns_over_dense": round(seconds["columns"] / seconds["dense"], 2),
         "dense_over_clean": round(seconds["dense"] / seconds["clean"], 2),
+        "sampled_catalogue_over_pairs": round(
+            seconds["sampled_catalogue"] / seconds["sampled_pairs"], 2
+        ),
     }, indent=1))  # fmt: skip
 
 

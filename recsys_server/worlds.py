@@ -381,6 +381,7 @@ class WorldRegistry:
             self.data.known,
             protocols=protocols,
             negatives=cases.negatives,
+            pair_score=state.scores_of,
         )
         out = {}
         for cohort, keep in (("all", np.ones(len(cases.users), dtype=bool)), ("3+", cases.active)):

@@ -79,3 +79,37 @@ def test_full_rank_equals_a_brute_force_count(seed: int, n_users: int, n_items: 
         above = sum(scores[user, j] > scores[user, item] for j in others)
         tied = sum(scores[user, j] == scores[user, item] for j in others)
         assert ranks[case] == above + tied / 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), protocols=st.sampled_from([("sampled",), ("sampled", "full")]))
+def test_sampled_ranks_from_candidate_scores_equal_those_from_the_catalogue(
+    seed: int, protocols: tuple[str, ...]
+) -> None:
+    """Scoring only each case's candidates (``pair_score``) gives the same ranks as
+    scoring the whole catalogue, ties included, and the full protocol is untouched."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 12, 150
+    scores = rng.integers(0, 6, size=(n_users, n_items)).astype(np.float32)  # many ties
+    known = sp.csr_matrix(rng.random((n_users, n_items)) < 0.2, dtype=np.float32)
+    users = rng.integers(0, n_users, size=40)
+    items = rng.integers(0, n_items, size=40)
+    expected = ranks_of(lambda u: scores[u], users, items, known, seed=seed)
+    asked: list[int] = []
+
+    def catalogue(u: np.ndarray) -> np.ndarray:
+        asked.append(len(u))
+        return scores[u]
+
+    ranks = ranks_of(
+        catalogue,
+        users,
+        items,
+        known,
+        seed=seed,
+        protocols=protocols,
+        pair_score=lambda u, candidates: np.take_along_axis(scores[u], candidates, axis=1),
+    )
+    for protocol in protocols:
+        np.testing.assert_array_equal(ranks[protocol], expected[protocol])
+    assert bool(asked) == ("full" in protocols)  # the catalogue only when full is asked

@@ -121,6 +121,19 @@ def test_injection_changes_other_users_lists_only_through_the_graph() -> None:
     assert not set(state.topk(user, 20).tolist()) & {target, *untouched}
 
 
+def test_scores_of_chosen_items_equal_the_catalogue_scores() -> None:
+    """``scores_of`` (each user's own candidates, as the sampled evaluation asks) agrees
+    with the whole-catalogue scores, before and after injections."""
+    state = fresh_state(CONFIGS["default"])
+    rng = np.random.default_rng(3)
+    users = np.arange(DATA.n_users)
+    for _ in range(3):
+        items = rng.integers(0, DATA.n_items, size=(len(users), 7))
+        expected = np.take_along_axis(state.scores(users), items, axis=1)
+        np.testing.assert_allclose(state.scores_of(users, items), expected, atol=1e-5)
+        state.add_user(rng.choice(DATA.n_items, 15, replace=False))
+
+
 def walk_from(graph: InteractionGraph, item: int, config: WalkConfig) -> tuple:
     hoods = neighbourhoods_of(graph, config, np.array([item]))
     used = hoods.weight[0] > 0

@@ -235,6 +235,13 @@ class EmbeddingState:
         """(len(users), n_items) scores."""
         return self.item_vectors.dot_rows(self.user_vectors(users)) + self.item_bias.dense()
 
+    def scores_of(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(len(users), m) scores of each user's own ``items[r]`` row, without scoring the
+        whole catalogue (equal to ``scores`` up to float32 rounding)."""
+        vectors = self.user_vectors(users)
+        table = self.item_vectors[items]  # (len(users), m, dim)
+        return np.matmul(table, vectors[:, :, None])[:, :, 0] + self.item_bias[items]
+
     def topk(self, user: int, k: int) -> np.ndarray:
         """The k best items the user does not hold, best first (ties by item id)."""
         scores = self.scores(np.array([user]))[0]
