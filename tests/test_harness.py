@@ -12,7 +12,14 @@ import pytest
 
 from attacker_client.cli import main as copyattack_main
 from attacker_client.copyattack import CopyAttackArgs
-from attacker_client.harness import METHODS, Experiment, ExperimentConfig, read_cells, run_table2
+from attacker_client.harness import (
+    METHODS,
+    Experiment,
+    ExperimentConfig,
+    paired_test,
+    read_cells,
+    run_table2,
+)
 from shared.errors import CopyAttackError
 from shared.process import ServerProcess
 from shared.scenario import save_scenario
@@ -68,7 +75,9 @@ def test_table2_end_to_end_and_resume(
             assert cell["after"] == cell["checkpoints"]["6"]
     for name in ("table2.md", "table2.csv", "table2.json", "budget_curve.csv", "budget_curve.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
-    assert "Paired test on all/sampled/HR@20" in (tmp_path / "out" / "table2.md").read_text()
+    table = (tmp_path / "out" / "table2.md").read_text()
+    for metric in ("all/sampled/HR@20", "all/sampled/NDCG@20", "all/full/HR@20"):
+        assert f"Paired test on {metric}: CopyAttack - " in table
 
     # a second run resumes: every cell is done, nothing is run again
     before = (tmp_path / "out" / "cells.jsonl").read_bytes()
@@ -222,3 +231,25 @@ def test_trees_built_ahead_are_the_ones_the_methods_walk(tmp_path: Path) -> None
     assert depths(METHODS) == {1, 3}
     assert depths(("CopyAttack-Length", "TargetAttack100"), depth=5) == {5}
     assert depths(("WithoutAttack", "RandomAttack")) == set()
+
+
+def test_paired_test_takes_the_best_other_method_of_each_metric() -> None:
+    def cell(method: str, target: int, sampled: float, full: float) -> dict:
+        after = {"sampled": {"HR@20": sampled}, "full": {"HR@20": full}}
+        return {"method": method, "target": target, "seed": 0, "after": {"all": after}}
+
+    by_method = {
+        "CopyAttack": [cell("CopyAttack", t, 0.5 + t / 100, 0.02 + t / 100) for t in range(6)],
+        # best on the sampled protocol, worst on the full one
+        "TargetAttack100": [cell("TargetAttack100", t, 0.6, 0.0) for t in range(6)],
+        "TargetAttack40": [cell("TargetAttack40", t, 0.4, 0.01) for t in range(6)],
+    }
+    sampled = paired_test(by_method, ("all", "sampled", "HR@20"))
+    full = paired_test(by_method, ("all", "full", "HR@20"))
+    assert sampled is not None and full is not None
+    assert sampled["best_other"] == "TargetAttack100" and sampled["copyattack_wins"] == 0
+    assert sampled["mean_difference"] == pytest.approx(-0.075)
+    assert full["best_other"] == "TargetAttack40" and full["copyattack_wins"] == 6
+    assert full["mean_difference"] == pytest.approx(0.035)
+    assert full["wilcoxon_p"] < 0.05
+    assert paired_test({"CopyAttack": by_method["CopyAttack"]}, ("all", "full", "HR@20")) is None
