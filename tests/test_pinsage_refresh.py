@@ -277,6 +277,19 @@ def test_topk_is_the_head_of_a_full_sort_with_ties_by_item_id() -> None:
         state.scores = state_scores  # type: ignore[method-assign]
 
 
+def overlay_as_written(
+    written: list[int], rng: np.random.Generator
+) -> tuple[np.ndarray, RowOverlay, np.ndarray]:
+    """A 40 x 4 base, an overlay on a copy of it with ``written`` rows written, and the
+    dense table those writes should give."""
+    base = rng.normal(size=(40, 4)).astype(np.float32)
+    table, expected = RowOverlay(base.copy()), base.copy()
+    rows = np.unique(np.asarray(written, dtype=np.int64))
+    values = rng.normal(size=(len(rows), 4)).astype(np.float32)
+    table[rows], expected[rows] = values, values
+    return base, table, expected
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     written=st.lists(st.integers(0, 39), max_size=40),
@@ -289,11 +302,7 @@ def test_overlay_products_equal_the_dense_table(
     """Both ways of ``dot_rows`` (patched columns for a few vectors, a dense copy for a
     batch) give the product with the table as written; the base never changes."""
     rng = np.random.default_rng(seed)
-    base = rng.normal(size=(40, 4)).astype(np.float32)
-    table, expected = RowOverlay(base.copy()), base.copy()
-    rows = np.unique(np.asarray(written, dtype=np.int64))
-    values = rng.normal(size=(len(rows), 4)).astype(np.float32)
-    table[rows], expected[rows] = values, values
+    base, table, expected = overlay_as_written(written, rng)
     vectors = rng.normal(size=(n_vectors, 4)).astype(np.float32)
     np.testing.assert_allclose(table.dot_rows(vectors), vectors @ expected.T, atol=1e-5)
     np.testing.assert_array_equal(table.base, base)
@@ -311,11 +320,7 @@ def test_overlay_reads_equal_the_table_as_written(
     """Both ways of reading rows (the base patched where written, a dense copy for a
     gather as large as the table) give the table as written."""
     rng = np.random.default_rng(seed)
-    base = rng.normal(size=(40, 4)).astype(np.float32)
-    table, expected = RowOverlay(base.copy()), base.copy()
-    rows = np.unique(np.asarray(written, dtype=np.int64))
-    values = rng.normal(size=(len(rows), 4)).astype(np.float32)
-    table[rows], expected[rows] = values, values
+    base, table, expected = overlay_as_written(written, rng)
     wanted = rng.integers(0, 40, size=shape)
     np.testing.assert_array_equal(table[wanted], expected[wanted])
     np.testing.assert_array_equal(table.base, base)
