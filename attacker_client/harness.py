@@ -15,6 +15,7 @@ import asyncio
 import csv
 import dataclasses
 import functools
+import io
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, cached_s
 from attacker_client.tree import BalancedClusterTree
 from shared.atomic import write_text_atomic
 from shared.errors import CopyAttackError
+from shared.machine import machine
 from shared.scenario import AttackerView, load_attacker_view
 from shared.schemas import PROTOCOLS, EvaluationReport, ModelInfo
 
@@ -308,6 +310,7 @@ async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
     cells = [done[(m, t, s)] for s in config.seeds for t in targets for m in config.methods]
     summary = summarise(cells, config)
     summary["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
+    summary["machine"] = machine()  # where the attacker ran; beside the server in our runs
     write_outputs(summary, cells, config.out)
     return summary
 
@@ -410,25 +413,28 @@ def _jsonable(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def write_outputs(summary: dict[str, Any], cells: list[dict[str, Any]], out: Path) -> None:
-    (out / "table2.json").write_text(json.dumps({**summary, "cells": cells}, indent=1))
-    with open(out / "table2.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "metric", "mean", "ci95", "cells"])
-        for method, row in summary["methods"].items():
-            for metric, value in row["metrics"].items():
-                writer.writerow(
-                    [method, metric, f"{value['mean']:.5f}", f"{value['ci95']:.5f}", row["cells"]]
-                )
-    with open(out / "budget_curve.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "budget", "HR@20", "NDCG@20"])
-        for method, row in summary["methods"].items():
-            for budget, point in row["budget_curve"].items():
-                writer.writerow(
-                    [method, budget, f"{point['HR@20']:.5f}", f"{point['NDCG@20']:.5f}"]
-                )
-    (out / "table2.md").write_text(format_table2(summary))
+    """Each file whole or not at all: a run stopped mid-write keeps the previous outputs."""
+    write_text_atomic(out / "table2.json", json.dumps({**summary, "cells": cells}, indent=1))
+    table = [["method", "metric", "mean", "ci95", "cells"]]
+    for method, row in summary["methods"].items():
+        for metric, value in row["metrics"].items():
+            table.append(
+                [method, metric, f"{value['mean']:.5f}", f"{value['ci95']:.5f}", row["cells"]]
+            )
+    write_text_atomic(out / "table2.csv", _csv_text(table))
+    curve = [["method", "budget", "HR@20", "NDCG@20"]]
+    for method, row in summary["methods"].items():
+        for budget, point in row["budget_curve"].items():
+            curve.append([method, budget, f"{point['HR@20']:.5f}", f"{point['NDCG@20']:.5f}"])
+    write_text_atomic(out / "budget_curve.csv", _csv_text(curve))
+    write_text_atomic(out / "table2.md", format_table2(summary))
     plot_budget_curve(summary, out / "budget_curve.png")
+
+
+def _csv_text(rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
 
 
 def format_table2(summary: dict[str, Any]) -> str:

@@ -4,7 +4,9 @@ tiny synthetic scenario, every method, outputs, resumption, and the CLI's errors
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -75,6 +77,14 @@ def test_table2_end_to_end_and_resume(
             assert cell["after"] == cell["checkpoints"]["6"]
     for name in ("table2.md", "table2.csv", "table2.json", "budget_curve.csv", "budget_curve.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+    assert "cores" in summary["machine"]
+    written = json.loads((tmp_path / "out" / "table2.json").read_text())
+    assert written["methods"] == json.loads(json.dumps(rows))
+    assert len(written["cells"]) == len(cells)
+    with open(tmp_path / "out" / "table2.csv", newline="") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert len(csv_rows) == sum(len(row["metrics"]) for row in rows.values())
+    assert not list((tmp_path / "out").glob(".*"))  # no staging file left behind
     table = (tmp_path / "out" / "table2.md").read_text()
     for metric in ("all/sampled/HR@20", "all/sampled/NDCG@20", "all/full/HR@20"):
         assert f"Paired test on {metric}: CopyAttack - " in table
