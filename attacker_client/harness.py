@@ -35,7 +35,7 @@ from attacker_client.baselines import random_attack, target_attack, without_atta
 from attacker_client.copyattack import CopyAttackArgs, copyattack
 from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, cached_source_mf
 from attacker_client.tree import BalancedClusterTree
-from shared.atomic import write_text_atomic
+from shared.atomic import staged_file, write_text_atomic
 from shared.errors import CopyAttackError
 from shared.machine import machine
 from shared.scenario import AttackerView, load_attacker_view
@@ -413,7 +413,8 @@ def _jsonable(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def write_outputs(summary: dict[str, Any], cells: list[dict[str, Any]], out: Path) -> None:
-    """Each file whole or not at all: a run stopped mid-write keeps the previous outputs."""
+    """Each file whole or not at all: a run stopped mid-write keeps the previous version of
+    each file it had not replaced yet."""
     write_text_atomic(out / "table2.json", json.dumps({**summary, "cells": cells}, indent=1))
     table = [["method", "metric", "mean", "ci95", "cells"]]
     for method, row in summary["methods"].items():
@@ -435,6 +436,18 @@ def _csv_text(rows: list[list[Any]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
     return buffer.getvalue()
+
+
+def _save_figure(figure: Any, path: Path) -> None:
+    """A PNG written whole or not at all, then the figure's memory released."""
+    import matplotlib.pyplot as plt
+
+    try:
+        figure.tight_layout()
+        with staged_file(path) as staging:
+            figure.savefig(staging, dpi=120, format="png")
+    finally:
+        plt.close(figure)
 
 
 def format_table2(summary: dict[str, Any]) -> str:
@@ -498,9 +511,7 @@ def plot_budget_curve(summary: dict[str, Any], path: Path) -> None:
         axis.grid(alpha=0.3)
     if axes[1].lines:
         axes[1].legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save_figure(figure, path)
 
 
 # --- sweeps (Figures 3 and 4): Table 2 runs over one varied setting ----------------------
@@ -540,10 +551,9 @@ async def run_sweep(
                 }
             )
     base.out.mkdir(parents=True, exist_ok=True)
-    with open(base.out / f"{setting}_sweep.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[setting, "method", "HR@20", "NDCG@20"])
-        writer.writeheader()
-        writer.writerows(rows)
+    columns = [setting, "method", "HR@20", "NDCG@20"]
+    table = [columns, *([row[c] for c in columns] for row in rows)]
+    write_text_atomic(base.out / f"{setting}_sweep.csv", _csv_text(table))
     plot_sweep(rows, setting, base.out / f"{setting}_sweep.png")
     return rows
 
@@ -566,6 +576,4 @@ def plot_sweep(rows: list[dict[str, Any]], setting: str, path: Path) -> None:
         axis.set_ylabel(f"{name} (sampled, all evaluation users)")
         axis.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save_figure(figure, path)

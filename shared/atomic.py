@@ -11,6 +11,15 @@ from pathlib import Path
 
 from shared.errors import CopyAttackError
 
+# mkstemp and mkdtemp create 0600 / 0700 entries, which would hide scenarios, models and
+# results from the other users of a machine (or a container running as another user);
+# staged entries get what open() and mkdir() would give. Read once: os.umask can only be
+# read by setting it, which is not safe while other threads create files.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+DIRECTORY_MODE = 0o777 & ~_UMASK
+
 
 @contextmanager
 def staged_directory(destination: Path, *, replace: bool = False) -> Iterator[Path]:
@@ -24,6 +33,7 @@ def staged_directory(destination: Path, *, replace: bool = False) -> Iterator[Pa
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
     try:
+        staging.chmod(DIRECTORY_MODE)
         yield staging
         _move_into_place(staging, destination)
     except BaseException:
@@ -54,6 +64,7 @@ def staged_file(destination: Path) -> Iterator[Path]:
     handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
     os.close(handle)
     try:
+        os.chmod(temporary, FILE_MODE)
         yield Path(temporary)
         # on disk before it is renamed into place, so a power cut leaves the old file or
         # the whole new one (as cells.jsonl is fsynced per line)
@@ -66,5 +77,6 @@ def staged_file(destination: Path) -> Iterator[Path]:
 
 
 def write_text_atomic(destination: Path, text: str) -> None:
+    """``text`` as given: no newline translation, so CSV's \\r\\n stays as it is everywhere."""
     with staged_file(destination) as staging:
-        staging.write_text(text)
+        staging.write_text(text, newline="")

@@ -21,6 +21,7 @@ from attacker_client.harness import (
     paired_test,
     read_cells,
     run_table2,
+    write_outputs,
 )
 from shared.errors import CopyAttackError
 from shared.process import ServerProcess
@@ -36,7 +37,7 @@ def scenario_and_server(scenario_dir: Path, server: ServerProcess) -> tuple[Path
 
 
 def test_table2_end_to_end_and_resume(
-    scenario_and_server: tuple[Path, str], tmp_path: Path
+    scenario_and_server: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scenario, url = scenario_and_server
     config = ExperimentConfig(
@@ -77,14 +78,27 @@ def test_table2_end_to_end_and_resume(
             assert cell["after"] == cell["checkpoints"]["6"]
     for name in ("table2.md", "table2.csv", "table2.json", "budget_curve.csv", "budget_curve.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
-    assert "cores" in summary["machine"]
     written = json.loads((tmp_path / "out" / "table2.json").read_text())
+    assert "cores" in written["machine"] and written["machine"] == summary["machine"]
     assert written["methods"] == json.loads(json.dumps(rows))
     assert len(written["cells"]) == len(cells)
     with open(tmp_path / "out" / "table2.csv", newline="") as handle:
         csv_rows = list(csv.DictReader(handle))
     assert len(csv_rows) == sum(len(row["metrics"]) for row in rows.values())
     assert not list((tmp_path / "out").glob(".*"))  # no staging file left behind
+    # a write that dies halfway (disk full, a kill) leaves the earlier file whole
+    outputs = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+
+    def dies_halfway(path: Path, text: str, *args: object, **kwargs: object) -> int:
+        with open(path, "w") as handle:
+            handle.write(text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "write_text", dies_halfway)
+        with pytest.raises(OSError, match="No space left"):
+            write_outputs({**summary, "machine": "another"}, cells, tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == outputs
     table = (tmp_path / "out" / "table2.md").read_text()
     for metric in ("all/sampled/HR@20", "all/sampled/NDCG@20", "all/full/HR@20"):
         assert f"Paired test on {metric}: CopyAttack - " in table
