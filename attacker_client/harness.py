@@ -550,7 +550,6 @@ async def run_sweep(
                     },
                 }
             )
-    base.out.mkdir(parents=True, exist_ok=True)
     columns = [setting, "method", "HR@20", "NDCG@20"]
     table = [columns, *([row[c] for c in columns] for row in rows)]
     write_text_atomic(base.out / f"{setting}_sweep.csv", _csv_text(table))

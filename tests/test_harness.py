@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_table2_end_to_end_and_resume(
     # a write that dies halfway (disk full, a kill) leaves the earlier file whole
     outputs = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
 
-    def dies_halfway(path: Path, text: str, *args: object, **kwargs: object) -> int:
+    def dies_halfway(path: Path, text: str, *args: object, **kwargs: object) -> NoReturn:
         with open(path, "w") as handle:
             handle.write(text[: len(text) // 2])
         raise OSError(28, "No space left on device")
