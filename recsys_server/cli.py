@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--scenario-seed", type=int, default=0, help="seed of the split and target choice"
     )
+    prepare.add_argument(
+        "--min-source-holders",
+        type=int,
+        default=ScenarioConfig.min_source_holders,
+        help="cold targets are held by at least this many source users (30: targets with "
+        "holders to choose between; the default draw is 1)",
+    )
     _add_training_options(prepare)
     prepare.add_argument(
         "--baselines", action="store_true", help="also evaluate the baselines (when training)"
@@ -163,6 +170,12 @@ def prepare_command(args: argparse.Namespace) -> None:
         raise CopyAttackError("--source goes with --target, not with --pair")
     target, source = NAMED_PAIRS[args.pair] if args.pair else (args.target, args.source)
     config, train = _configs(args)
+    try:
+        scenario_config = ScenarioConfig(
+            seed=args.scenario_seed, min_source_holders=args.min_source_holders
+        )
+    except ValueError as exc:
+        raise CopyAttackError(str(exc)) from None
     prepared = prepare(
         target,
         source,
@@ -170,7 +183,7 @@ def prepare_command(args: argparse.Namespace) -> None:
         args.workdir,
         config,
         train,
-        scenario_config=ScenarioConfig(seed=args.scenario_seed),
+        scenario_config=scenario_config,
         baselines=args.baselines,
     )
     what = "reused" if prepared.scenario_reused else "built"

@@ -64,6 +64,12 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
         default=10,
         help="target items have fewer target interactions than this",
     )
+    parser.add_argument(
+        "--min-source-holders",
+        type=int,
+        default=ScenarioConfig.min_source_holders,
+        help="cold targets are held by at least this many source users",
+    )
     parser.add_argument("--pretend-pool-size", type=int, default=100)
     parser.add_argument(
         "--domain-shift", type=float, help="synthetic pairs: taste shift of the source (0..1)"
@@ -119,6 +125,7 @@ def _config(args: argparse.Namespace) -> ScenarioConfig:
             source_like_threshold=args.source_threshold,
             n_target_items=args.n_target_items,
             cold_max_interactions=args.cold_max_interactions,
+            min_source_holders=args.min_source_holders,
             pretend_pool_size=args.pretend_pool_size,
         )
     except ValueError as exc:

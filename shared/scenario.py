@@ -33,7 +33,7 @@ from shared.datasets.types import Dataset, Movie
 from shared.errors import EmptyResultError, ScenarioError
 from shared.preprocess import Interactions, liked_interactions, profile_bounds
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: target_items.json lists the whole cold pool
 MANIFEST = "manifest.json"
 _SPLIT_FILE = "server/split.npz"
 _SOURCE_FILE = "attacker/source_profiles.npz"
@@ -52,6 +52,9 @@ class ScenarioConfig:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     n_target_items: int = 50
     cold_max_interactions: int = 10  # target items have fewer target interactions than this
+    # cold targets are held by at least this many source users (1: any holder; a higher
+    # value draws targets that leave the attacker holders to choose between)
+    min_source_holders: int = 1
     items_per_decile: int = 5  # popularity-decile selection (paper Fig. 4)
     pretend_pool_size: int = 100
     pretend_min_train: int = 3  # an "established" account has this many training items
@@ -59,7 +62,12 @@ class ScenarioConfig:
     def __post_init__(self) -> None:
         if len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-9:
             raise ValueError(f"split must be three non-negative shares summing to 1: {self.split}")
-        for name in ("n_target_items", "cold_max_interactions", "pretend_pool_size"):
+        for name in (
+            "n_target_items",
+            "cold_max_interactions",
+            "pretend_pool_size",
+            "min_source_holders",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -84,6 +92,9 @@ class Scenario:
     source_user_raw_ids: np.ndarray
     cold_targets: list[int]
     decile_targets: dict[int, list[int]]
+    # every cold item held by a source user, the evaluated targets among them: the pool
+    # an attacker may train on (minus the targets it is judged on)
+    cold_pool: list[int]
     alignment: dict[str, int]
     datasets: dict[str, str] = field(default_factory=dict)
     fingerprint: str = ""
@@ -102,6 +113,7 @@ class Scenario:
     def table1(self) -> dict[str, Any]:
         """The paper's Table 1 for this pair, plus what tells the two regimes apart."""
         lengths = np.diff(self.source_indptr)
+        holders = source_holders(self.source_indptr, self.source_items, self.n_items)
         n_target = len(self.train) + len(self.valid) + len(self.test)
         return {
             "target": self.target_name,
@@ -115,6 +127,9 @@ class Scenario:
             "source_profile_length_median": float(np.median(lengths)),
             "source_profile_length_mean": round(float(lengths.mean()), 2),
             "source_profile_length_max": int(lengths.max()),
+            "cold_items_by_min_source_holders": {
+                str(m): int((holders[self.cold_pool] >= m).sum()) for m in HOLDER_THRESHOLDS
+            },
             "alignment": self.alignment,
         }
 
@@ -143,11 +158,12 @@ def build_scenario(target: Dataset, source: Dataset, config: ScenarioConfig) -> 
             f"({alignment.report()['matched']} catalogue matches)"
         )
     indptr, source_items, source_times, source_users = source_profiles
-    in_source = np.zeros(len(item_raw), dtype=bool)
-    in_source[source_items] = True
+    holders = source_holders(indptr, source_items, len(item_raw))
+    in_source = holders > 0
     popularity = np.bincount(rows[:, 1], minlength=len(item_raw))
     train_popularity = np.bincount(train[:, 1], minlength=len(item_raw))
-    cold = _cold_targets(popularity, in_source, config, rng)
+    cold_pool = np.flatnonzero(in_source & (popularity < config.cold_max_interactions))
+    cold = _cold_targets(cold_pool, holders, config, rng)
     deciles = _decile_targets(train_popularity, in_source, config, rng)
     pool, eval_users = _user_pools(train, len(user_raw), config, rng)
     return Scenario(
@@ -167,6 +183,7 @@ def build_scenario(target: Dataset, source: Dataset, config: ScenarioConfig) -> 
         source_user_raw_ids=source_users,
         cold_targets=cold,
         decile_targets=deciles,
+        cold_pool=[int(i) for i in cold_pool],
         alignment=alignment.report(),
         datasets={**target.fingerprint, **source.fingerprint},
     )
@@ -212,14 +229,26 @@ def _map_source(
     return bounds, items, times, user[bounds[:-1]]
 
 
+def source_holders(indptr: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Per target item, how many source profiles hold it (a profile counts once)."""
+    users = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    pairs = np.unique(users.astype(np.int64) * n_items + items)
+    return np.bincount(pairs % n_items, minlength=n_items)
+
+
+# Table 1's counts of cold items by the least number of source holders
+HOLDER_THRESHOLDS = (1, 5, 10, 20, 30, 50)
+
+
 def _cold_targets(
-    popularity: np.ndarray, in_source: np.ndarray, config: ScenarioConfig, rng: np.random.Generator
+    cold_pool: np.ndarray, holders: np.ndarray, config: ScenarioConfig, rng: np.random.Generator
 ) -> list[int]:
-    eligible = np.flatnonzero(in_source & (popularity < config.cold_max_interactions))
+    eligible = cold_pool[holders[cold_pool] >= config.min_source_holders]
     if len(eligible) == 0:
         raise EmptyResultError(
             f"no target item has fewer than {config.cold_max_interactions} interactions and "
-            "appears in a source profile"
+            f"appears in at least {config.min_source_holders} source profile(s) "
+            f"({len(cold_pool)} cold items appear in one)"
         )
     count = min(config.n_target_items, len(eligible))
     return sorted(int(i) for i in rng.choice(eligible, size=count, replace=False))
@@ -316,10 +345,15 @@ def _encode(scenario: Scenario) -> tuple[dict[str, bytes], dict[str, Any]]:
         _TARGETS_FILE: _json_bytes(
             {
                 "cold": scenario.cold_targets,
+                "cold_pool": scenario.cold_pool,
                 "deciles": {str(k): v for k, v in scenario.decile_targets.items()},
                 "rule": {
                     "cold": f"fewer than {scenario.config.cold_max_interactions} target "
-                    "interactions, in at least one source profile",
+                    f"interactions, in at least {scenario.config.min_source_holders} source "
+                    "profile(s)",
+                    "cold_pool": "every item with fewer than "
+                    f"{scenario.config.cold_max_interactions} target interactions in at least "
+                    "one source profile (the cold targets among them)",
                     "deciles": "popularity deciles of training interactions, 0 = least popular",
                 },
             }
@@ -410,6 +444,7 @@ def load_scenario(folder: Path) -> Scenario:
         source_user_raw_ids=source["user_raw_ids"],
         cold_targets=targets["cold"],
         decile_targets={int(k): v for k, v in targets["deciles"].items()},
+        cold_pool=targets["cold_pool"],
         alignment=manifest["counts"]["alignment"],
         datasets=manifest["datasets"],
         fingerprint=manifest["fingerprint"],
@@ -428,6 +463,7 @@ class AttackerView:
     source_times: np.ndarray
     cold_targets: list[int]
     decile_targets: dict[int, list[int]]
+    cold_pool: list[int]  # every cold item some source user holds (targets included)
     n_items: int
 
     @property
@@ -436,6 +472,15 @@ class AttackerView:
 
     def source_profile(self, index: int) -> np.ndarray:
         return self.source_items[self.source_indptr[index] : self.source_indptr[index + 1]]
+
+    def holders(self, item: int) -> np.ndarray:
+        """Source users whose profile holds ``item``."""
+        rows = np.repeat(np.arange(self.n_source_users), np.diff(self.source_indptr))
+        return np.unique(rows[self.source_items == item])
+
+    def holder_counts(self) -> np.ndarray:
+        """Per item, how many source profiles hold it."""
+        return source_holders(self.source_indptr, self.source_items, self.n_items)
 
 
 def load_attacker_view(folder: Path) -> AttackerView:
@@ -457,6 +502,7 @@ def load_attacker_view(folder: Path) -> AttackerView:
         source_times=source["times"],
         cold_targets=targets["cold"],
         decile_targets={int(k): v for k, v in targets["deciles"].items()},
+        cold_pool=targets["cold_pool"],
         n_items=manifest["counts"]["target_items"],
     )
 

@@ -110,3 +110,36 @@ def test_no_overlap_is_an_empty_result(tiny_pair) -> None:
 def test_bad_config_is_rejected() -> None:
     with pytest.raises(ValueError, match="split"):
         ScenarioConfig(split=(0.8, 0.1, 0.2))
+
+
+def test_min_source_holders_draws_targets_with_that_many_holders(tiny_pair) -> None:
+    default = build_scenario(*tiny_pair, ScenarioConfig())
+    explicit = build_scenario(*tiny_pair, ScenarioConfig(min_source_holders=1))
+    assert default.cold_targets == explicit.cold_targets  # 1 is the default draw
+    rich = build_scenario(*tiny_pair, ScenarioConfig(min_source_holders=5))
+    holders = np.zeros(rich.n_items, dtype=int)
+    for user in range(len(rich.source_indptr) - 1):
+        holders[np.unique(rich.source_profile(user))] += 1
+    assert rich.cold_targets and all(holders[i] >= 5 for i in rich.cold_targets)
+    assert any(holders[i] < 5 for i in default.cold_targets)  # the option changed the draw
+    # the pool is every cold held item, whatever the threshold, and holds the targets
+    assert rich.cold_pool == default.cold_pool
+    assert set(rich.cold_targets) <= set(rich.cold_pool)
+    counts = rich.table1()["cold_items_by_min_source_holders"]
+    assert counts["1"] == len(rich.cold_pool) and counts["5"] == int((holders[rich.cold_pool] >= 5).sum())
+
+
+def test_min_source_holders_beyond_every_item_is_a_clear_error(tiny_pair) -> None:
+    with pytest.raises(EmptyResultError, match="at least 100000 source profile"):
+        build_scenario(*tiny_pair, ScenarioConfig(min_source_holders=100_000))
+    with pytest.raises(ValueError, match="min_source_holders"):
+        ScenarioConfig(min_source_holders=0)
+
+
+def test_attacker_view_reads_the_cold_pool(tiny_pair, tmp_path: Path) -> None:
+    from shared.scenario import load_attacker_view
+
+    scenario = build_scenario(*tiny_pair, ScenarioConfig())
+    save_scenario(scenario, tmp_path / "s")
+    view = load_attacker_view(tmp_path / "s")
+    assert view.cold_pool == scenario.cold_pool and view.cold_targets == scenario.cold_targets
