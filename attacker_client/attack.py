@@ -36,9 +36,7 @@ class AttackContext:
     @property
     def holders(self) -> np.ndarray:
         """Source users whose profile holds the target item."""
-        view = self.view
-        rows = np.repeat(np.arange(view.n_source_users), np.diff(view.source_indptr))
-        return np.unique(rows[view.source_items == self.target])
+        return self.view.holders(self.target)
 
     async def inject(self, profile: np.ndarray) -> None:
         """Inject one profile of the final spend."""

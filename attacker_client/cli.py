@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -26,7 +27,15 @@ from pathlib import Path
 from attacker_client._exceptions import APIError
 from attacker_client.copyattack import CopyAttackArgs
 from attacker_client.demo import DemoArgs, run_demo
-from attacker_client.harness import METHODS, ExperimentConfig, run_sweep, run_table2
+from attacker_client.harness import (
+    ALL_METHODS,
+    METHODS,
+    ExperimentConfig,
+    run_learning_curve,
+    run_sweep,
+    run_table2,
+)
+from attacker_client.pretrain import PretrainArgs, run_pretrain
 from shared import cli as shared_cli
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
@@ -54,23 +63,106 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     popularity = kinds.add_parser("popularity", help="Table 2 per popularity decile (Fig. 4)")
     _add_run_options(popularity, Path("results/popularity"))
     popularity.add_argument("--deciles", type=int, nargs="+", default=list(range(10)))
+    pretrain = kinds.add_parser(
+        "pretrain",
+        help="train one policy across training targets (server or surrogate), with snapshots",
+    )
+    _add_attack_options(pretrain)
+    pretrain.add_argument("--server", help="base URL of the service (backend server)")
+    pretrain.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"))
+    pretrain.add_argument("--scenario", type=Path, required=True, help="the scenario folder")
+    pretrain.add_argument("--out", type=Path, default=Path("results/pretrain"))
+    pretrain.add_argument("--cache-dir", type=Path, help="where the source MF is kept")
+    pretrain.add_argument("--json", action="store_true", help="no progress; the summary as JSON")
+    defaults = PretrainArgs()
+    for name, help_text in (
+        ("backend", "server: worlds on the target; surrogate: offline, zero target queries"),
+        ("targets", "training targets, from the cold pool less the evaluated ones"),
+        ("validation_targets", "targets set aside (disjoint) for choosing settings"),
+        ("min_holders", "a training target is held by at least this many source users"),
+        ("passes", "passes over the training targets"),
+        ("group", "episodes per target per pass (their mean return is the baseline)"),
+        ("batch", "targets per policy update"),
+        ("snapshots", "policies saved evenly over training (the learning curve)"),
+        ("budget", "profiles per training episode"),
+        ("pretend_users", "pretend users per training world"),
+        ("seed", "seed of the split, the episodes and the policy"),
+    ):
+        default = getattr(defaults, name)
+        option = "--" + name.replace("_", "-")
+        if name == "backend":
+            pretrain.add_argument(
+                option, choices=("server", "surrogate"), default=default, help=help_text
+            )
+        else:
+            pretrain.add_argument(option, type=int, default=default, help=help_text)
+    curve = kinds.add_parser(
+        "learning-curve",
+        help="Table 2 of each snapshot of a pretrained policy on the evaluated targets",
+    )
+    _add_run_options(curve, Path("results/learning_curve"))
+    curve.add_argument("--pretrained", type=Path, required=True, help="a pretrain --out folder")
+    curve.add_argument(
+        "--baselines", type=Path, help="a table2.json whose methods are drawn as flat lines"
+    )
+
+
+def _add_attack_options(parser: argparse.ArgumentParser) -> None:
+    """The learner's settings (CopyAttackArgs)."""
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=CopyAttackArgs.episodes,
+        help="training episodes per target (pretrained: fine-tune episodes)",
+    )
+    parser.add_argument("--k", type=int, default=CopyAttackArgs.k, help="top-k of the reward")
+    parser.add_argument("--reward", choices=("hit", "rank"), default=CopyAttackArgs.reward)
+    parser.add_argument("--depth", type=int, default=CopyAttackArgs.depth)
+    parser.add_argument("--lr", type=float, default=CopyAttackArgs.lr, help="Adam step size")
+    parser.add_argument(
+        "--entropy",
+        type=float,
+        default=CopyAttackArgs.entropy,
+        help="weight of the policies' entropy bonus",
+    )
+    parser.add_argument("--online", action="store_true", help="no world resets")
+
+
+def _attack_args(args: argparse.Namespace) -> CopyAttackArgs:
+    return CopyAttackArgs(
+        episodes=args.episodes,
+        k=args.k,
+        reward=args.reward,
+        depth=args.depth,
+        lr=args.lr,
+        entropy=args.entropy,
+        online=args.online,
+    )
 
 
 def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
     table2.add_argument("--server", required=True, help="base URL of the recommender service")
     table2.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"))
     table2.add_argument("--scenario", type=Path, required=True, help="the scenario folder")
-    table2.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    table2.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS))
     table2.add_argument("--targets", type=int, default=50, help="cold target items")
+    table2.add_argument(
+        "--target-seed",
+        type=int,
+        default=0,
+        help="fewer targets than the scenario lists: the seed of their draw",
+    )
     table2.add_argument("--seeds", type=int, nargs="+", default=[0])
     table2.add_argument("--budget", type=int, default=30, help="profiles per attack")
     table2.add_argument("--pretend-users", type=int, default=50)
     table2.add_argument("--concurrency", type=int, default=4, help="worlds at once")
-    table2.add_argument("--episodes", type=int, default=CopyAttackArgs.episodes)
-    table2.add_argument("--k", type=int, default=CopyAttackArgs.k, help="top-k of the reward")
-    table2.add_argument("--reward", choices=("hit", "rank"), default=CopyAttackArgs.reward)
-    table2.add_argument("--depth", type=int, default=CopyAttackArgs.depth)
-    table2.add_argument("--online", action="store_true", help="no world resets")
+    _add_attack_options(table2)
+    for kind in ("amortised", "surrogate"):
+        table2.add_argument(
+            f"--{kind}-policy",
+            type=Path,
+            help=f"the saved policy of CopyAttack-{kind.title()}[+FT]",
+        )
     table2.add_argument(
         "--threat-model",
         choices=("frozen", "retrain"),
@@ -117,7 +209,36 @@ def run_demo_command(args: argparse.Namespace) -> None:
             signal.signal(signal.SIGTERM, previous)
 
 
+def run_pretrain_command(args: argparse.Namespace) -> int:
+    pretrain_args = PretrainArgs(
+        **{name: getattr(args, name) for name in PretrainArgs.__dataclass_fields__}
+    )
+    summary = asyncio.run(
+        run_pretrain(
+            args.scenario,
+            args.out,
+            _attack_args(args),
+            pretrain_args,
+            server=args.server,
+            admin_token=args.admin_token,
+            cache_dir=args.cache_dir,
+            progress=not args.json,
+        )
+    )
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+    else:
+        print(
+            f"wrote {args.out}/pretrain.json and {len(summary['snapshots'])} policy snapshots "
+            f"({summary['queries']} target queries, {summary['injections']} injections, "
+            f"{summary['seconds']} s)"
+        )
+    return 0
+
+
 def run_experiment(args: argparse.Namespace) -> int:
+    if args.experiment_command == "pretrain":
+        return run_pretrain_command(args)
     if not args.admin_token:
         raise CopyAttackError("the admin token: --admin-token or RECSYS_ADMIN_TOKEN")
     config = ExperimentConfig(
@@ -133,14 +254,18 @@ def run_experiment(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         threat_model=args.threat_model,
         cache_dir=args.cache_dir,
-        attack=CopyAttackArgs(
-            episodes=args.episodes,
-            k=args.k,
-            reward=args.reward,
-            depth=args.depth,
-            online=args.online,
-        ),
+        attack=_attack_args(args),
+        target_seed=args.target_seed,
+        policies={
+            kind: path
+            for kind in ("amortised", "surrogate")
+            if (path := getattr(args, f"{kind}_policy")) is not None
+        },
     )
+    if args.experiment_command == "learning-curve":
+        rows = asyncio.run(run_learning_curve(config, args.pretrained, args.baselines))
+        print(f"wrote {args.out}/learning_curve.csv and .png ({len(rows)} snapshots)")
+        return 0
     if args.experiment_command == "depth":
         asyncio.run(run_sweep(config, "depth", args.depths))
         print(f"wrote {args.out}/depth_sweep.csv and .png")

@@ -24,6 +24,7 @@ PolicyNetwork (``depth=1``: one flat policy over all source users), CopyAttack-L
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from attacker_client.attack import AttackContext
+from attacker_client.source_mf import SourceEmbeddings
 from attacker_client.tree import BalancedClusterTree
 from shared.profiles import WINDOW_SHARES, crop_around_target
 
@@ -49,6 +51,7 @@ class CopyAttackArgs:
     lr: float = 0.001
     gamma: float = 0.6
     online: bool = False
+    entropy: float = 0.0  # weight of an entropy bonus on the policies (0: the paper)
 
 
 # --- policies ---------------------------------------------------------------------------
@@ -83,9 +86,9 @@ class SelectionPolicy(nn.Module):
         node_allowed: np.ndarray,
         leaf_allowed: np.ndarray,
         generator: torch.Generator,
-    ) -> tuple[int, torch.Tensor]:
-        """A leaf position and the log-probability of its path."""
-        tree, node, log_prob = self.tree, 0, torch.zeros(())
+    ) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """A leaf position, the log-probability of its path and the entropy of its choices."""
+        tree, node, log_prob, entropy = self.tree, 0, torch.zeros(()), torch.zeros(())
         while True:
             children = tree.children[node]
             hidden = torch.relu(state @ self.w1[node] + self.b1[node])
@@ -96,8 +99,9 @@ class SelectionPolicy(nn.Module):
             log_probs = torch.log_softmax(logits, dim=0)
             choice = int(torch.multinomial(log_probs.exp(), 1, generator=generator))
             log_prob = log_prob + log_probs[choice]
+            entropy = entropy + _entropy(log_probs)
             if last:
-                return int(children[choice]), log_prob
+                return int(children[choice]), log_prob, entropy
             node = int(children[choice])
 
 
@@ -110,10 +114,17 @@ class CraftingPolicy(nn.Module):
 
     def sample(
         self, user_vector: torch.Tensor, target_vector: torch.Tensor, generator: torch.Generator
-    ) -> tuple[float, torch.Tensor]:
+    ) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """A window share, its log-probability and the entropy of the choice."""
         log_probs = torch.log_softmax(self.mlp(torch.cat([user_vector, target_vector])), dim=0)
         choice = int(torch.multinomial(log_probs.exp(), 1, generator=generator))
-        return WINDOW_SHARES[choice], log_probs[choice]
+        return WINDOW_SHARES[choice], log_probs[choice], _entropy(log_probs)
+
+
+def _entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """Of a categorical given its log-probabilities (masked choices: -inf, weight 0)."""
+    finite = torch.isfinite(log_probs)
+    return -(log_probs[finite].exp() * log_probs[finite]).sum()
 
 
 # --- reward -----------------------------------------------------------------------------
@@ -139,91 +150,195 @@ def discounted_returns(rewards: list[float], gamma: float) -> list[float]:
     return out[::-1]
 
 
-# --- one episode ------------------------------------------------------------------------
+# --- one episode, in any environment -----------------------------------------------------
+
+Inject = Callable[[np.ndarray], Awaitable[None]]
+# the pretend users' top-k lists at this k: the server's, or a local surrogate's
+AskTopK = Callable[[int], Awaitable[list[list[int]]]]
 
 
 @dataclass
 class Episode:
     log_probs: list[torch.Tensor]  # one per learned action (the first profile is random)
+    entropies: list[torch.Tensor]  # the entropy of each learned action's choices
     action_round: list[int]  # the query round each learned action belongs to
     rewards: list[float]  # one per query round
     lengths: list[int]  # items per injected profile
     queries: int
 
 
-class CopyAttack:
-    def __init__(self, ctx: AttackContext, args: CopyAttackArgs) -> None:
-        self.ctx, self.args = ctx, args
-        torch.manual_seed(ctx.seed)
-        self.generator = torch.Generator().manual_seed(ctx.seed)
-        self.rng = np.random.default_rng(ctx.seed)
-        self.tree = ctx.trees(args.depth)
-        dim = ctx.embeddings.users.shape[1]
-        self.user_vectors = torch.from_numpy(ctx.embeddings.users)
-        self.target_vector = torch.from_numpy(ctx.embeddings.items[ctx.target])
-        self.selection = SelectionPolicy(self.tree, dim, args.hidden)
-        self.crafting = CraftingPolicy(dim, args.hidden)
-        parameters = [*self.selection.parameters(), *self.crafting.parameters()]
-        self.optimiser = torch.optim.Adam(parameters, lr=args.lr)
-        self.baseline: float | None = None
-        holders = ctx.holders
-        every = np.arange(ctx.view.n_source_users)
-        # masking: a node is allowed when some leaf below holds the target
-        self.node_allowed = self.tree.holding(holders if args.masking else every) > 0
-        self.leaf_allowed = self.tree.leaf_mask(holders if args.masking else every)
+@dataclass(frozen=True)
+class TargetTask:
+    """What the policies need of one target: its q^B_v* and its masks over the tree."""
 
-    async def run_episode(self, final: bool) -> Episode:
-        ctx, args = self.ctx, self.args
-        episode = Episode([], [], [], [], 0)
+    target: int
+    vector: torch.Tensor
+    node_allowed: np.ndarray
+    leaf_allowed: np.ndarray
+
+
+class CopyAttackPolicy(nn.Module):
+    """The selection and crafting policies over one clustering tree. The state holds the
+    target (q^B_v*), so one policy serves every target: per target (the paper), or
+    trained across many (``attacker_client/pretrain.py``)."""
+
+    def __init__(
+        self, tree: BalancedClusterTree, embeddings: SourceEmbeddings, args: CopyAttackArgs
+    ):
+        super().__init__()
+        self.tree, self.args = tree, args
+        self.user_vectors = torch.from_numpy(embeddings.users)
+        self.item_vectors = torch.from_numpy(embeddings.items)
+        dim = embeddings.users.shape[1]
+        self.selection = SelectionPolicy(tree, dim, args.hidden)
+        self.crafting = CraftingPolicy(dim, args.hidden)
+
+    def task(self, target: int, holders: np.ndarray) -> TargetTask:
+        allowed = holders if self.args.masking else np.arange(self.tree.n_users)
+        # masking: a node is allowed when some leaf below holds the target
+        return TargetTask(
+            target=target,
+            vector=self.item_vectors[target],
+            node_allowed=self.tree.holding(allowed) > 0,
+            leaf_allowed=self.tree.leaf_mask(allowed),
+        )
+
+    async def rollout(
+        self,
+        task: TargetTask,
+        budget: int,
+        profile_of: Callable[[int], np.ndarray],
+        inject: Inject,
+        ask: AskTopK | None,
+        rng: np.random.Generator,
+        generator: torch.Generator,
+    ) -> Episode:
+        """One spend of ``budget`` profiles. With ``ask`` the pretend users are asked every
+        ``query_every`` injections (the reward, and an early stop once every one has v*);
+        without it nothing is asked: a pretrained policy's final spend."""
+        args = self.args
+        episode = Episode([], [], [], [], [], 0)
         selected: list[int] = []
-        for t in range(ctx.budget):
+        for t in range(budget):
             log_prob: torch.Tensor | None = None
+            entropy = torch.zeros(())
             if t == 0:  # the paper seeds each episode with a random allowed profile
-                leaf = int(self.rng.choice(np.flatnonzero(self.leaf_allowed)))
+                leaf = int(rng.choice(np.flatnonzero(task.leaf_allowed)))
             else:
-                state = self.selection.state(self.target_vector, self.user_vectors[selected])
-                leaf, log_prob = self.selection.sample(
-                    state, self.node_allowed, self.leaf_allowed, self.generator
+                state = self.selection.state(task.vector, self.user_vectors[selected])
+                leaf, log_prob, entropy = self.selection.sample(
+                    state, task.node_allowed, task.leaf_allowed, generator
                 )
             user = int(self.tree.order[leaf])
-            profile = ctx.view.source_profile(user)
-            if args.crafting and ctx.target in profile:
-                share, craft_log_prob = self.crafting.sample(
-                    self.user_vectors[user], self.target_vector, self.generator
+            profile = profile_of(user)
+            if args.crafting and task.target in profile:
+                share, craft_log_prob, craft_entropy = self.crafting.sample(
+                    self.user_vectors[user], task.vector, generator
                 )
-                profile = crop_around_target(profile, ctx.target, share)
+                profile = crop_around_target(profile, task.target, share)
                 log_prob = craft_log_prob if log_prob is None else log_prob + craft_log_prob
+                entropy = entropy + craft_entropy
             if log_prob is not None:
                 episode.log_probs.append(log_prob)
+                episode.entropies.append(entropy)
                 episode.action_round.append(len(episode.rewards))
             selected.append(user)
             episode.lengths.append(len(profile))
-            if final:
-                await ctx.inject(profile)
-            else:
-                await ctx.client.inject_user(profile.tolist())
-            if (t + 1) % args.query_every == 0 or t + 1 == ctx.budget:
-                lists = [
-                    x.items for x in await ctx.client.topk_many(ctx.world.pretend_users, args.k)
-                ]
+            await inject(profile)
+            if ask is not None and ((t + 1) % args.query_every == 0 or t + 1 == budget):
+                lists = await ask(args.k)
                 episode.queries += len(lists)
-                episode.rewards.append(reward_of(lists, ctx.target, args.k, args.reward))
-                if reward_of(lists, ctx.target, args.k, "hit") == 1.0:
+                episode.rewards.append(reward_of(lists, task.target, args.k, args.reward))
+                if reward_of(lists, task.target, args.k, "hit") == 1.0:
                     break  # every pretend user already has v*
         return episode
 
+
+def reinforce_loss(
+    episode: Episode, baseline: float | list[float], gamma: float, entropy: float
+) -> torch.Tensor | None:
+    """REINFORCE: each action is credited with the discounted return from its round, less
+    a baseline (one number, or one per round), minus an entropy bonus."""
+    if not episode.log_probs:
+        return None
+    returns = discounted_returns(episode.rewards, gamma)
+    credit = torch.tensor([returns[r] for r in episode.action_round])
+    if isinstance(baseline, list):
+        base = torch.tensor([baseline[r] for r in episode.action_round])
+    else:
+        base = torch.full_like(credit, baseline)
+    loss = -(torch.stack(episode.log_probs) * (credit - base)).sum()
+    return loss - entropy * torch.stack(episode.entropies).sum()
+
+
+def seed_everything(seed: int) -> tuple[np.random.Generator, torch.Generator]:
+    """The network initialisation, the random first profiles and the sampled actions."""
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+
+
+def reward_summary(rounds: list[float]) -> dict[str, Any]:
+    return {
+        "reward_rounds": len(rounds),
+        "reward_density": float(np.mean([r > 0 for r in rounds])) if rounds else 0.0,
+        "mean_reward": float(np.mean(rounds)) if rounds else 0.0,
+    }
+
+
+# --- the paper's per-target attack ------------------------------------------------------
+
+
+class CopyAttack:
+    """Learn a policy for one target in its own world, then spend the budget with it."""
+
+    def __init__(
+        self,
+        ctx: AttackContext,
+        args: CopyAttackArgs,
+        policy: CopyAttackPolicy | None = None,
+        *,
+        query_final: bool = True,
+    ) -> None:
+        """``policy``: start from a trained one (default: a new one); ``query_final=False``:
+        the final spend asks nothing (a pretrained policy used as it is)."""
+        self.ctx, self.args, self.query_final = ctx, args, query_final
+        self.rng, self.generator = seed_everything(ctx.seed)
+        self.policy = policy or CopyAttackPolicy(ctx.trees(args.depth), ctx.embeddings, args)
+        self.task = self.policy.task(ctx.target, ctx.holders)
+        self.optimiser = torch.optim.Adam(self.policy.parameters(), lr=args.lr)
+        self.baseline: float | None = None
+
+    async def _ask(self, k: int) -> list[list[int]]:
+        ctx = self.ctx
+        return [x.items for x in await ctx.client.topk_many(ctx.world.pretend_users, k)]
+
+    async def _inject_training(self, profile: np.ndarray) -> None:
+        await self.ctx.client.inject_user(profile.tolist())
+
+    async def run_episode(self, final: bool) -> Episode:
+        ctx = self.ctx
+        return await self.policy.rollout(
+            self.task,
+            ctx.budget,
+            ctx.view.source_profile,
+            ctx.inject if final else self._inject_training,
+            self._ask if self.query_final or not final else None,
+            self.rng,
+            self.generator,
+        )
+
     def update(self, episode: Episode) -> float:
-        """REINFORCE: each action is credited with the discounted return from its round."""
+        """One REINFORCE step against a running mean of the credit."""
         if not episode.log_probs:
             return 0.0
         returns = discounted_returns(episode.rewards, self.args.gamma)
-        credit = torch.tensor([returns[r] for r in episode.action_round])
-        baseline = credit.mean().item() if self.baseline is None else self.baseline
-        loss = -(torch.stack(episode.log_probs) * (credit - baseline)).sum()
+        mean = float(np.mean([returns[r] for r in episode.action_round]))
+        baseline = mean if self.baseline is None else self.baseline
+        loss = reinforce_loss(episode, baseline, self.args.gamma, self.args.entropy)
+        assert loss is not None
         self.optimiser.zero_grad()
         loss.backward()
         self.optimiser.step()
-        mean = credit.mean().item()
         self.baseline = mean if self.baseline is None else 0.8 * self.baseline + 0.2 * mean
         return float(loss.item())
 
@@ -246,9 +361,7 @@ class CopyAttack:
             "training_episodes": args.episodes,
             "training_queries": queries + final.queries,
             "training_injections": injections,
-            "reward_rounds": len(rounds),
-            "reward_density": float(np.mean([r > 0 for r in rounds])) if rounds else 0.0,
-            "mean_reward": float(np.mean(rounds)) if rounds else 0.0,
+            **reward_summary(rounds),
             "episode_rewards": per_episode,  # per query round, each training episode
             "final_rewards": final.rewards,  # per query round, the final spend
         }

@@ -33,9 +33,11 @@ from attacker_client._client import AsyncAdminClient, AsyncClient
 from attacker_client.attack import AttackContext, AttackMethod
 from attacker_client.baselines import random_attack, target_attack, without_attack
 from attacker_client.copyattack import CopyAttackArgs, copyattack
+from attacker_client.pretrain import PretrainedPolicy, copyattack_pretrained, load_policy
 from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, cached_source_mf
 from attacker_client.tree import BalancedClusterTree
 from shared.atomic import staged_file, write_text_atomic
+from shared.datasets.registry import sha256_file
 from shared.errors import CopyAttackError
 from shared.machine import machine
 from shared.scenario import AttackerView, load_attacker_view
@@ -52,6 +54,18 @@ METHODS = (
     "CopyAttack-Length",
     "CopyAttack",
 )
+# CopyAttack with a policy trained before the attack (attacker_client/pretrain.py): across
+# training targets on the server ("Amortised") or on the attacker's surrogate; as it is,
+# or fine-tuned per target ("+FT", the configured episodes)
+PRETRAINED = {
+    "CopyAttack-Amortised": ("amortised", False),
+    "CopyAttack-Amortised+FT": ("amortised", True),
+    "CopyAttack-Surrogate": ("surrogate", False),
+    "CopyAttack-Surrogate+FT": ("surrogate", True),
+}
+ALL_METHODS = (*METHODS, *PRETRAINED)
+# the learners judged against the best of the other methods in the paired tests
+LEARNERS = ("CopyAttack", *PRETRAINED)
 # (cohort, protocol, metric) of the paired tests: the paper's headline and NDCG, and the
 # full ranking, where the methods can order differently
 PAIRED_METRICS = (
@@ -82,6 +96,9 @@ class ExperimentConfig:
     retrain_epochs: int = 3
     attack: CopyAttackArgs = field(default_factory=CopyAttackArgs)
     cache_dir: Path | None = None  # where the source MF is kept between runs (default: out)
+    # the saved policies of the pretrained methods (copyattack experiment pretrain)
+    policies: dict[str, Path] = field(default_factory=dict)  # "amortised" / "surrogate"
+    target_seed: int = 0  # fewer targets than the scenario lists: a draw with this seed
 
     def checkpoints(self) -> list[int]:
         if self.threat_model == "retrain":
@@ -98,8 +115,14 @@ LEARNED: dict[str, dict[str, Any]] = {
 }
 
 
-def method_of(name: str, args: CopyAttackArgs) -> AttackMethod:
-    """The attack behind a method name."""
+def method_of(
+    name: str,
+    args: CopyAttackArgs,
+    policies: dict[str, PretrainedPolicy] | None = None,
+    evaluated: int = 1,
+) -> AttackMethod:
+    """The attack behind a method name (``policies``: the loaded pretrained ones, shared
+    by ``evaluated`` targets)."""
     fixed: dict[str, AttackMethod] = {
         "WithoutAttack": without_attack,
         "RandomAttack": random_attack,
@@ -111,7 +134,17 @@ def method_of(name: str, args: CopyAttackArgs) -> AttackMethod:
         return fixed[name]
     if name in LEARNED:
         return functools.partial(copyattack, args=dataclasses.replace(args, **LEARNED[name]))
-    raise CopyAttackError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    if name in PRETRAINED:
+        kind, fine_tune = PRETRAINED[name]
+        if not policies or kind not in policies:
+            raise CopyAttackError(f"{name} needs a {kind} policy (--{kind}-policy FILE)")
+        return functools.partial(
+            copyattack_pretrained,
+            pretrained=policies[kind],
+            fine_tune_episodes=args.episodes if fine_tune else 0,
+            evaluated=evaluated,
+        )
+    raise CopyAttackError(f"unknown method {name!r}; known: {', '.join(ALL_METHODS)}")
 
 
 # --- one cell -----------------------------------------------------------------------------
@@ -128,6 +161,8 @@ class Experiment:
     config: ExperimentConfig
     view: AttackerView
     embeddings: SourceEmbeddings
+    targets: list[int]
+    policies: dict[str, PretrainedPolicy] = field(default_factory=dict)
     _trees: dict[int, BalancedClusterTree] = field(default_factory=dict)
 
     def tree(self, depth: int) -> BalancedClusterTree:
@@ -138,11 +173,12 @@ class Experiment:
 
     def tree_depths(self) -> set[int]:
         """The depths of the trees the configured methods walk."""
-        return {
+        depths = {
             LEARNED[m].get("depth", self.config.attack.depth)
             for m in self.config.methods
             if m in LEARNED
         }
+        return depths | {p.attack.depth for p in self.policies.values()}
 
     async def run_cell(
         self, admin: AsyncAdminClient, method: str, target: int, seed: int
@@ -178,7 +214,8 @@ class Experiment:
                     seed=seed,
                     on_injected=on_injected,
                 )
-                info = await method_of(method, config.attack)(ctx)
+                attack = method_of(method, config.attack, self.policies, len(self.targets))
+                info = await attack(ctx)
             if config.threat_model == "retrain":
                 await admin.retrain_world(world.world_id, config.retrain_epochs)
             spent = len(ctx.injected_lengths)
@@ -228,21 +265,46 @@ def read_cells(path: Path) -> list[dict[str, Any]]:
     return cells
 
 
-def run_key(config: ExperimentConfig, model: ModelInfo) -> dict[str, Any]:
+def run_key(
+    config: ExperimentConfig, model: ModelInfo, policies: dict[str, PretrainedPolicy]
+) -> dict[str, Any]:
     """What a finished cell's numbers depend on, besides its (method, target, seed): a
     resumed run may add methods, targets or seeds, but must not mix other settings in."""
     settings = _jsonable(config)
     # where things are and how fast they run do not change a cell's numbers
-    free = ("server", "scenario", "out", "methods", "targets", "decile", "seeds", "concurrency")
+    free = (
+        "server",
+        "scenario",
+        "out",
+        "methods",
+        "targets",
+        "decile",
+        "seeds",
+        "concurrency",
+        "policies",
+        "target_seed",
+    )
     for name in free:
         settings.pop(name)
-    return {**settings, "scenario": model.scenario_fingerprint, "model": model.model_fingerprint}
+    return {
+        **settings,
+        "scenario": model.scenario_fingerprint,
+        "model": model.model_fingerprint,
+        # a policy by its content, wherever its file lies
+        **{f"{kind}_policy": sha256_file(p.path) for kind, p in policies.items()},
+    }
 
 
-def claim_run(config: ExperimentConfig, model: ModelInfo, *, has_cells: bool) -> None:
+def claim_run(
+    config: ExperimentConfig,
+    model: ModelInfo,
+    policies: dict[str, PretrainedPolicy],
+    *,
+    has_cells: bool,
+) -> None:
     """Record the run's key in ``run.json``; refuse to resume cells of another key."""
     path = config.out / "run.json"
-    key = run_key(config, model)
+    key = run_key(config, model, policies)
     if has_cells and not path.is_file():
         raise CopyAttackError(
             f"{config.out} holds cells of a run that recorded no run.json (an older version): "
@@ -250,8 +312,13 @@ def claim_run(config: ExperimentConfig, model: ModelInfo, *, has_cells: bool) ->
         )
     if has_cells:
         earlier = json.loads(path.read_text())
-        changed = sorted(name for name in key.keys() | earlier.keys()
-                         if key.get(name) != earlier.get(name))  # fmt: skip
+        # a policy new to the run serves only methods its earlier cells could not have run
+        changed = sorted(
+            name
+            for name in key.keys() | earlier.keys()
+            if key.get(name) != earlier.get(name)
+            and not (name.endswith("_policy") and name not in earlier)
+        )
         if changed:
             details = ", ".join(f"{n}: {earlier.get(n)!r} -> {key.get(n)!r}" for n in changed)
             raise CopyAttackError(
@@ -261,10 +328,31 @@ def claim_run(config: ExperimentConfig, model: ModelInfo, *, has_cells: bool) ->
     write_text_atomic(path, json.dumps(key, indent=1))
 
 
+def choose_targets(pool: list[int], count: int, seed: int) -> list[int]:
+    """``count`` of the scenario's targets: all of them, in order, or a seeded draw (its
+    first ones are not a sample: on MovieTweetings they are the oldest films)."""
+    if count >= len(pool):
+        return list(pool)
+    return sorted(int(t) for t in np.random.default_rng(seed).choice(pool, count, replace=False))
+
+
+def _load_policies(config: ExperimentConfig, view: AttackerView) -> dict[str, PretrainedPolicy]:
+    wanted = {PRETRAINED[m][0] for m in config.methods if m in PRETRAINED}
+    missing = wanted - config.policies.keys()
+    if missing:
+        flags = ", ".join(f"--{kind}-policy" for kind in sorted(missing))
+        raise CopyAttackError(f"the pretrained methods asked for need {flags}")
+    return {kind: load_policy(config.policies[kind], view) for kind in sorted(wanted)}
+
+
 async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
     view = load_attacker_view(config.scenario)
     pool = view.cold_targets if config.decile is None else view.decile_targets[config.decile]
-    targets = pool[: config.targets]
+    targets = choose_targets(pool, config.targets, config.target_seed)
+    policies = _load_policies(config, view)
+    overlap = {k: sorted(set(p.training_targets) & set(targets)) for k, p in policies.items()}
+    if any(overlap.values()):
+        raise CopyAttackError(f"a policy was trained on evaluated targets: {overlap}")
     config.out.mkdir(parents=True, exist_ok=True)
     cells_path = config.out / "cells.jsonl"
     done = {_cell_key(c): c for c in read_cells(cells_path)}
@@ -283,13 +371,13 @@ async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
                 f"the server serves scenario {model.scenario_fingerprint[:16]}, not "
                 f"{config.scenario} ({view.fingerprint[:16]}): item ids would mean other movies"
             )
-        claim_run(config, model, has_cells=bool(done))  # before the slow part
+        claim_run(config, model, policies, has_cells=bool(done))  # before the slow part
         # the source MF and the trees take seconds: built off the event loop, so that open
         # connections are not left unread meanwhile
         embeddings = await asyncio.to_thread(
             cached_source_mf, view, SourceMFConfig(seed=0), config.cache_dir or config.out
         )
-        experiment = Experiment(config, view, embeddings)
+        experiment = Experiment(config, view, embeddings, targets, policies)
         for depth in sorted(experiment.tree_depths()):
             await asyncio.to_thread(experiment.tree, depth)
         slots = asyncio.Semaphore(config.concurrency)
@@ -356,14 +444,23 @@ def summarise(cells: list[dict[str, Any]], config: ExperimentConfig) -> dict[str
             "injections": float(np.mean([c["injections"] for c in group])),
             "seconds": float(np.mean([c["seconds"] for c in group])),
             "reward_density": _mean_info(group, "reward_density"),
+            # a pretrained policy's training cost, shared by the evaluated targets
+            "amortised_queries": _mean_policy_cost(group, "amortised_queries"),
+            "amortised_injections": _mean_policy_cost(group, "amortised_injections"),
             "budget_curve": curve,
         }
-    tests = [paired_test(by_method, metric) for metric in PAIRED_METRICS]
+    tests = [
+        paired_test(by_method, metric, learner) for learner in LEARNERS for metric in PAIRED_METRICS
+    ]
     return {
         "methods": rows,
         "paired_tests": [test for test in tests if test is not None],
         "config": _jsonable(config),
     }
+
+
+def _mean_policy_cost(group: list[dict[str, Any]], key: str) -> float:
+    return float(np.mean([c["info"].get("policy", {}).get(key, 0.0) for c in group]))
 
 
 def _mean_info(group: list[dict[str, Any]], key: str) -> float | None:
@@ -372,11 +469,15 @@ def _mean_info(group: list[dict[str, Any]], key: str) -> float | None:
 
 
 def paired_test(
-    by_method: dict[str, list[dict[str, Any]]], metric: tuple[str, str, str]
+    by_method: dict[str, list[dict[str, Any]]],
+    metric: tuple[str, str, str],
+    learner: str = "CopyAttack",
 ) -> dict[str, Any] | None:
-    """CopyAttack against the best other method on ``metric`` (cohort, protocol, name),
-    paired by (target, seed): Wilcoxon signed-rank and paired t."""
-    if "CopyAttack" not in by_method or len(by_method) < 2:
+    """``learner`` against the best method that is not one of the learners on ``metric``
+    (cohort, protocol, name), paired by (target, seed): Wilcoxon signed-rank and paired t;
+    and its gain over WithoutAttack as a multiple of that method's gain."""
+    others = [m for m in by_method if m not in LEARNERS]
+    if learner not in by_method or not others:
         return None
     cohort, protocol, name = metric
 
@@ -385,14 +486,15 @@ def paired_test(
             (c["target"], c["seed"]): c["after"][cohort][protocol][name] for c in by_method[method]
         }
 
-    ours = series("CopyAttack")
-    others = {m: series(m) for m in by_method if m != "CopyAttack"}
-    best = max(others, key=lambda m: np.mean(list(others[m].values())))
+    ours = series(learner)
+    other = {m: series(m) for m in others}
+    best = max(other, key=lambda m: np.mean(list(other[m].values())))
     keys = sorted(ours)
     a = np.array([ours[k] for k in keys])
-    b = np.array([others[best][k] for k in keys])
+    b = np.array([other[best][k] for k in keys])
     differences = a - b
     result: dict[str, Any] = {
+        "learner": learner,
         "metric": "/".join(metric),
         "best_other": best,
         "pairs": len(keys),
@@ -400,6 +502,10 @@ def paired_test(
         "copyattack_wins": int((differences > 0).sum()),
         "ties": int((differences == 0).sum()),
     }
+    if "WithoutAttack" in other and best != "WithoutAttack":
+        clean = np.array([other["WithoutAttack"][k] for k in keys])
+        gain = float((b - clean).mean())
+        result["gain_ratio"] = float((a - clean).mean()) / gain if gain > 0 else None
     if len(keys) >= 2 and differences.any():
         result["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue)
         result["paired_t_p"] = float(stats.ttest_rel(a, b).pvalue)
@@ -458,8 +564,10 @@ def format_table2(summary: dict[str, Any]) -> str:
         lines += [
             f"**{protocol}** ({'100 sampled negatives' if protocol == 'sampled' else 'all items'})",
             "",
-            "| method | " + " | ".join(names) + " | items/profile | queries | s/cell |",
-            "|---" * (len(names) + 4) + "|",
+            "| method | "
+            + " | ".join(names)
+            + " | items/profile | queries | + training queries | s/cell |",
+            "|---" * (len(names) + 5) + "|",
         ]
         for method, row in summary["methods"].items():
             cells = [
@@ -471,16 +579,21 @@ def format_table2(summary: dict[str, Any]) -> str:
                 f"| {method} | "
                 + " | ".join(cells)
                 + f" | {row['items_per_profile']:.1f} | {row['queries']:.0f}"
-                f" | {row['seconds']:.1f} |"
+                f" | {row.get('amortised_queries', 0.0):.0f} | {row['seconds']:.1f} |"
             )
         lines.append("")
     for test in summary["paired_tests"]:
         p = test.get("wilcoxon_p")
         lines.append(
-            f"Paired test on {test['metric']}: CopyAttack - {test['best_other']} = "
+            f"Paired test on {test['metric']}: {test['learner']} - {test['best_other']} = "
             f"{test['mean_difference']:+.4f} over {test['pairs']} pairs "
             f"({test['copyattack_wins']} wins, {test['ties']} ties"
             + (f"; Wilcoxon p = {p:.3g}, paired t p = {test['paired_t_p']:.3g})" if p else ")")
+            + (
+                f"; gain over WithoutAttack {test['gain_ratio']:.2f}x the best other's"
+                if test.get("gain_ratio") is not None
+                else ""
+            )
         )
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -575,4 +688,80 @@ def plot_sweep(rows: list[dict[str, Any]], setting: str, path: Path) -> None:
         axis.set_ylabel(f"{name} (sampled, all evaluation users)")
         axis.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
+    _save_figure(figure, path)
+
+
+# --- the learning curve of a pretrained policy -------------------------------------------
+
+
+async def run_learning_curve(
+    base: ExperimentConfig, pretrained: Path, baselines: Path | None
+) -> list[dict[str, Any]]:
+    """Each snapshot of a ``copyattack experiment pretrain`` folder spends the budget on
+    the evaluated targets as it is (a Table 2 of one method, in its own subfolder, so each
+    resumes); then ``learning_curve.csv`` and ``.png``: sampled HR@20 against the target
+    queries spent training, with the methods of ``baselines`` (a table2.json) flat."""
+    summary = json.loads((pretrained / "pretrain.json").read_text())
+    kind = "surrogate" if summary["pretrain"]["backend"] == "surrogate" else "amortised"
+    method = PRETRAINED_NAME[kind]
+    rows = []
+    for snapshot in summary["snapshots"]:
+        config = dataclasses.replace(
+            base,
+            out=base.out / f"update_{snapshot['update']:04d}",
+            methods=(method,),
+            policies={kind: pretrained / snapshot["path"]},
+            cache_dir=base.cache_dir or base.out,
+        )
+        result = await run_table2(config)
+        metric = result["methods"][method]["metrics"]["all/sampled/HR@20"]
+        rows.append(
+            {
+                "update": snapshot["update"],
+                "training_queries": snapshot["queries"],
+                "training_injections": snapshot["injections"],
+                "HR@20": metric["mean"],
+                "ci95": metric["ci95"],
+            }
+        )
+    columns = ["update", "training_queries", "training_injections", "HR@20", "ci95"]
+    table = [columns, *([row[c] for c in columns] for row in rows)]
+    write_text_atomic(base.out / "learning_curve.csv", _csv_text(table))
+    flat = {}
+    if baselines is not None:
+        earlier = json.loads(baselines.read_text())
+        flat = {m: r["metrics"]["all/sampled/HR@20"]["mean"] for m, r in earlier["methods"].items()}
+    plot_learning_curve(rows, flat, method, base.out / "learning_curve.png")
+    return rows
+
+
+# the method that spends a pretrained policy as it is, per kind of policy
+PRETRAINED_NAME = {kind: name for name, (kind, fine_tune) in PRETRAINED.items() if not fine_tune}
+
+
+def plot_learning_curve(
+    rows: list[dict[str, Any]], flat: dict[str, float], method: str, path: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    x = [row["training_queries"] for row in rows]
+    axis.errorbar(
+        x,
+        [r["HR@20"] for r in rows],
+        yerr=[r["ci95"] for r in rows],
+        marker="o",
+        capsize=3,
+        label=method,
+        color="black",
+    )
+    for name, level in flat.items():
+        axis.axhline(level, linestyle="--", linewidth=1, label=name, color=f"C{len(axis.lines)}")
+    axis.set_xlabel("target queries spent training the policy")
+    axis.set_ylabel("HR@20 (sampled), evaluated targets")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
     _save_figure(figure, path)

@@ -74,7 +74,7 @@ def test_masking_never_selects_a_masked_leaf(seed: int, holders: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     state = torch.randn(8)
     for _ in range(20):
-        leaf, log_prob = policy.sample(state, node_allowed, leaf_allowed, generator)
+        leaf, log_prob, _ = policy.sample(state, node_allowed, leaf_allowed, generator)
         assert tree.order[leaf] in set(holding.tolist())
         assert torch.isfinite(log_prob)
 
@@ -100,16 +100,16 @@ def test_reinforce_improves_selection_and_crafting_on_a_tiny_problem() -> None:
         with torch.no_grad():
             wins = 0
             for _ in range(n):
-                leaf, _ = selection.sample(state, allowed_nodes, allowed_leaves, generator)
-                share, _ = crafting.sample(user, target, generator)
+                leaf, _, _ = selection.sample(state, allowed_nodes, allowed_leaves, generator)
+                share, _, _ = crafting.sample(user, target, generator)
                 wins += leaf == good_leaf and share == good_share
         return wins / n
 
     before = success_rate()
     for _ in range(600):
         state = selection.state(target, torch.zeros(0, 4))
-        leaf, log_leaf = selection.sample(state, allowed_nodes, allowed_leaves, generator)
-        share, log_share = crafting.sample(user, target, generator)
+        leaf, log_leaf, _ = selection.sample(state, allowed_nodes, allowed_leaves, generator)
+        share, log_share, _ = crafting.sample(user, target, generator)
         reward = float(leaf == good_leaf) + float(share == good_share)
         loss = -(log_leaf + log_share) * (reward - 0.2)
         optimiser.zero_grad()
@@ -133,7 +133,7 @@ def test_source_mf_puts_co_held_items_together() -> None:
     profiles = [list(range(0, 10)) if u < 20 else list(range(10, 20)) for u in range(40)]
     indptr = np.concatenate([[0], np.cumsum([len(p) for p in profiles])])
     items = np.concatenate(profiles)
-    view = AttackerView("x", indptr, items, np.zeros(len(items)), [], {}, n_items=25)
+    view = AttackerView("x", indptr, items, np.zeros(len(items)), [], {}, [], n_items=25)
     embeddings = fit_source_mf(view, SourceMFConfig(epochs=60, seed=0))
     assert embeddings.users.shape == (40, 8) and embeddings.items.shape == (25, 8)
     assert not embeddings.items[20:].any()  # items no source user holds stay zero
@@ -148,7 +148,7 @@ def test_source_mf_is_cached_per_profiles_and_settings(tmp_path, monkeypatch) ->
     profiles = [[u % 7, (u + 1) % 7, 7 + u % 3] for u in range(30)]
     indptr = np.concatenate([[0], np.cumsum([len(p) for p in profiles])])
     items = np.concatenate(profiles)
-    view = AttackerView("view-a", indptr, items, np.zeros(len(items)), [], {}, n_items=12)
+    view = AttackerView("view-a", indptr, items, np.zeros(len(items)), [], {}, [], n_items=12)
     config = SourceMFConfig(epochs=2, seed=0)
     first = source_mf.cached_source_mf(view, config, tmp_path)
     assert len(list(tmp_path.glob("source_mf-*.npz"))) == 1
@@ -163,7 +163,7 @@ def test_source_mf_is_cached_per_profiles_and_settings(tmp_path, monkeypatch) ->
     np.testing.assert_array_equal(first.items, again.items)
     # other settings or other profiles are other entries
     source_mf.cached_source_mf(view, SourceMFConfig(epochs=2, seed=1), tmp_path)
-    other = AttackerView("view-b", indptr, items, np.zeros(len(items)), [], {}, n_items=12)
+    other = AttackerView("view-b", indptr, items, np.zeros(len(items)), [], {}, [], n_items=12)
     source_mf.cached_source_mf(other, config, tmp_path)
     assert len(list(tmp_path.glob("source_mf-*.npz"))) == 3
     # a torn or foreign file is refitted and replaced, not trusted

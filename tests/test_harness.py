@@ -251,7 +251,7 @@ def test_trees_built_ahead_are_the_ones_the_methods_walk(tmp_path: Path) -> None
             server="http://127.0.0.1:1", admin_token="t", scenario=tmp_path, out=tmp_path,
             methods=methods, attack=CopyAttackArgs(depth=depth),
         )  # fmt: skip
-        return Experiment(config, view=None, embeddings=None).tree_depths()  # type: ignore[arg-type]
+        return Experiment(config, view=None, embeddings=None, targets=[]).tree_depths()  # type: ignore[arg-type]
 
     assert depths(METHODS) == {1, 3}
     assert depths(("CopyAttack-Length", "TargetAttack100"), depth=5) == {5}
