@@ -126,7 +126,9 @@ def test_min_source_holders_draws_targets_with_that_many_holders(tiny_pair) -> N
     assert rich.cold_pool == default.cold_pool
     assert set(rich.cold_targets) <= set(rich.cold_pool)
     counts = rich.table1()["cold_items_by_min_source_holders"]
-    assert counts["1"] == len(rich.cold_pool) and counts["5"] == int((holders[rich.cold_pool] >= 5).sum())
+    assert counts["1"] == len(rich.cold_pool) and counts["5"] == int(
+        (holders[rich.cold_pool] >= 5).sum()
+    )
 
 
 def test_min_source_holders_beyond_every_item_is_a_clear_error(tiny_pair) -> None:
