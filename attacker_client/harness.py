@@ -40,7 +40,7 @@ from shared.atomic import staged_file, write_text_atomic
 from shared.datasets.registry import sha256_file
 from shared.errors import CopyAttackError
 from shared.machine import machine
-from shared.scenario import AttackerView, load_attacker_view
+from shared.scenario import AttackerView, draw_targets, load_attacker_view
 from shared.schemas import PROTOCOLS, EvaluationReport, ModelInfo
 
 METHODS = (
@@ -328,14 +328,6 @@ def claim_run(
     write_text_atomic(path, json.dumps(key, indent=1))
 
 
-def choose_targets(pool: list[int], count: int, seed: int) -> list[int]:
-    """``count`` of the scenario's targets: all of them, in order, or a seeded draw (its
-    first ones are not a sample: on MovieTweetings they are the oldest films)."""
-    if count >= len(pool):
-        return list(pool)
-    return sorted(int(t) for t in np.random.default_rng(seed).choice(pool, count, replace=False))
-
-
 def _load_policies(config: ExperimentConfig, view: AttackerView) -> dict[str, PretrainedPolicy]:
     wanted = {PRETRAINED[m][0] for m in config.methods if m in PRETRAINED}
     missing = wanted - config.policies.keys()
@@ -348,7 +340,7 @@ def _load_policies(config: ExperimentConfig, view: AttackerView) -> dict[str, Pr
 async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
     view = load_attacker_view(config.scenario)
     pool = view.cold_targets if config.decile is None else view.decile_targets[config.decile]
-    targets = choose_targets(pool, config.targets, config.target_seed)
+    targets = draw_targets(pool, config.targets, config.target_seed)
     policies = _load_policies(config, view)
     overlap = {k: sorted(set(p.training_targets) & set(targets)) for k, p in policies.items()}
     if any(overlap.values()):

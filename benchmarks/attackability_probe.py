@@ -17,7 +17,8 @@ Reported per method: HR@20 of the target over evaluation users who never had it
 (sampled-100 and full ranking), the target's median full rank, pretend users with the
 target in their top-20 / top-100, and the cosine between the target's clean and attacked
 embedding. ``--retrain-targets N`` adds the second threat model (a fine-tune on the
-polluted graph, then the same measures) for the first N targets. The last line is JSON.
+polluted graph, then the same measures) for the first N targets of the seeded draw
+(``--target-seed``). The last line is JSON.
 
     python benchmarks/attackability_probe.py --scenario DIR [--variants ...] [--targets 50]
 """
@@ -43,7 +44,7 @@ from recsys_server.prepare import training_key
 from recsys_server.training import TrainConfig
 from shared.metrics import ranks_of
 from shared.profiles import crop_around_target
-from shared.scenario import Scenario, load_scenario
+from shared.scenario import Scenario, draw_targets, load_scenario
 
 VARIANTS = {
     "content": PinSageConfig(variant="content"),
@@ -183,7 +184,7 @@ def run_variant(
 ) -> dict:
     probe = Probe(scenario, data, args.budget, np.random.default_rng(args.seed))
     state = EmbeddingState(model, probe.graph, data.content)
-    targets = scenario.cold_targets[: args.targets]
+    targets = draw_targets(scenario.cold_targets, args.targets, args.target_seed)
     frozen: dict[str, list[dict]] = {m: [] for m in METHODS}
     retrained: dict[str, list[dict]] = {m: [] for m in METHODS}
     for position, target in enumerate(targets):
@@ -216,6 +217,9 @@ def main() -> None:
     parser.add_argument("--scenario", type=Path, required=True)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--targets", type=int, default=50)
+    parser.add_argument(
+        "--target-seed", type=int, default=0, help="seed of the targets' draw and order"
+    )
     parser.add_argument("--budget", type=int, default=30)
     parser.add_argument("--retrain-targets", type=int, default=0)
     parser.add_argument("--retrain-epochs", type=int, default=3)

@@ -236,6 +236,14 @@ def source_holders(indptr: np.ndarray, items: np.ndarray, n_items: int) -> np.nd
     return np.bincount(pairs % n_items, minlength=n_items)
 
 
+def draw_targets(pool: list[int], count: int, seed: int) -> list[int]:
+    """``count`` of a scenario's targets in a seeded random order: its first ones are no
+    sample (in id order, on MovieTweetings, they are the oldest films), and neither are
+    the first ones of a sorted draw."""
+    order = np.random.default_rng(seed).permutation(len(pool))[:count]
+    return [int(pool[i]) for i in order]
+
+
 # Table 1's counts of cold items by the least number of source holders
 HOLDER_THRESHOLDS = (1, 5, 10, 20, 30, 50)
 

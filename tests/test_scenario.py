@@ -145,3 +145,14 @@ def test_attacker_view_reads_the_cold_pool(tiny_pair, tmp_path: Path) -> None:
     save_scenario(scenario, tmp_path / "s")
     view = load_attacker_view(tmp_path / "s")
     assert view.cold_pool == scenario.cold_pool and view.cold_targets == scenario.cold_targets
+
+
+def test_a_subset_of_targets_is_a_seeded_draw_not_the_first_ones() -> None:
+    from shared.scenario import draw_targets
+
+    pool = list(range(100, 150))
+    drawn = draw_targets(pool, 10, seed=0)
+    assert drawn == draw_targets(pool, 10, seed=0) and len(set(drawn)) == 10
+    assert set(drawn) <= set(pool) and drawn != pool[:10]
+    assert draw_targets(pool, 10, seed=1) != drawn
+    assert sorted(draw_targets(pool, 80, seed=0)) == pool  # more than the pool: all of it
