@@ -18,6 +18,13 @@ import select
 import httpx
 
 
+def _closed_before_answering(exc: BaseException) -> bool:
+    """The peer closed or reset the connection before a byte of the answer came."""
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return not exc.partial
+    return isinstance(exc, (ConnectionResetError, BrokenPipeError))
+
+
 class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
@@ -106,26 +113,37 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                 if connection.closed():  # the server closed it while it was idle
                     connection.close()
                     connection = None
+            reused = connection is not None
             if connection is None:
                 connection = await _connect(server, timeout.get("connect"), request)
-            try:
-                status, headers, content, keep_alive = await asyncio.wait_for(
-                    connection.exchange(head, body, request.method), timeout.get("read")
-                )
-            except TimeoutError as exc:
-                connection.close()
-                raise httpx.ReadTimeout(
-                    f"no answer from {server} in time", request=request
-                ) from exc
-            except (
-                OSError,
-                asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError,
-                ValueError,
-            ) as exc:
-                # the SDK decides whether to send again (every call it makes is idempotent)
-                connection.close()
-                raise httpx.RemoteProtocolError(f"{server}: {exc!r}", request=request) from exc
+            while True:
+                try:
+                    status, headers, content, keep_alive = await asyncio.wait_for(
+                        connection.exchange(head, body, request.method), timeout.get("read")
+                    )
+                    break
+                except TimeoutError as exc:
+                    connection.close()
+                    raise httpx.ReadTimeout(
+                        f"no answer from {server} in time", request=request
+                    ) from exc
+                except (
+                    OSError,
+                    asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError,
+                    ValueError,
+                ) as exc:
+                    connection.close()
+                    if reused and _closed_before_answering(exc):
+                        # most likely an idle connection the server closed (its keep-alive
+                        # timeout) as the request went out: sent once more on a new
+                        # connection, as HTTP clients do (a server that died mid-request
+                        # is not told apart; injections carry an idempotency key)
+                        reused = False
+                        connection = await _connect(server, timeout.get("connect"), request)
+                        continue
+                    # the SDK decides whether to send again (by the call's idempotency)
+                    raise httpx.RemoteProtocolError(f"{server}: {exc!r}", request=request) from exc
             if keep_alive:
                 idle.append(connection)
             else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from attacker_client._client import AsyncAdminClient, AsyncClient
 from attacker_client.source_mf import SourceEmbeddings
 from attacker_client.tree import BalancedClusterTree
+from shared.errors import CopyAttackError
 from shared.scenario import AttackerView
 from shared.schemas import WorldCreated
 
@@ -44,6 +46,18 @@ class AttackContext:
         self.injected_lengths.append(len(profile))
         if self.on_injected is not None:
             await self.on_injected(len(self.injected_lengths))
+
+
+async def require_served_scenario(
+    admin: AsyncAdminClient, view: AttackerView, folder: Path
+) -> None:
+    """Refuse a server whose model was trained on another scenario than the view's."""
+    model = await admin.model_info()
+    if model.scenario_fingerprint != view.fingerprint:
+        raise CopyAttackError(
+            f"the server serves scenario {model.scenario_fingerprint[:16]}, not "
+            f"{folder} ({view.fingerprint[:16]}): item ids would mean other movies"
+        )
 
 
 AttackMethod = Callable[[AttackContext], Awaitable[dict[str, Any]]]

@@ -6,6 +6,11 @@
         [--methods M ...] [--targets N] [--seeds S ...] [--budget B] [--out DIR]
     copyattack experiment depth ... [--depths 1 2 3 4]          (Fig. 3)
     copyattack experiment popularity ... [--deciles 0 1 ... 9]  (Fig. 4)
+    copyattack experiment pretrain --scenario DIR [--backend server|surrogate] [--server URL]
+        [--targets 40] [--validation-targets 10] [--min-holders N] [--passes 3] --out DIR
+    copyattack experiment table2 ... --methods ... CopyAttack-Amortised CopyAttack-Surrogate
+        --amortised-policy DIR/policy-NNNN.pt --surrogate-policy DIR/policy-NNNN.pt
+    copyattack experiment learning-curve --pretrained DIR [--baselines table2.json] ...
 
 The admin token also comes from ``RECSYS_ADMIN_TOKEN``. A run writes table2.md/.csv/.json,
 budget_curve.csv/.png and cells.jsonl into ``--out``; run it again to resume.

@@ -30,7 +30,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from attacker_client._client import AsyncAdminClient, AsyncClient
-from attacker_client.attack import AttackContext, AttackMethod
+from attacker_client.attack import AttackContext, AttackMethod, require_served_scenario
 from attacker_client.baselines import random_attack, target_attack, without_attack
 from attacker_client.copyattack import CopyAttackArgs, copyattack
 from attacker_client.pretrain import PretrainedPolicy, copyattack_pretrained, load_policy
@@ -357,12 +357,8 @@ async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
     ]
     started = time.perf_counter()
     async with AsyncAdminClient(config.server, config.admin_token, timeout=600) as admin:
+        await require_served_scenario(admin, view, config.scenario)
         model = await admin.model_info()
-        if model.scenario_fingerprint != view.fingerprint:
-            raise CopyAttackError(
-                f"the server serves scenario {model.scenario_fingerprint[:16]}, not "
-                f"{config.scenario} ({view.fingerprint[:16]}): item ids would mean other movies"
-            )
         claim_run(config, model, policies, has_cells=bool(done))  # before the slow part
         # the source MF and the trees take seconds: built off the event loop, so that open
         # connections are not left unread meanwhile

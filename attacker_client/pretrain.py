@@ -20,6 +20,7 @@ evenly over training, each with the training cost spent so far: the learning cur
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from abc import ABC, abstractmethod
@@ -32,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from attacker_client._client import AsyncAdminClient, AsyncClient
-from attacker_client.attack import AttackContext
+from attacker_client.attack import AttackContext, require_served_scenario
 from attacker_client.copyattack import (
     CopyAttack,
     CopyAttackArgs,
@@ -450,40 +451,25 @@ async def run_pretrain(
     write_text_atomic(
         out / "targets.json", json.dumps({"training": train, "validation": validation}, indent=1)
     )
+    train_on = functools.partial(
+        pretrain,
+        view,
+        embeddings,
+        tree,
+        args,
+        p,
+        training_targets=train,
+        out=out,
+        validation_targets=validation,
+        progress=progress,
+    )
     if p.backend == "surrogate":
-        environment: Environment = SurrogateEnvironment(
-            view, SurrogateConfig(pretend_users=p.pretend_users, seed=p.seed)
-        )
-        return await pretrain(
-            view,
-            embeddings,
-            tree,
-            args,
-            p,
-            environment,
-            train,
-            out,
-            validation_targets=validation,
-            progress=progress,
-        )
+        config = SurrogateConfig(pretend_users=p.pretend_users, seed=p.seed)
+        return await train_on(environment=SurrogateEnvironment(view, config))
     if server is None or admin_token is None:
         raise CopyAttackError("training on the server needs --server and the admin token")
     async with AsyncAdminClient(server, admin_token, timeout=600) as admin:
-        model = await admin.model_info()
-        if model.scenario_fingerprint != view.fingerprint:
-            raise CopyAttackError(
-                f"the server serves scenario {model.scenario_fingerprint[:16]}, not {scenario}"
-            )
-        environment = ServerEnvironment(view, admin, server, p.pretend_users, p.seed)
-        return await pretrain(
-            view,
-            embeddings,
-            tree,
-            args,
-            p,
-            environment,
-            train,
-            out,
-            validation_targets=validation,
-            progress=progress,
+        await require_served_scenario(admin, view, scenario)
+        return await train_on(
+            environment=ServerEnvironment(view, admin, server, p.pretend_users, p.seed)
         )

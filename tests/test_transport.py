@@ -228,3 +228,35 @@ async def test_nothing_listening_is_a_connect_error() -> None:
     async with httpx.AsyncClient(transport=KeepAliveTransport()) as client:
         with pytest.raises(httpx.ConnectError, match=r"127\.0\.0\.1"):
             await client.get(f"http://127.0.0.1:{port}/x")
+
+
+async def test_a_kept_alive_connection_closed_unanswered_is_sent_again_once() -> None:
+    """A server that closes an idle connection as the next request goes out (its
+    keep-alive timeout): the request goes once more on a new connection, any method; a
+    new connection closed unanswered is an error, sent nowhere else."""
+    answered: dict[int, int] = {}
+
+    async def one_per_connection(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if answered.get(id(writer)):
+            return False  # closes without a byte of answer
+        answered[id(writer)] = 1
+        return await ok(head, body, writer)
+
+    async with (
+        raw_server(one_per_connection) as (server, url),
+        httpx.AsyncClient(transport=KeepAliveTransport()) as client,
+    ):
+        assert (await client.post(f"{url}/admin/worlds", json={})).status_code == 200
+        assert (await client.post(f"{url}/admin/worlds", json={})).status_code == 200
+        assert server.connections == 2 and len(server.bodies) == 3
+
+    async def never(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        return False
+
+    async with (
+        raw_server(never) as (server, url),
+        httpx.AsyncClient(transport=KeepAliveTransport()) as client,
+    ):
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(f"{url}/admin/worlds", json={})
+        assert server.connections == 1
