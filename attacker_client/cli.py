@@ -161,6 +161,12 @@ def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
     table2.add_argument("--budget", type=int, default=30, help="profiles per attack")
     table2.add_argument("--pretend-users", type=int, default=50)
     table2.add_argument("--concurrency", type=int, default=4, help="worlds at once")
+    table2.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=ExperimentConfig.checkpoint_every,
+        help="evaluate the budget curve every this many profiles (the budget: only at the end)",
+    )
     _add_attack_options(table2)
     for kind in ("amortised", "surrogate"):
         table2.add_argument(
@@ -257,6 +263,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         budget=args.budget,
         pretend_users=args.pretend_users,
         concurrency=args.concurrency,
+        checkpoint_every=args.checkpoint_every,
         threat_model=args.threat_model,
         cache_dir=args.cache_dir,
         attack=_attack_args(args),
