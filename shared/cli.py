@@ -21,7 +21,7 @@ from typing import Any
 
 from shared.datasets.fetch import fetch_dataset
 from shared.datasets.pair import SyntheticOptions, load_pair
-from shared.datasets.registry import dataset_names, get_spec
+from shared.datasets.registry import DATA_DIR_VARIABLE, dataset_names, get_spec
 from shared.errors import CopyAttackError
 from shared.scenario import (
     Scenario,
@@ -33,7 +33,7 @@ from shared.scenario import (
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("COPYATTACK_DATA_DIR", "data"))
+    return Path(os.environ.get(DATA_DIR_VARIABLE, "data"))
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
