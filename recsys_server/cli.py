@@ -1,4 +1,4 @@
-"""``recsys-server``: train the target model, and serve it.
+"""recsys-server: prepare the data, train the target model (PinSage) and serve it over HTTP.
 
     recsys-server train --scenario DIR --out FILE [--variant V] [--json]
     recsys-server prepare --pair primary|reverse|synthetic --workdir DIR [training options]
@@ -32,17 +32,38 @@ from recsys_server.pinsage.model import VARIANTS, PinSageConfig
 from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.prepare import prepare, train_artifact
 from recsys_server.training import TrainConfig
-from shared.cli import default_data_dir
+from shared.cli import Parser, default_data_dir
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
 from shared.scenario import ScenarioConfig, load_scenario
 
+# the settings of ``serve`` that also have a flag: Settings field -> flag
+SERVE_FLAGS = {
+    "artifact": "--artifact",
+    "host": "--host",
+    "port": "--port",
+    "ledger_path": "--ledger",
+    "max_k": "--max-k",
+    "rate_limit": "--rate-limit",
+    "compute_threads": "--compute-threads",
+}
+ADMIN_TOKEN_VARIABLE = "RECSYS_ADMIN_TOKEN"
+SERVE_DESCRIPTION = (
+    f"Serve a trained model over HTTP. Required: {ADMIN_TOKEN_VARIABLE}, the bearer token "
+    "of the /admin routes (16 characters or more), from the environment or a .env file "
+    "only, never from a flag (a flag would show in process listings). Every other setting "
+    "also comes from a RECSYS_* variable (the flag's name in capitals: RECSYS_ARTIFACT, "
+    "RECSYS_PORT, ...); a flag overrides its variable."
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recsys-server", description=__doc__.split("\n")[0])
+    parser = Parser(prog="recsys-server", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train PinSage on a scenario, evaluate, save")
-    train.add_argument("--scenario", type=Path, required=True)
+    train.add_argument(
+        "--scenario", type=Path, required=True, help="a scenario folder (`scenario build`)"
+    )
     train.add_argument("--out", type=Path, required=True, help="model artifact to write")
     _add_training_options(train)
     train.add_argument("--no-baselines", action="store_true", help="evaluate PinSage only")
@@ -78,23 +99,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("--json", action="store_true", help="last line: the outcome as JSON")
 
-    serve = commands.add_parser("serve", help="serve a trained model over HTTP")
-    serve.add_argument("--artifact", type=Path, help="model file (RECSYS_ARTIFACT)")
-    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 8000)")
-    serve.add_argument("--ledger", type=Path, dest="ledger_path", help="SQLite ledger file")
-    serve.add_argument("--max-k", type=int, help="largest k of /topk (default 100)")
-    serve.add_argument("--rate-limit", help="per key, e.g. '200/second;6000/minute'")
-    serve.add_argument(
-        "--compute-threads", type=int, help="BLAS/torch threads of each worker (default 1)"
+    serve = commands.add_parser(
+        "serve",
+        help=f"serve a trained model over HTTP ({ADMIN_TOKEN_VARIABLE} required)",
+        description=SERVE_DESCRIPTION,
     )
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--artifact",
+        type=Path,
+        help="model file (`train`, `prepare`); required, here or as RECSYS_ARTIFACT",
+    )
+    serve.add_argument("--host", help="interface to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: 8000)")
+    serve.add_argument(
+        "--ledger",
+        type=Path,
+        dest="ledger_path",
+        help="SQLite ledger file (default: ledger.sqlite3)",
+    )
+    serve.add_argument("--max-k", type=int, help="largest k of /topk (default: 100)")
+    serve.add_argument(
+        "--rate-limit", help="per key, e.g. '200/second;6000/minute' (default: 200/second)"
+    )
+    serve.add_argument(
+        "--compute-threads", type=int, help="BLAS/torch threads of each worker (default: 1)"
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn's log level",
+    )
     return parser
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", choices=VARIANTS, default=PinSageConfig.variant)
-    parser.add_argument("--warm-threshold", type=int, default=PinSageConfig.warm_threshold)
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default=PinSageConfig.variant,
+        help="item input: content only, plus an id embedding (for warm items, or for all)",
+    )
+    parser.add_argument(
+        "--warm-threshold",
+        type=int,
+        default=PinSageConfig.warm_threshold,
+        help="content+id-warm: items with this many training interactions get an id",
+    )
     parser.add_argument(
         "--no-degree", action="store_true", help="no popularity feature in the item input"
     )
@@ -105,19 +156,43 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="round the degree feature to 1/N octave (0: continuous; N > 0: local refresh)",
     )
     parser.add_argument("--residual", action="store_true", help="add the input to the output")
-    parser.add_argument("--id-dropout", type=float, default=0.0)
-    parser.add_argument("--dim", type=int, default=PinSageConfig.dim, help="paper: 8")
-    parser.add_argument("--layers", type=int, default=PinSageConfig.n_layers)
-    parser.add_argument("--walks", type=int, default=WalkConfig.n_walks)
-    parser.add_argument("--hops", type=int, default=WalkConfig.max_hops)
-    parser.add_argument("--neighbours", type=int, default=WalkConfig.n_neighbours)
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument(
+        "--id-dropout", type=float, default=0.0, help="dropout of the id embeddings in training"
+    )
+    parser.add_argument(
+        "--dim", type=int, default=PinSageConfig.dim, help="embedding size (paper: 8)"
+    )
+    parser.add_argument(
+        "--layers", type=int, default=PinSageConfig.n_layers, help="graph convolution layers"
+    )
+    parser.add_argument(
+        "--walks", type=int, default=WalkConfig.n_walks, help="random walks per item"
+    )
+    parser.add_argument(
+        "--hops", type=int, default=WalkConfig.max_hops, help="item-to-item hops per walk"
+    )
+    parser.add_argument(
+        "--neighbours",
+        type=int,
+        default=WalkConfig.n_neighbours,
+        help="neighbours per item (the most visited)",
+    )
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam's learning rate")
     parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
                         help="Adam's L2 weight")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
-    parser.add_argument("--patience", type=int, default=TrainConfig.patience)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--batch-size", type=int, default=TrainConfig.batch_size, help="BPR triples per step"
+    )
+    parser.add_argument(
+        "--max-epochs", type=int, default=TrainConfig.max_epochs, help="at most this many"
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=TrainConfig.patience,
+        help="stop after this many epochs without a better validation HR@10",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and walks")
 
 
 def _configs(args: argparse.Namespace) -> tuple[PinSageConfig, TrainConfig]:
@@ -233,17 +308,12 @@ def serve_command(args: argparse.Namespace) -> None:
     from recsys_server.app import create_app
     from recsys_server.settings import Settings
 
-    flags = ("artifact", "host", "port", "ledger_path", "max_k", "rate_limit", "compute_threads")
-    overrides = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in SERVE_FLAGS
+                 if getattr(args, name) is not None}  # fmt: skip
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise CopyAttackError(
-            f"{problems} (flags, or RECSYS_* variables: RECSYS_ARTIFACT, RECSYS_ADMIN_TOKEN, ...)"
-        ) from None
+        raise CopyAttackError("; ".join(map(_setting_problem, exc.errors()))) from None
     # fail before listening, with the reason, rather than serve a model that cannot load
     ModelArtifact.load(settings.artifact)
     limit_compute_threads(settings.compute_threads)
@@ -254,6 +324,18 @@ def serve_command(args: argparse.Namespace) -> None:
         log_level=args.log_level,
         timeout_graceful_shutdown=10,
     )
+
+
+def _setting_problem(error: Any) -> str:
+    """One invalid or missing setting, named as the user sets it: the variable (and flag)."""
+    field = ".".join(map(str, error["loc"]))
+    if not field:
+        return f"settings: {error['msg']}"
+    variable = f"RECSYS_{field.upper()}"
+    if variable == ADMIN_TOKEN_VARIABLE:
+        return f"{variable}: {error['msg']} (the admin token is read only from the environment)"
+    flag = SERVE_FLAGS.get(field)
+    return f"{flag} or {variable}: {error['msg']}" if flag else f"{variable}: {error['msg']}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
