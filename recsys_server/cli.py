@@ -6,7 +6,8 @@
 
 ``train`` fits PinSage with early stopping on validation HR@10, evaluates it and the
 baselines (MostPopular, BPR-MF, EASE) on the test split under both protocols, and writes
-the model artifact. With ``--json`` the last line is the metrics as JSON.
+the model artifact. On a terminal, progress lines on stderr show each model's epochs,
+validation HR@10 and time left; with ``--json`` the metrics as JSON are all it prints.
 
 ``prepare`` fetches missing data, builds the pair's scenario into ``DIR/scenario`` and
 trains ``DIR/model.pt``, each only when not already current (the compose ``trainer``, and
@@ -67,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="model artifact to write")
     _add_training_options(train)
     train.add_argument("--no-baselines", action="store_true", help="evaluate PinSage only")
-    train.add_argument("--json", action="store_true", help="last line: metrics as JSON")
+    train.add_argument(
+        "--json", action="store_true", help="print only the metrics, as JSON (no progress)"
+    )
 
     prepare = commands.add_parser(
         "prepare", help="fetch the data, build the scenario, train: each only if not current"
@@ -97,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--baselines", action="store_true", help="also evaluate the baselines (when training)"
     )
-    prepare.add_argument("--json", action="store_true", help="last line: the outcome as JSON")
+    prepare.add_argument(
+        "--json", action="store_true", help="print only the outcome, as JSON (no progress)"
+    )
 
     serve = commands.add_parser(
         "serve",
@@ -220,7 +225,8 @@ def _configs(args: argparse.Namespace) -> tuple[PinSageConfig, TrainConfig]:
             max_epochs=args.max_epochs,
             patience=args.patience,
             seed=args.seed,
-            progress=sys.stderr.isatty(),
+            # progress lines on a terminal only, and never around JSON
+            progress=sys.stderr.isatty() and not args.json,
         )
     except ValueError as exc:
         raise CopyAttackError(str(exc)) from None
@@ -232,10 +238,11 @@ def train_command(args: argparse.Namespace) -> None:
     results = train_artifact(
         load_scenario(args.scenario), config, train, args.out, baselines=not args.no_baselines
     )
-    print(format_metrics(results))
-    print(f"model written to {args.out}")
     if args.json:
         print(json.dumps(results))
+        return
+    print(format_metrics(results))
+    print(f"model written to {args.out}")
 
 
 def prepare_command(args: argparse.Namespace) -> None:
@@ -261,6 +268,10 @@ def prepare_command(args: argparse.Namespace) -> None:
         scenario_config=scenario_config,
         baselines=args.baselines,
     )
+    if args.json:
+        print(json.dumps({**asdict(prepared), "scenario_dir": str(prepared.scenario_dir),
+                          "artifact": str(prepared.artifact)}))  # fmt: skip
+        return
     what = "reused" if prepared.scenario_reused else "built"
     print(f"scenario {prepared.fingerprint[:16]} ({target} <- {source}) {what}: "
           f"{prepared.scenario_dir}")  # fmt: skip
@@ -270,9 +281,6 @@ def prepare_command(args: argparse.Namespace) -> None:
     if prepared.model_reused and args.baselines:
         what += "; --baselines is evaluated only when training (see `recsys-server train`)"
     print(f"model {what}: {prepared.artifact} ({prepared.seconds} s)")
-    if args.json:
-        print(json.dumps({**asdict(prepared), "scenario_dir": str(prepared.scenario_dir),
-                          "artifact": str(prepared.artifact)}))  # fmt: skip
 
 
 def format_metrics(results: dict[str, Any]) -> str:
