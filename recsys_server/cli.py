@@ -138,6 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# flag, type, default, help
+_NUMERIC_TRAINING_OPTIONS: tuple[tuple[str, type, float, str], ...] = (
+    ("--id-dropout", float, PinSageConfig.id_dropout, "dropout of the id embeddings in training"),
+    ("--dim", int, PinSageConfig.dim, "embedding size (paper: 8)"),
+    ("--layers", int, PinSageConfig.n_layers, "graph convolution layers"),
+    ("--walks", int, WalkConfig.n_walks, "random walks per item"),
+    ("--hops", int, WalkConfig.max_hops, "item-to-item hops per walk"),
+    ("--neighbours", int, WalkConfig.n_neighbours, "neighbours per item (the most visited)"),
+    ("--lr", float, TrainConfig.lr, "Adam's learning rate"),
+    ("--weight-decay", float, TrainConfig.weight_decay, "Adam's L2 weight"),
+    ("--batch-size", int, TrainConfig.batch_size, "BPR triples per step"),
+    ("--max-epochs", int, TrainConfig.max_epochs, "at most this many"),
+    ("--patience", int, TrainConfig.patience,
+     "stop after this many epochs without a better validation HR@10"),
+    ("--seed", int, TrainConfig.seed, "seed of the weights and walks"),
+)  # fmt: skip
+
+
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variant",
@@ -161,43 +179,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="round the degree feature to 1/N octave (0: continuous; N > 0: local refresh)",
     )
     parser.add_argument("--residual", action="store_true", help="add the input to the output")
-    parser.add_argument(
-        "--id-dropout", type=float, default=0.0, help="dropout of the id embeddings in training"
-    )
-    parser.add_argument(
-        "--dim", type=int, default=PinSageConfig.dim, help="embedding size (paper: 8)"
-    )
-    parser.add_argument(
-        "--layers", type=int, default=PinSageConfig.n_layers, help="graph convolution layers"
-    )
-    parser.add_argument(
-        "--walks", type=int, default=WalkConfig.n_walks, help="random walks per item"
-    )
-    parser.add_argument(
-        "--hops", type=int, default=WalkConfig.max_hops, help="item-to-item hops per walk"
-    )
-    parser.add_argument(
-        "--neighbours",
-        type=int,
-        default=WalkConfig.n_neighbours,
-        help="neighbours per item (the most visited)",
-    )
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam's learning rate")
-    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
-                        help="Adam's L2 weight")  # fmt: skip
-    parser.add_argument(
-        "--batch-size", type=int, default=TrainConfig.batch_size, help="BPR triples per step"
-    )
-    parser.add_argument(
-        "--max-epochs", type=int, default=TrainConfig.max_epochs, help="at most this many"
-    )
-    parser.add_argument(
-        "--patience",
-        type=int,
-        default=TrainConfig.patience,
-        help="stop after this many epochs without a better validation HR@10",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and walks")
+    for flag, kind, default, text in _NUMERIC_TRAINING_OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=text)
 
 
 def _configs(args: argparse.Namespace) -> tuple[PinSageConfig, TrainConfig]:
