@@ -199,7 +199,12 @@ def _positive(text: str) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: servers started here stop
+    """SIGTERM unwinds like Ctrl-C (servers started here stop), through SIGINT's handler:
+    inside ``asyncio.run`` that one cancels the main task, so no task is left pending."""
+    on_sigint = signal.getsignal(signal.SIGINT)
+    if not callable(on_sigint):
+        raise KeyboardInterrupt
+    on_sigint(signal.SIGINT, frame)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CopyAttackError, APIError) as exc:
         print(f"copyattack: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: one line, not a traceback
+        print("copyattack: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from recsys_server.training import TrainConfig
 from shared.cli import Parser, default_data_dir
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
+from shared.process import scratch_removed_on_exit, watch_parent
 from shared.scenario import ScenarioConfig, load_scenario
 
 # the settings of ``serve`` that also have a flag: Settings field -> flag
@@ -305,16 +306,18 @@ def serve_command(args: argparse.Namespace) -> None:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise CopyAttackError("; ".join(map(_setting_problem, exc.errors()))) from None
-    # fail before listening, with the reason, rather than serve a model that cannot load
-    ModelArtifact.load(settings.artifact)
-    limit_compute_threads(settings.compute_threads)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=10,
-    )
+    # a demo's server deletes its temporary ledger when it ends, however it is stopped
+    with scratch_removed_on_exit():
+        # fail before listening, with the reason, rather than serve a model that cannot load
+        ModelArtifact.load(settings.artifact)
+        limit_compute_threads(settings.compute_threads)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=10,
+        )
 
 
 def _setting_problem(error: Any) -> str:
@@ -330,6 +333,7 @@ def _setting_problem(error: Any) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    watch_parent()  # started by the demo (or a test): end with it
     args = build_parser().parse_args(argv)
     commands = {"serve": serve_command, "train": train_command, "prepare": prepare_command}
     try:
@@ -337,6 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CopyAttackError as exc:
         print(f"recsys-server: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback
+        print("recsys-server: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
