@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # flag, type, default, help
 _NUMERIC_TRAINING_OPTIONS: tuple[tuple[str, type, float, str], ...] = (
+    ("--warm-threshold", int, PinSageConfig.warm_threshold,
+     "content+id-warm: items with this many training interactions get an id"),
+    ("--degree-steps", int, PinSageConfig.degree_steps_per_octave,
+     "round the degree feature to 1/N octave (0: continuous; N > 0: local refresh)"),
     ("--id-dropout", float, PinSageConfig.id_dropout, "dropout of the id embeddings in training"),
     ("--dim", int, PinSageConfig.dim, "embedding size (paper: 8)"),
     ("--layers", int, PinSageConfig.n_layers, "graph convolution layers"),
@@ -165,19 +169,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="item input: content only, plus an id embedding (for warm items, or for all)",
     )
     parser.add_argument(
-        "--warm-threshold",
-        type=int,
-        default=PinSageConfig.warm_threshold,
-        help="content+id-warm: items with this many training interactions get an id",
-    )
-    parser.add_argument(
         "--no-degree", action="store_true", help="no popularity feature in the item input"
-    )
-    parser.add_argument(
-        "--degree-steps",
-        type=int,
-        default=PinSageConfig.degree_steps_per_octave,
-        help="round the degree feature to 1/N octave (0: continuous; N > 0: local refresh)",
     )
     parser.add_argument("--residual", action="store_true", help="add the input to the output")
     for flag, kind, default, text in _NUMERIC_TRAINING_OPTIONS:
