@@ -50,33 +50,40 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo", help="prepare, serve and attack on this machine: a quick Table 2 (make demo)"
     )
-    demo.add_argument("--pair", choices=sorted(NAMED_PAIRS), default=DemoArgs.pair)
+    demo.add_argument("--pair", choices=sorted(NAMED_PAIRS), default=DemoArgs.pair,
+                      help="target <- source platforms")  # fmt: skip
     demo.add_argument(
         "--data-dir", type=Path, help="dataset folder (default: $COPYATTACK_DATA_DIR, else ./data)"
     )
     demo.add_argument("--workdir", type=Path, default=DemoArgs.workdir, help="model cache")
-    demo.add_argument("--out", type=Path, default=DemoArgs.out)
-    demo.add_argument("--targets", type=_positive, default=DemoArgs.targets)
-    demo.add_argument("--episodes", type=_positive, default=DemoArgs().attack.episodes)
+    demo.add_argument("--out", type=Path, default=DemoArgs.out, help="tables and plots")
+    demo.add_argument("--targets", type=_positive, default=DemoArgs.targets,
+                      help="cold target items")  # fmt: skip
+    demo.add_argument("--episodes", type=_positive, default=DemoArgs().attack.episodes,
+                      help="CopyAttack's training episodes")  # fmt: skip
     experiment = commands.add_parser("experiment", help="run the paper's experiments over HTTP")
     kinds = experiment.add_subparsers(dest="experiment_command", required=True)
     table2 = kinds.add_parser("table2", help="every method on every target item (Table 2)")
     _add_run_options(table2, Path("results/table2"))
     depth = kinds.add_parser("depth", help="Table 2 per clustering-tree depth (Fig. 3)")
     _add_run_options(depth, Path("results/depth"))
-    depth.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4])
+    depth.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4],
+                       help="tree depths to sweep")  # fmt: skip
     popularity = kinds.add_parser("popularity", help="Table 2 per popularity decile (Fig. 4)")
     _add_run_options(popularity, Path("results/popularity"))
-    popularity.add_argument("--deciles", type=int, nargs="+", default=list(range(10)))
+    popularity.add_argument("--deciles", type=int, nargs="+", default=list(range(10)),
+                            help="popularity deciles to sweep")  # fmt: skip
     pretrain = kinds.add_parser(
         "pretrain",
         help="train one policy across training targets (server or surrogate), with snapshots",
     )
     _add_attack_options(pretrain)
     pretrain.add_argument("--server", help="base URL of the service (backend server)")
-    pretrain.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"))
+    pretrain.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"),
+                          help="default: $RECSYS_ADMIN_TOKEN")  # fmt: skip
     pretrain.add_argument("--scenario", type=Path, required=True, help="the scenario folder")
-    pretrain.add_argument("--out", type=Path, default=Path("results/pretrain"))
+    pretrain.add_argument("--out", type=Path, default=Path("results/pretrain"),
+                          help="policy snapshots and pretrain.json")  # fmt: skip
     pretrain.add_argument("--cache-dir", type=Path, help="where the source MF is kept")
     pretrain.add_argument("--json", action="store_true", help="no progress; the summary as JSON")
     defaults = PretrainArgs()
@@ -121,8 +128,10 @@ def _add_attack_options(parser: argparse.ArgumentParser) -> None:
         help="training episodes per target (pretrained: fine-tune episodes)",
     )
     parser.add_argument("--k", type=int, default=CopyAttackArgs.k, help="top-k of the reward")
-    parser.add_argument("--reward", choices=("hit", "rank"), default=CopyAttackArgs.reward)
-    parser.add_argument("--depth", type=int, default=CopyAttackArgs.depth)
+    parser.add_argument("--reward", choices=("hit", "rank"), default=CopyAttackArgs.reward,
+                        help="hit: the target in a top-k; rank: (k - position) / k")  # fmt: skip
+    parser.add_argument("--depth", type=int, default=CopyAttackArgs.depth,
+                        help="clustering tree depth")  # fmt: skip
     parser.add_argument("--lr", type=float, default=CopyAttackArgs.lr, help="Adam step size")
     parser.add_argument(
         "--entropy",
@@ -147,9 +156,11 @@ def _attack_args(args: argparse.Namespace) -> CopyAttackArgs:
 
 def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
     table2.add_argument("--server", required=True, help="base URL of the recommender service")
-    table2.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"))
+    table2.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"),
+                        help="default: $RECSYS_ADMIN_TOKEN")  # fmt: skip
     table2.add_argument("--scenario", type=Path, required=True, help="the scenario folder")
-    table2.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS))
+    table2.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS),
+                        metavar="METHOD", help=f"of: {', '.join(ALL_METHODS)}")  # fmt: skip
     table2.add_argument("--targets", type=int, default=50, help="cold target items")
     table2.add_argument(
         "--target-seed",
@@ -157,9 +168,9 @@ def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
         default=0,
         help="fewer targets than the scenario lists: the seed of their draw",
     )
-    table2.add_argument("--seeds", type=int, nargs="+", default=[0])
+    table2.add_argument("--seeds", type=int, nargs="+", default=[0], help="world seeds")
     table2.add_argument("--budget", type=int, default=30, help="profiles per attack")
-    table2.add_argument("--pretend-users", type=int, default=50)
+    table2.add_argument("--pretend-users", type=int, default=50, help="per world")
     table2.add_argument("--concurrency", type=int, default=4, help="worlds at once")
     table2.add_argument(
         "--checkpoint-every",
@@ -180,7 +191,7 @@ def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
         default="frozen",
         help="retrain: fine-tune the model on the polluted graph before evaluating",
     )
-    table2.add_argument("--out", type=Path, default=out)
+    table2.add_argument("--out", type=Path, default=out, help="results (resumed)")
     table2.add_argument(
         "--cache-dir", type=Path, help="where the source MF is kept between runs (default: --out)"
     )
@@ -194,7 +205,12 @@ def _positive(text: str) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: servers started here stop
+    """SIGTERM unwinds like Ctrl-C (servers started here stop), through SIGINT's handler:
+    inside ``asyncio.run`` that one cancels the main task, so no task is left pending."""
+    on_sigint = signal.getsignal(signal.SIGINT)
+    if not callable(on_sigint):
+        raise KeyboardInterrupt
+    on_sigint(signal.SIGINT, frame)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CopyAttackError, APIError) as exc:
         print(f"copyattack: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: one line, not a traceback
+        print("copyattack: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

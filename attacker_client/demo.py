@@ -19,9 +19,7 @@ import asyncio
 import os
 import secrets
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,7 @@ from pathlib import Path
 from attacker_client.copyattack import CopyAttackArgs
 from attacker_client.harness import METHODS, ExperimentConfig, run_table2
 from shared.errors import CopyAttackError
-from shared.process import ServerProcess
+from shared.process import ServerProcess, run_tied
 
 
 @dataclass(frozen=True)
@@ -55,8 +53,9 @@ def _prepare(args: DemoArgs) -> Path:
     if args.data_dir is not None:
         command += ["--data-dir", str(args.data_dir)]
     print(f"[1/3] trainer: {' '.join(command[2:])}", flush=True)
-    # unbuffered: its lines show as they happen, not all at the end
-    if subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode != 0:
+    # unbuffered: its lines show as they happen, not all at the end; tied to this process:
+    # it ends with it, even on SIGKILL
+    if run_tied(command, {**os.environ, "PYTHONUNBUFFERED": "1"}) != 0:
         raise CopyAttackError("the trainer step failed (its error is above)")
     return workdir
 
@@ -69,28 +68,28 @@ def run_demo(args: DemoArgs) -> Path:
     # a demo attacks afresh every time (the model is what is cached); an interrupted
     # demo starts its attack over rather than mixing runs
     shutil.rmtree(out, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix="copyattack-demo-") as scratch:
-        token = secrets.token_urlsafe(32)
-        server = ServerProcess(workdir / "model.pt", Path(scratch) / "ledger.sqlite3",
-                               admin_token=token)  # fmt: skip
-        print(f"[2/3] target: recsys-server serve on {server.url}", flush=True)
-        try:
-            server.start()
-            config = ExperimentConfig(
-                server=server.url,
-                admin_token=token,
-                scenario=workdir / "scenario",
-                out=out,
-                methods=args.methods,
-                targets=args.targets,
-                concurrency=args.concurrency,
-                attack=args.attack,
-            )
-            print(f"[3/3] attacker: Table 2 on {args.targets} cold targets, "
-                  f"{len(args.methods)} methods, over HTTP", flush=True)  # fmt: skip
-            summary = asyncio.run(run_table2(config))
-        finally:  # also on Ctrl-C, and on SIGTERM (the CLI turns it into KeyboardInterrupt)
-            server.stop()
+    token = secrets.token_urlsafe(32)
+    # a fresh ledger in a temporary folder, which the server deletes when it ends: also
+    # when this process is SIGKILLed (the server then ends too: it is tied to this process)
+    server = ServerProcess(workdir / "model.pt", None, admin_token=token)
+    print(f"[2/3] target: recsys-server serve on {server.url}", flush=True)
+    try:
+        server.start()
+        config = ExperimentConfig(
+            server=server.url,
+            admin_token=token,
+            scenario=workdir / "scenario",
+            out=out,
+            methods=args.methods,
+            targets=args.targets,
+            concurrency=args.concurrency,
+            attack=args.attack,
+        )
+        print(f"[3/3] attacker: Table 2 on {args.targets} cold targets, "
+              f"{len(args.methods)} methods, over HTTP", flush=True)  # fmt: skip
+        summary = asyncio.run(run_table2(config))
+    finally:  # also on Ctrl-C, and on SIGTERM (the CLI handles it as Ctrl-C)
+        server.stop()
     print()
     print((out / "table2.md").read_text())
     print(f"tables: {out}/table2.md, .csv, .json; budget curve: {out}/budget_curve.png")

@@ -17,6 +17,7 @@ from recsys_server.training import (
     History,
     TrainConfig,
     fit_with_early_stopping,
+    progress_bar,
 )
 from shared.bpr import bpr_batches, bpr_loss
 from shared.determinism import use_deterministic_torch
@@ -36,13 +37,21 @@ class EASE:
 
     GRID = (50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
 
-    def __init__(self, data: TargetData, l2: float | None = None) -> None:
+    def __init__(
+        self, data: TargetData, l2: float | None = None, *, progress: bool = False
+    ) -> None:
         self.matrix = data.train_matrix().astype(np.float64)
         gram = (self.matrix.T @ self.matrix).toarray()
         self.validation: dict[float, float] = {}
-        for candidate in (l2,) if l2 is not None else self.GRID:
-            self.weights = self._fit(gram, candidate)
-            self.validation[candidate] = data.validation_hr10(self.score)
+        candidates = (l2,) if l2 is not None else self.GRID
+        with progress_bar(len(candidates), "EASE", "L2 weight", enabled=progress) as bar:
+            for candidate in candidates:
+                self.weights = self._fit(gram, candidate)
+                self.validation[candidate] = data.validation_hr10(self.score)
+                bar.set_postfix_str(
+                    f"l2 {candidate:g}: val HR@10 {self.validation[candidate]:.4f}", refresh=False
+                )
+                bar.update()
         self.l2 = max(self.validation, key=self.validation.__getitem__)
         self.weights = self._fit(gram, self.l2)
 
@@ -67,7 +76,9 @@ class BPRConfig:
 class BPRMF(nn.Module):
     """Matrix factorisation with an item bias, trained with BPR and early stopping."""
 
-    def __init__(self, data: TargetData, config: BPRConfig, train: TrainConfig) -> None:
+    def __init__(
+        self, data: TargetData, config: BPRConfig, train: TrainConfig, desc: str = "BPR-MF"
+    ) -> None:
         super().__init__()
         use_deterministic_torch()
         torch.manual_seed(train.seed)
@@ -78,9 +89,9 @@ class BPRMF(nn.Module):
             nn.init.normal_(parameter, std=0.1)
         nn.init.zeros_(self.item_bias.weight)
         self.l2 = config.l2
-        self.history = self._fit(data, config, train)
+        self.history = self._fit(data, config, train, desc)
 
-    def _fit(self, data: TargetData, config: BPRConfig, train: TrainConfig) -> History:
+    def _fit(self, data: TargetData, config: BPRConfig, train: TrainConfig, desc: str) -> History:
         rng = np.random.default_rng(train.seed)
         pairs = np.unique(data.train[:, :2], axis=0)
         optimiser = torch.optim.Adam(self.parameters(), lr=train.lr)
@@ -103,7 +114,7 @@ class BPRMF(nn.Module):
             return total / len(pairs)
 
         return fit_with_early_stopping(
-            self, run_epoch, lambda: data.validation_hr10(self.score), train, desc="BPR-MF"
+            self, run_epoch, lambda: data.validation_hr10(self.score), train, desc=desc
         )
 
     @torch.no_grad()
@@ -122,6 +133,10 @@ class BPRMF(nn.Module):
     ) -> tuple[BPRMF, dict[float, float]]:
         """The model of the L2 weight with the best validation HR@10 (sampled), and every
         weight's validation HR@10."""
-        fits = {l2: cls(data, BPRConfig(dim=dim, l2=l2), train) for l2 in cls.L2_GRID}
+        grid = cls.L2_GRID
+        fits = {
+            l2: cls(data, BPRConfig(dim=dim, l2=l2), train, f"BPR-MF {i}/{len(grid)} (l2 {l2:g})")
+            for i, l2 in enumerate(grid, 1)
+        }
         validation = {l2: model.history.best for l2, model in fits.items()}
         return fits[max(validation, key=validation.__getitem__)], validation

@@ -1,4 +1,4 @@
-"""``recsys-server``: train the target model, and serve it.
+"""recsys-server: prepare the data, train the target model (PinSage) and serve it over HTTP.
 
     recsys-server train --scenario DIR --out FILE [--variant V] [--json]
     recsys-server prepare --pair primary|reverse|synthetic --workdir DIR [training options]
@@ -6,7 +6,8 @@
 
 ``train`` fits PinSage with early stopping on validation HR@10, evaluates it and the
 baselines (MostPopular, BPR-MF, EASE) on the test split under both protocols, and writes
-the model artifact. With ``--json`` the last line is the metrics as JSON.
+the model artifact. On a terminal, progress lines on stderr show each model's epochs,
+validation HR@10 and time left; with ``--json`` the metrics as JSON are all it prints.
 
 ``prepare`` fetches missing data, builds the pair's scenario into ``DIR/scenario`` and
 trains ``DIR/model.pt``, each only when not already current (the compose ``trainer``, and
@@ -32,21 +33,45 @@ from recsys_server.pinsage.model import VARIANTS, PinSageConfig
 from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.prepare import prepare, train_artifact
 from recsys_server.training import TrainConfig
-from shared.cli import default_data_dir
+from shared.cli import Parser, default_data_dir
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
+from shared.process import scratch_removed_on_exit, watch_parent
 from shared.scenario import ScenarioConfig, load_scenario
+
+# the settings of ``serve`` that also have a flag: Settings field -> flag
+SERVE_FLAGS = {
+    "artifact": "--artifact",
+    "host": "--host",
+    "port": "--port",
+    "ledger_path": "--ledger",
+    "max_k": "--max-k",
+    "rate_limit": "--rate-limit",
+    "compute_threads": "--compute-threads",
+}
+ADMIN_TOKEN_VARIABLE = "RECSYS_ADMIN_TOKEN"
+SERVE_DESCRIPTION = (
+    f"Serve a trained model over HTTP. Required: {ADMIN_TOKEN_VARIABLE}, the bearer token "
+    "of the /admin routes (16 characters or more), from the environment or a .env file "
+    "only, never from a flag (a flag would show in process listings). Every other setting "
+    "also comes from a RECSYS_* variable (the flag's name in capitals: RECSYS_ARTIFACT, "
+    "RECSYS_PORT, ...); a flag overrides its variable."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recsys-server", description=__doc__.split("\n")[0])
+    parser = Parser(prog="recsys-server", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train PinSage on a scenario, evaluate, save")
-    train.add_argument("--scenario", type=Path, required=True)
+    train.add_argument(
+        "--scenario", type=Path, required=True, help="a scenario folder (`scenario build`)"
+    )
     train.add_argument("--out", type=Path, required=True, help="model artifact to write")
     _add_training_options(train)
     train.add_argument("--no-baselines", action="store_true", help="evaluate PinSage only")
-    train.add_argument("--json", action="store_true", help="last line: metrics as JSON")
+    train.add_argument(
+        "--json", action="store_true", help="print only the metrics, as JSON (no progress)"
+    )
 
     prepare = commands.add_parser(
         "prepare", help="fetch the data, build the scenario, train: each only if not current"
@@ -76,48 +101,79 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--baselines", action="store_true", help="also evaluate the baselines (when training)"
     )
-    prepare.add_argument("--json", action="store_true", help="last line: the outcome as JSON")
-
-    serve = commands.add_parser("serve", help="serve a trained model over HTTP")
-    serve.add_argument("--artifact", type=Path, help="model file (RECSYS_ARTIFACT)")
-    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 8000)")
-    serve.add_argument("--ledger", type=Path, dest="ledger_path", help="SQLite ledger file")
-    serve.add_argument("--max-k", type=int, help="largest k of /topk (default 100)")
-    serve.add_argument("--rate-limit", help="per key, e.g. '200/second;6000/minute'")
-    serve.add_argument(
-        "--compute-threads", type=int, help="BLAS/torch threads of each worker (default 1)"
+    prepare.add_argument(
+        "--json", action="store_true", help="print only the outcome, as JSON (no progress)"
     )
-    serve.add_argument("--log-level", default="info")
+
+    serve = commands.add_parser(
+        "serve",
+        help=f"serve a trained model over HTTP ({ADMIN_TOKEN_VARIABLE} required)",
+        description=SERVE_DESCRIPTION,
+    )
+    serve.add_argument(
+        "--artifact",
+        type=Path,
+        help="model file (`train`, `prepare`); required, here or as RECSYS_ARTIFACT",
+    )
+    serve.add_argument("--host", help="interface to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: 8000)")
+    serve.add_argument(
+        "--ledger",
+        type=Path,
+        dest="ledger_path",
+        help="SQLite ledger file (default: ledger.sqlite3)",
+    )
+    serve.add_argument("--max-k", type=int, help="largest k of /topk (default: 100)")
+    serve.add_argument(
+        "--rate-limit", help="per key, e.g. '200/second;6000/minute' (default: 200/second)"
+    )
+    serve.add_argument(
+        "--compute-threads", type=int, help="BLAS/torch threads of each worker (default: 1)"
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn's log level",
+    )
     return parser
 
 
+# flag, type, default, help
+_NUMERIC_TRAINING_OPTIONS: tuple[tuple[str, type, float, str], ...] = (
+    ("--warm-threshold", int, PinSageConfig.warm_threshold,
+     "content+id-warm: items with this many training interactions get an id"),
+    ("--degree-steps", int, PinSageConfig.degree_steps_per_octave,
+     "round the degree feature to 1/N octave (0: continuous; N > 0: local refresh)"),
+    ("--id-dropout", float, PinSageConfig.id_dropout, "dropout of the id embeddings in training"),
+    ("--dim", int, PinSageConfig.dim, "embedding size (paper: 8)"),
+    ("--layers", int, PinSageConfig.n_layers, "graph convolution layers"),
+    ("--walks", int, WalkConfig.n_walks, "random walks per item"),
+    ("--hops", int, WalkConfig.max_hops, "item-to-item hops per walk"),
+    ("--neighbours", int, WalkConfig.n_neighbours, "neighbours per item (the most visited)"),
+    ("--lr", float, TrainConfig.lr, "Adam's learning rate"),
+    ("--weight-decay", float, TrainConfig.weight_decay, "Adam's L2 weight"),
+    ("--batch-size", int, TrainConfig.batch_size, "BPR triples per step"),
+    ("--max-epochs", int, TrainConfig.max_epochs, "at most this many"),
+    ("--patience", int, TrainConfig.patience,
+     "stop after this many epochs without a better validation HR@10"),
+    ("--seed", int, TrainConfig.seed, "seed of the weights and walks"),
+)  # fmt: skip
+
+
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", choices=VARIANTS, default=PinSageConfig.variant)
-    parser.add_argument("--warm-threshold", type=int, default=PinSageConfig.warm_threshold)
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default=PinSageConfig.variant,
+        help="item input: content only, plus an id embedding (for warm items, or for all)",
+    )
     parser.add_argument(
         "--no-degree", action="store_true", help="no popularity feature in the item input"
     )
-    parser.add_argument(
-        "--degree-steps",
-        type=int,
-        default=PinSageConfig.degree_steps_per_octave,
-        help="round the degree feature to 1/N octave (0: continuous; N > 0: local refresh)",
-    )
     parser.add_argument("--residual", action="store_true", help="add the input to the output")
-    parser.add_argument("--id-dropout", type=float, default=0.0)
-    parser.add_argument("--dim", type=int, default=PinSageConfig.dim, help="paper: 8")
-    parser.add_argument("--layers", type=int, default=PinSageConfig.n_layers)
-    parser.add_argument("--walks", type=int, default=WalkConfig.n_walks)
-    parser.add_argument("--hops", type=int, default=WalkConfig.max_hops)
-    parser.add_argument("--neighbours", type=int, default=WalkConfig.n_neighbours)
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
-    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
-                        help="Adam's L2 weight")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
-    parser.add_argument("--patience", type=int, default=TrainConfig.patience)
-    parser.add_argument("--seed", type=int, default=0)
+    for flag, kind, default, text in _NUMERIC_TRAINING_OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=text)
 
 
 def _configs(args: argparse.Namespace) -> tuple[PinSageConfig, TrainConfig]:
@@ -145,7 +201,8 @@ def _configs(args: argparse.Namespace) -> tuple[PinSageConfig, TrainConfig]:
             max_epochs=args.max_epochs,
             patience=args.patience,
             seed=args.seed,
-            progress=sys.stderr.isatty(),
+            # progress lines on a terminal only, and never around JSON
+            progress=sys.stderr.isatty() and not args.json,
         )
     except ValueError as exc:
         raise CopyAttackError(str(exc)) from None
@@ -157,10 +214,11 @@ def train_command(args: argparse.Namespace) -> None:
     results = train_artifact(
         load_scenario(args.scenario), config, train, args.out, baselines=not args.no_baselines
     )
-    print(format_metrics(results))
-    print(f"model written to {args.out}")
     if args.json:
         print(json.dumps(results))
+        return
+    print(format_metrics(results))
+    print(f"model written to {args.out}")
 
 
 def prepare_command(args: argparse.Namespace) -> None:
@@ -186,6 +244,10 @@ def prepare_command(args: argparse.Namespace) -> None:
         scenario_config=scenario_config,
         baselines=args.baselines,
     )
+    if args.json:
+        print(json.dumps({**asdict(prepared), "scenario_dir": str(prepared.scenario_dir),
+                          "artifact": str(prepared.artifact)}))  # fmt: skip
+        return
     what = "reused" if prepared.scenario_reused else "built"
     print(f"scenario {prepared.fingerprint[:16]} ({target} <- {source}) {what}: "
           f"{prepared.scenario_dir}")  # fmt: skip
@@ -195,9 +257,6 @@ def prepare_command(args: argparse.Namespace) -> None:
     if prepared.model_reused and args.baselines:
         what += "; --baselines is evaluated only when training (see `recsys-server train`)"
     print(f"model {what}: {prepared.artifact} ({prepared.seconds} s)")
-    if args.json:
-        print(json.dumps({**asdict(prepared), "scenario_dir": str(prepared.scenario_dir),
-                          "artifact": str(prepared.artifact)}))  # fmt: skip
 
 
 def format_metrics(results: dict[str, Any]) -> str:
@@ -233,30 +292,40 @@ def serve_command(args: argparse.Namespace) -> None:
     from recsys_server.app import create_app
     from recsys_server.settings import Settings
 
-    flags = ("artifact", "host", "port", "ledger_path", "max_k", "rate_limit", "compute_threads")
-    overrides = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in SERVE_FLAGS
+                 if getattr(args, name) is not None}  # fmt: skip
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        raise CopyAttackError("; ".join(map(_setting_problem, exc.errors()))) from None
+    # a demo's server deletes its temporary ledger when it ends, however it is stopped
+    with scratch_removed_on_exit():
+        # fail before listening, with the reason, rather than serve a model that cannot load
+        ModelArtifact.load(settings.artifact)
+        limit_compute_threads(settings.compute_threads)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=10,
         )
-        raise CopyAttackError(
-            f"{problems} (flags, or RECSYS_* variables: RECSYS_ARTIFACT, RECSYS_ADMIN_TOKEN, ...)"
-        ) from None
-    # fail before listening, with the reason, rather than serve a model that cannot load
-    ModelArtifact.load(settings.artifact)
-    limit_compute_threads(settings.compute_threads)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=10,
-    )
+
+
+def _setting_problem(error: Any) -> str:
+    """One invalid or missing setting, named as the user sets it: the variable (and flag)."""
+    field = ".".join(map(str, error["loc"]))
+    if not field:
+        return f"settings: {error['msg']}"
+    variable = f"RECSYS_{field.upper()}"
+    if variable == ADMIN_TOKEN_VARIABLE:
+        return f"{variable}: {error['msg']} (the admin token is read only from the environment)"
+    flag = SERVE_FLAGS.get(field)
+    return f"{flag} or {variable}: {error['msg']}" if flag else f"{variable}: {error['msg']}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    watch_parent()  # started by the demo (or a test): end with it
     args = build_parser().parse_args(argv)
     commands = {"serve": serve_command, "train": train_command, "prepare": prepare_command}
     try:
@@ -264,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CopyAttackError as exc:
         print(f"recsys-server: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback
+        print("recsys-server: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

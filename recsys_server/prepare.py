@@ -78,9 +78,9 @@ def train_artifact(
     }
     if baselines:
         results["MostPopular"] = _evaluate_split(data, MostPopular(data).score, train.seed)
-        bpr, _ = BPRMF.tuned(data, TrainConfig(seed=train.seed, progress=False))
+        bpr, _ = BPRMF.tuned(data, TrainConfig(seed=train.seed, progress=train.progress))
         results["BPR-MF"] = {**_evaluate_split(data, bpr.score, train.seed), "l2": bpr.l2}
-        ease = EASE(data)
+        ease = EASE(data, progress=train.progress)
         results["EASE"] = {**_evaluate_split(data, ease.score, train.seed), "l2": ease.l2}
     ModelArtifact(model, scenario.fingerprint, results, data, training_key).save(out)
     return results

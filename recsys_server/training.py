@@ -45,6 +45,21 @@ class History:
         return self.validation_hr10[self.best_epoch] if self.best_epoch >= 0 else float("nan")
 
 
+def progress_bar(total: int, desc: str, unit: str, *, enabled: bool) -> tqdm:
+    """A progress line on stderr, redrawn at every step (steps here take seconds to
+    minutes, so none is skipped): "desc: unit i/N, postfix [elapsed, time left]"."""
+    return tqdm(
+        total=total,
+        desc=desc,
+        disable=not enabled,
+        leave=True,
+        mininterval=0,
+        miniters=1,
+        bar_format="{desc}: " + unit + " {n_fmt}/{total_fmt}{postfix} "
+        "[{elapsed} elapsed, {remaining} left]",
+    )
+
+
 def fit_with_early_stopping(
     model: torch.nn.Module,
     run_epoch: Callable[[], float],
@@ -53,21 +68,35 @@ def fit_with_early_stopping(
     desc: str,
 ) -> History:
     """Epochs until validation HR@10 has not improved for ``patience`` epochs; the model
-    ends with the weights of its best epoch."""
+    ends with the weights of its best epoch.
+
+    With ``config.progress``, one line on stderr shows the epoch, the validation HR@10 and
+    the time left. Early stopping makes the last epoch unknown in advance: the line counts
+    towards the epoch at which training stops if validation does not improve again (best
+    epoch + patience, at most ``max_epochs``), so the time left is that of the shortest
+    remaining run; each improvement pushes it back."""
     history = History()
     best_state = copy.deepcopy(model.state_dict())
-    bar = tqdm(range(config.max_epochs), desc=desc, disable=not config.progress, leave=False)
-    for epoch in bar:
-        model.train()
-        history.loss.append(run_epoch())
-        model.eval()
-        score = validate()
-        history.validation_hr10.append(score)
-        if history.best_epoch < 0 or score > history.best:
-            history.best_epoch = epoch
-            best_state = copy.deepcopy(model.state_dict())
-        bar.set_postfix(loss=f"{history.loss[-1]:.4f}", val_hr10=f"{score:.4f}")
-        if epoch - history.best_epoch >= config.patience:
-            break
+    bar = progress_bar(
+        min(config.patience + 1, config.max_epochs), desc, "epoch", enabled=config.progress
+    )
+    with bar:
+        for epoch in range(config.max_epochs):
+            model.train()
+            history.loss.append(run_epoch())
+            model.eval()
+            score = validate()
+            history.validation_hr10.append(score)
+            if history.best_epoch < 0 or score > history.best:
+                history.best_epoch = epoch
+                best_state = copy.deepcopy(model.state_dict())
+            bar.total = min(history.best_epoch + 1 + config.patience, config.max_epochs)
+            bar.set_postfix_str(
+                f"val HR@10 {score:.4f}, best {history.best:.4f} (epoch {history.best_epoch + 1})",
+                refresh=False,
+            )
+            bar.update()
+            if epoch - history.best_epoch >= config.patience:
+                break
     model.load_state_dict(best_state)
     return history

@@ -21,7 +21,7 @@ from typing import Any
 
 from shared.datasets.fetch import fetch_dataset
 from shared.datasets.pair import SyntheticOptions, load_pair
-from shared.datasets.registry import dataset_names, get_spec
+from shared.datasets.registry import DATA_DIR_VARIABLE, dataset_names, get_spec
 from shared.errors import CopyAttackError
 from shared.scenario import (
     Scenario,
@@ -32,8 +32,27 @@ from shared.scenario import (
 )
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, when it has one to show (not None, not
+    a flag's False) and may show (not a token's value, read from the environment)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "token" in action.dest:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose help shows the defaults. Its subcommands are parsers of the
+    same class (``add_subparsers`` makes them of ``type(self)``), so they show theirs too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def default_data_dir() -> Path:
-    return Path(os.environ.get("COPYATTACK_DATA_DIR", "data"))
+    return Path(os.environ.get(DATA_DIR_VARIABLE, "data"))
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +76,7 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--target-threshold", type=float, help="target 'liked' rating threshold")
     parser.add_argument("--source-threshold", type=float, help="source 'liked' rating threshold")
-    parser.add_argument("--n-target-items", type=int, default=50)
+    parser.add_argument("--n-target-items", type=int, default=50, help="cold target items")
     parser.add_argument(
         "--cold-max-interactions",
         type=int,
@@ -70,7 +89,12 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
         default=ScenarioConfig.min_source_holders,
         help="cold targets are held by at least this many source users",
     )
-    parser.add_argument("--pretend-pool-size", type=int, default=100)
+    parser.add_argument(
+        "--pretend-pool-size",
+        type=int,
+        default=100,
+        help="established target users that pretend users (the top-k probes) are drawn from",
+    )
     parser.add_argument(
         "--domain-shift", type=float, help="synthetic pairs: taste shift of the source (0..1)"
     )
@@ -81,8 +105,14 @@ def build_parser(
     extra: Callable[[argparse._SubParsersAction], None] | None = None,
 ) -> argparse.ArgumentParser:
     """The ``copyattack`` parser; ``extra`` adds commands of packages that build on
-    ``shared`` (the attacker's ``experiment``)."""
-    parser = argparse.ArgumentParser(prog="copyattack", description=__doc__.split("\n")[0])
+    ``shared`` (the attacker's ``experiment`` and ``demo``)."""
+    description = "CopyAttack simulator: datasets (data) and scenarios (scenario)"
+    if extra is not None:
+        description += (
+            "; the paper's experiments against a running recsys-server, over HTTP "
+            "(experiment); and all of it on this machine in one command (demo)"
+        )
+    parser = Parser(prog="copyattack", description=description + ".")
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="datasets: list, fetch, Table 1").add_subparsers(
@@ -108,8 +138,8 @@ def build_parser(
     build.add_argument("--out", type=Path, required=True, help="scenario folder to write")
     build.add_argument("--force", action="store_true", help="replace an existing scenario")
     show = scenario_commands.add_parser("show", help="print a scenario's manifest summary")
-    show.add_argument("folder", type=Path)
-    show.add_argument("--json", action="store_true")
+    show.add_argument("folder", type=Path, help="a folder written by `scenario build`")
+    show.add_argument("--json", action="store_true", help="the whole manifest as JSON")
 
     if extra is not None:
         extra(commands)

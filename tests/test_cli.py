@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
+from attacker_client.cli import build_parser as copyattack_parser
+from recsys_server.cli import build_parser as recsys_parser
+from recsys_server.cli import main as recsys_main
 from shared.cli import main
 from tests import upstream_fixtures as fx
 
@@ -68,6 +75,70 @@ def test_console_script_runs_as_a_process(tmp_path: Path) -> None:
     # a missing dataset is fetched; Netflix has no verifiable download, and the error says
     # how to bring a local copy instead (no network is touched)
     assert done.returncode == 2
-    assert done.stderr.startswith("copyattack: error: dataset netflix has no official download")
+    assert done.stderr.startswith("copyattack: error: dataset netflix is not in ")
+    assert "has no official download" in done.stderr
     assert "--from DIR" in done.stderr
     assert not (tmp_path / "nothing-here" / "netflix").exists()
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parser and every (sub)command's parser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+@pytest.mark.parametrize("build", [copyattack_parser, recsys_parser], ids=["copyattack", "recsys"])
+def test_every_option_and_command_has_help(build: Callable[[], argparse.ArgumentParser]) -> None:
+    root = build()
+    assert root.description and "``" not in root.description
+    undocumented = []
+    for parser in _parsers(root):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                # each subcommand's line in its parent's help
+                undocumented += [
+                    f"{parser.prog} {choice.dest}"
+                    for choice in action._choices_actions
+                    if not (choice.help or "").strip()
+                ]
+            elif not (action.help or "").strip():
+                undocumented.append(
+                    f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
+                )
+    assert undocumented == []
+
+
+def test_help_shows_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the admin token is read from the environment when a command runs, so its value
+    # never shows in --help
+    monkeypatch.setenv("RECSYS_ADMIN_TOKEN", "a-secret-token-value")
+    helps = {parser.prog: parser.format_help() for build in (copyattack_parser, recsys_parser)
+             for parser in _parsers(build())}  # fmt: skip
+    assert "(default: 200)" in helps["recsys-server train"]  # --max-epochs
+    assert "(default: primary)" in helps["copyattack demo"]
+    assert "(default: 50)" in helps["copyattack experiment table2"]
+    assert not any("a-secret-token-value" in text for text in helps.values())
+    assert not any("(default: None)" in text or "(default: False)" in text
+                   for text in helps.values())  # fmt: skip
+
+
+def test_serve_help_and_error_name_the_admin_token_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    serve = next(p for p in _parsers(recsys_parser()) if p.prog == "recsys-server serve")
+    assert "Required: RECSYS_ADMIN_TOKEN" in " ".join(serve.format_help().split())
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.delenv("RECSYS_ADMIN_TOKEN", raising=False)
+    assert recsys_main(["serve", "--artifact", str(tmp_path / "model.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("recsys-server: error: RECSYS_ADMIN_TOKEN: Field required")
+    assert "flags" not in err
+    monkeypatch.setenv("RECSYS_ADMIN_TOKEN", "short")
+    monkeypatch.delenv("RECSYS_ARTIFACT", raising=False)
+    assert recsys_main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "--artifact or RECSYS_ARTIFACT: Field required" in err
+    assert "RECSYS_ADMIN_TOKEN: Value should have at least 16" in err

@@ -17,6 +17,7 @@ import pytest
 from shared.cli import main
 from shared.datasets import readers
 from shared.datasets.fetch import SOURCE_RECORD, fetch_dataset
+from shared.datasets.pair import load_pair
 from shared.datasets.registry import Archive, DatasetSpec, get_spec, sha256_file
 from shared.errors import ChecksumError, DatasetNotFoundError, FetchError
 from tests import upstream_fixtures as fx
@@ -125,6 +126,28 @@ def test_offline_message_says_how_to_use_from(tmp_path: Path, capsys, monkeypatc
     assert "could not download" in err
     assert "copyattack data fetch ml-latest-small --from DIR" in err
     assert not (tmp_path / "data" / "ml-latest-small").exists()
+
+
+def test_a_failed_fetch_names_the_folder_and_the_variable(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    # the data folder comes from COPYATTACK_DATA_DIR (no --data-dir): a failed fetch says
+    # where it looked and where that folder came from
+    closed = "http://127.0.0.1:9/ml-latest-small.zip"
+    spec = replace(get_spec("ml-latest-small"), archive=Archive(closed, "0" * 64, "x"))
+    monkeypatch.setattr("shared.cli.get_spec", lambda name: spec)
+    monkeypatch.setenv("COPYATTACK_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert main(["data", "fetch", "ml-latest-small"]) == 2
+    err = capsys.readouterr().err
+    assert str((tmp_path / "elsewhere" / "ml-latest-small").resolve()) in err
+    assert f"$COPYATTACK_DATA_DIR={tmp_path / 'elsewhere'}" in err
+    assert "could not download" in err and len(err.strip().splitlines()) == 1
+    # not fetching (a missing dataset is an error): the same two names
+    monkeypatch.delenv("COPYATTACK_DATA_DIR")
+    with pytest.raises(DatasetNotFoundError) as missing:
+        load_pair("ml-latest-small", "movietweetings-100k", tmp_path / "empty")
+    assert str((tmp_path / "empty" / "ml-latest-small").resolve()) in str(missing.value)
+    assert "$COPYATTACK_DATA_DIR (unset), else ./data" in str(missing.value)
 
 
 def test_no_pinned_checksum_means_no_blind_download(tmp_path: Path) -> None:

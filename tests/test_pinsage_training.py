@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,14 +105,21 @@ def test_tuned_bpr_keeps_the_l2_weight_with_the_best_validation() -> None:
     assert DATA.validation_hr10(bpr.score) == pytest.approx(validation[bpr.l2])
 
 
-def test_train_command_writes_artifact_and_json(tmp_path: Path, capsys) -> None:
+def test_train_command_writes_artifact_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     scenario = tiny_scenario()
     save_scenario(scenario, tmp_path / "scenario")
     out = tmp_path / "model.pt"
     args = ["train", "--scenario", str(tmp_path / "scenario"), "--out", str(out), "--dim", "8",
             "--walks", "8", "--max-epochs", "2", "--json"]  # fmt: skip
+    # --json prints the JSON and nothing else, even on a terminal (no progress lines)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert server_main(args) == 0
-    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    printed, err = capsys.readouterr()
+    assert err == ""
+    [line] = printed.splitlines()
+    results = json.loads(line)
     assert set(results) == {"PinSage", "MostPopular", "BPR-MF", "EASE"}
     for name in results:
         for protocol in ("sampled", "full"):
@@ -119,6 +128,31 @@ def test_train_command_writes_artifact_and_json(tmp_path: Path, capsys) -> None:
             }
     artifact = ModelArtifact.load(out, scenario.fingerprint)
     assert artifact.model.config.dim == 8 and artifact.metrics == results
+
+
+def test_train_command_shows_progress_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_scenario(tiny_scenario(), tmp_path / "scenario")
+    args = ["train", "--scenario", str(tmp_path / "scenario"), "--out", str(tmp_path / "m.pt"),
+            "--dim", "8", "--walks", "8", "--max-epochs", "2", "--patience", "1",
+            "--no-baselines"]  # fmt: skip
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # capsys's stderr, as a terminal
+    assert server_main(args) == 0
+    out, err = capsys.readouterr()
+    # every epoch of PinSage, with its validation HR@10, the time taken and left
+    for epoch in (1, 2):
+        assert re.search(rf"PinSage: epoch {epoch}/2, val HR@10 0\.\d{{4}}, best ", err), err
+    assert "elapsed, " in err and " left]" in err
+    assert "model written to" in out  # the summary stays on stdout
+    # the baselines' tuning (what `train` and `prepare --baselines` run after PinSage):
+    # every L2 weight of BPR-MF and of EASE
+    BPRMF.tuned(DATA, TrainConfig(lr=0.01, max_epochs=2, progress=True), dim=8)
+    EASE(DATA, progress=True)
+    err = capsys.readouterr().err
+    grid = len(BPRMF.L2_GRID)
+    assert all(f"BPR-MF {i}/{grid} (l2 " in err for i in range(1, grid + 1))
+    assert f"EASE: L2 weight {len(EASE.GRID)}/{len(EASE.GRID)}" in err
 
 
 def test_train_command_bad_input(tmp_path: Path, capsys) -> None:

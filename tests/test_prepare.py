@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,23 @@ def test_a_torn_scenario_or_model_is_rebuilt(
     # another scenario seed: another split, retrained
     other = prepare(capsys, *pair, *CHEAP, "--scenario-seed", "1")
     assert other["fingerprint"] != first["fingerprint"] and not other["model_reused"]
+
+
+def test_json_mode_prints_the_json_and_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # even on a terminal: no progress lines on stderr, no summary lines on stdout
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    pair = ["--target", "synthetic:tiny", "--source", "synthetic:tiny", "--workdir",
+            str(tmp_path / "tiny")]  # fmt: skip
+    assert recsys_main(["prepare", *pair, *CHEAP, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    [line] = out.splitlines()
+    assert json.loads(line)["metrics"]["PinSage"]["epochs"] == 1
+    # without --json the same command talks (on stdout; the model is reused, so no training)
+    assert recsys_main(["prepare", *pair, *CHEAP]) == 0
+    assert "model reused" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

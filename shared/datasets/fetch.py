@@ -18,7 +18,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from shared.atomic import staged_directory
-from shared.datasets.registry import DatasetSpec, dataset_files, sha256_file
+from shared.datasets.registry import DatasetSpec, data_dir_origin, dataset_files, sha256_file
 from shared.errors import ChecksumError, DatasetNotFoundError, FetchError
 
 SOURCE_RECORD = "SOURCE.json"
@@ -37,7 +37,13 @@ def fetch_dataset(
         if from_path is not None:
             origin = _copy_local(spec, Path(from_path), staging)
         else:
-            origin = _download(spec, staging)
+            try:
+                origin = _download(spec, staging)
+            except FetchError as exc:
+                raise type(exc)(
+                    f"dataset {spec.name} is not in {destination.resolve()} "
+                    f"({data_dir_origin()}), and fetching it failed: {exc}"
+                ) from None
         hashes = verify_files(spec, staging)
         record = {"dataset": spec.name, "origin": origin, "sha256": hashes}
         (staging / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n")

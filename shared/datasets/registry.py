@@ -9,6 +9,7 @@ is never downloaded blind; it is read from a local copy (``fetch --from``).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +180,18 @@ _SPECS: dict[str, DatasetSpec] = {
 }
 
 
+DATA_DIR_VARIABLE = "COPYATTACK_DATA_DIR"
+
+
+def data_dir_origin() -> str:
+    """Where the data folder came from, for messages about files not found in it."""
+    value = os.environ.get(DATA_DIR_VARIABLE)
+    variable = (
+        f"${DATA_DIR_VARIABLE}={value}" if value else f"${DATA_DIR_VARIABLE} (unset), else ./data"
+    )
+    return f"data folder: --data-dir, else {variable}"
+
+
 def dataset_names() -> list[str]:
     return sorted(_SPECS)
 
@@ -212,8 +225,9 @@ def dataset_files(spec: DatasetSpec, folder: Path) -> list[Path]:
         found.extend(matches)
     if missing:
         raise DatasetNotFoundError(
-            f"dataset {spec.name}: missing {', '.join(missing)} in {folder}; "
-            f"run `copyattack data fetch {spec.name} --data-dir {folder.parent}`"
+            f"dataset {spec.name}: missing {', '.join(missing)} in {folder.resolve()} "
+            f"({data_dir_origin()}); run `copyattack data fetch {spec.name} --data-dir "
+            f"{folder.parent}`"
         )
     return found
 
