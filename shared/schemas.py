@@ -19,7 +19,11 @@ MAX_BUDGET = 2**53  # stored as SQLite integers; far beyond any experiment
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields are refused, and so is every value of another JSON
+    type (strict mode): ``true``, ``"3"`` or ``3.0`` is not an integer id, ``1`` is not a
+    boolean. The SDK validates with the same models, so both sides refuse the same."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- attacker-facing ---------------------------------------------------------------

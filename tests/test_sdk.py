@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from attacker_client import (
     AdminClient,
@@ -268,3 +269,12 @@ def test_the_readme_example_runs(server: ServerProcess, monkeypatch: pytest.Monk
     exec(compile(example, "README.md", "exec"), namespace)
     assert namespace["client"].stats.injections == 1
     assert namespace["report"].targets[0].item == 99
+
+
+def test_the_sdk_refuses_what_the_server_refuses() -> None:
+    """The shared request models are strict on both sides: the SDK refuses a budget of
+    ``True`` or ``5.0`` before sending, as the server would."""
+    for wrong in (True, 5.0, "5"):
+        with pytest.raises(ValidationError, match="queries"):
+            AdminClient._create_world_call(50, 0, {"queries": wrong})
+    assert AdminClient._create_world_call(50, 0, {"queries": 5}).json["budgets"]["queries"] == 5

@@ -217,6 +217,49 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(
         assert used["injected_users"] == 0
 
 
+WRONG_TYPES = [True, False, "3", 3.0, None]  # JSON values that are not integers
+
+
+async def test_values_of_another_json_type_are_refused_and_nothing_is_counted(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """``true`` is not item 1, ``"3"`` not item 3, ``3.0`` not an integer: every integer
+    (and boolean) field of every request body is strict, and a refusal names the field."""
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, key = await new_world(client)
+        base = f"/admin/worlds/{world['world_id']}"
+        cases: list[tuple[str, dict, dict, str]] = []
+        for wrong in WRONG_TYPES:
+            cases += [
+                ("/inject_user", {"items": [wrong]}, key, "items.0"),
+                ("/inject_user", {"items": [5, wrong]}, key, "items.1"),
+                (f"{base}/evaluate", {"target_items": [wrong]}, ADMIN, "target_items.0"),
+                (f"{base}/retrain", {"epochs": wrong}, ADMIN, "epochs"),
+                ("/admin/worlds", {"n_pretend_users": wrong}, ADMIN, "n_pretend_users"),
+                ("/admin/worlds", {"seed": wrong}, ADMIN, "seed"),
+            ]
+            cases += [
+                ("/admin/worlds", {"budgets": {name: wrong}}, ADMIN, f"budgets.{name}")
+                for name in ("queries", "injections", "items")
+            ]
+        for wrong in (1, 0, "true", None):
+            cases.append((f"{base}/reset", {"restore_budgets": wrong}, ADMIN, "restore_budgets"))
+        for path, body, headers, field in cases:
+            response = await client.post(path, json=body, headers=headers)
+            problem = assert_problem(response, 422, "validation-error", f"body.{field}")
+            assert problem["errors"][0]["loc"] == ["body", *_loc(field)], (body, problem)
+        used = await usage(client, world["world_id"])
+        assert used["used"] == used["total"] == {"queries": 0, "injections": 0, "items": 0}
+        assert used["injected_users"] == used["embedding_epoch"] == 0
+        assert (await client.get(f"{base}/injections", headers=ADMIN)).json() == []
+        worlds = (await client.get("/admin/worlds", headers=ADMIN)).json()
+        assert [w["world_id"] for w in worlds] == [world["world_id"]]
+
+
+def _loc(field: str) -> list[str | int]:
+    return [int(part) if part.isdigit() else part for part in field.split(".")]
+
+
 async def test_authentication(artifact: Path, tmp_path: Path, transport: str) -> None:
     async with serving(settings_for(artifact, tmp_path / "ledger.db"), transport) as client:
         world, key = await new_world(client)
