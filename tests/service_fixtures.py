@@ -55,6 +55,7 @@ async def serving(
         env = {
             f"RECSYS_{name.upper()}": str(value)
             for name, value in settings.model_dump(exclude={"admin_token"}).items()
+            if value is not None
         }
         server = tiny_server(settings.artifact, settings.ledger_path, **env)
         await asyncio.to_thread(server.start)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,7 @@ from tests.service_fixtures import (
 )
 
 pytestmark = pytest.mark.anyio
+JSON = {"Content-Type": "application/json"}
 DATA = tiny_data()
 
 
@@ -258,6 +260,94 @@ async def test_values_of_another_json_type_are_refused_and_nothing_is_counted(
 
 def _loc(field: str) -> list[str | int]:
     return [int(part) if part.isdigit() else part for part in field.split(".")]
+
+
+class CountedBody:
+    """A streamed request body that counts the chunks the server pulled."""
+
+    def __init__(self, chunk: bytes, chunks: int) -> None:
+        self.chunk, self.chunks, self.pulled = chunk, chunks, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.chunks):
+            self.pulled += 1
+            yield self.chunk
+
+
+MIB = b" " * 2**20
+
+
+async def test_credentials_are_checked_before_the_body_is_read(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """A request without valid credentials is answered 401 (or 403) before one byte of
+    its body is read, however large it claims or turns out to be."""
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, key = await new_world(client)
+        evaluate = f"/admin/worlds/{world['world_id']}/evaluate"
+        cases = [
+            ("/inject_user", {}, "unauthorized"),
+            ("/inject_user", {"X-API-Key": "ca_" + "x" * 43}, "unauthorized"),
+            ("/admin/worlds", {}, "unauthorized"),
+            ("/admin/worlds", key, "forbidden"),
+            (evaluate, {"Authorization": "Bearer not-the-token"}, "unauthorized"),
+        ]
+        for path, headers, kind in cases:
+            for declared in ({}, {"Content-Length": str(100 * len(MIB))}):  # chunked, or not
+                body = CountedBody(MIB, 100)
+                response = await client.post(
+                    path, content=body, headers={**headers, **declared, **JSON}
+                )
+                assert_problem(response, 403 if kind == "forbidden" else 401, kind)
+                assert body.pulled == 0, (path, headers)
+        assert (await client.get("/admin/worlds", headers=ADMIN)).json()[0]["used"]["items"] == 0
+
+
+async def test_a_body_past_the_limit_is_413_and_changes_nothing(
+    artifact: Path, tmp_path: Path
+) -> None:
+    settings = settings_for(artifact, tmp_path / "ledger.db", max_body_bytes=4096)
+    async with serving(settings) as client:
+        world, key = await new_world(client)
+        evaluate = f"/admin/worlds/{world['world_id']}/evaluate"
+        # a Content-Length past the limit: refused before a byte is read
+        body = CountedBody(MIB, 100)
+        declared = {"Content-Length": str(100 * len(MIB)), **JSON}
+        response = await client.post("/inject_user", content=body, headers={**key, **declared})
+        assert_problem(response, 413, "content-too-large", "4096")
+        assert body.pulled == 0
+        # no length (chunked) or a lie: read only until the limit is passed
+        for path, headers in (("/inject_user", key), (evaluate, ADMIN)):
+            body = CountedBody(b" " * 1000, 100)
+            response = await client.post(path, content=body, headers={**headers, **JSON})
+            assert_problem(response, 413, "content-too-large", "4096")
+            assert body.pulled == 5
+        lie = {**key, **JSON, "Content-Length": "10"}
+        response = await client.post(
+            "/inject_user", content=CountedBody(b" " * 1000, 5), headers=lie
+        )
+        assert_problem(response, 413, "content-too-large", "4096")
+        # at the limit: read, parsed, answered
+        padded = json.dumps({"items": [1, 2]}).encode().ljust(4096)
+        assert (
+            await client.post("/inject_user", content=padded, headers={**key, **JSON})
+        ).status_code == 201
+        used = await usage(client, world["world_id"])
+        assert used["used"] == {"queries": 0, "injections": 1, "items": 2}
+
+
+def test_the_default_body_limit_holds_the_longest_profile_pretty_printed(
+    artifact: Path, tmp_path: Path
+) -> None:
+    for length, n_items in ((1_000, 10), (1_000, 99_999), (20_000, 99_999), (10, 99_999)):
+        settings = settings_for(artifact, tmp_path / "l.db", max_profile_length=length)
+        longest = min(length, n_items)
+        ids = list(range(n_items - longest, n_items))  # the widest ids
+        body = json.dumps({"items": ids}, indent=4).encode()
+        assert len(body) <= settings.body_limit(n_items) <= 16 * longest + 4096
+        evaluate = json.dumps({"target_items": ids[:100], "protocols": ["sampled", "full"]})
+        assert len(evaluate) <= settings.body_limit(n_items)
+    assert settings_for(artifact, tmp_path / "l.db", max_body_bytes=5000).body_limit(10) == 5000
 
 
 async def test_authentication(artifact: Path, tmp_path: Path, transport: str) -> None:

@@ -5,11 +5,13 @@ of key. (Every test of ``test_service`` also runs against a real process.)"""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -54,6 +56,31 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:]
     assert " passed" in result.stdout
+
+
+def first_answer(url: str, head: str) -> str:
+    """Send a request's head alone (its body never follows) and read the first answer."""
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        return answer.decode("latin-1")
+
+
+def test_a_body_announced_but_never_sent_is_not_waited_for(server: ServerProcess) -> None:
+    """Over a socket: 100 MB announced, no byte of it sent. The server answers at once:
+    401 without credentials, 413 with them; it never waits for (or reads) the body."""
+    _, key = create_world(server.url)
+    head = (
+        "POST /inject_user HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000000\r\n{key}\r\n"
+    )
+    for credentials, status in (("", "401"), (f"X-API-Key: {key['X-API-Key']}\r\n", "413")):
+        answer = first_answer(server.url, head.format(key=credentials))
+        assert answer.startswith(f"HTTP/1.1 {status} "), answer
+        assert "content-type: application/problem+json" in answer.lower()
 
 
 def topk_lists(url: str, key: dict[str, str], users: list[int]) -> list[list[int]]:

@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query
 
-from recsys_server.api.deps import AttackerDep
+from recsys_server.api.deps import AttackerDep, AttackerRoute
 from recsys_server.problems import (
     Conflict,
+    ContentTooLarge,
     InvalidRequest,
     LedgerUnavailable,
     NotFound,
@@ -22,7 +23,7 @@ MAX_USER_ID = 2**53  # JSON-safe integers; larger ids cannot exist
 
 
 def attacker_router(max_k: int) -> APIRouter:
-    router = APIRouter(tags=["attacker"])
+    router = APIRouter(tags=["attacker"], route_class=AttackerRoute)
 
     @router.post(
         "/inject_user",
@@ -30,6 +31,7 @@ def attacker_router(max_k: int) -> APIRouter:
         responses=problem_responses(
             Unauthorized,
             Conflict,
+            ContentTooLarge,
             InvalidRequest,
             RateLimited,
             QuotaExceeded,
