@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from recsys_server.app import create_app
 from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.ledger import Ledger, LedgerError
 from shared.scenario import read_manifest
@@ -527,11 +529,59 @@ async def test_delete_world_and_operations_routes(
         assert_problem(unknown_route, 404, "not-found")
 
 
+ATTACKER_ROUTES = {"/inject_user", "/topk/{user_id}"}
+OPEN_ROUTES = {"/livez", "/readyz"}
+
+
+def test_the_openapi_schema_declares_what_the_routes_accept(artifact: Path, tmp_path: Path) -> None:
+    """Admin routes and /metrics take the admin token alone (an attacker key gets 403
+    there, so no key is advertised), attacker routes a key, and every route is in the
+    schema and in the README's route table."""
+    schema = create_app(settings_for(artifact, tmp_path / "l.db")).openapi()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("## The black-box service", 1)[1].split("\n- ", 1)[0]
+    assert "/metrics" in schema["paths"]
+    metrics = schema["paths"]["/metrics"]["get"]["responses"]
+    assert set(metrics["200"]["content"]) == {"text/plain"}
+    operations = 0
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            operations += 1
+            if path in OPEN_ROUTES:
+                assert "security" not in operation, path
+            elif path in ATTACKER_ROUTES:
+                assert operation["security"] == [{"APIKeyHeader": []}], path
+            else:
+                assert path.startswith("/admin/") or path == "/metrics"
+                assert operation["security"] == [{"HTTPBearer": []}], (method, path)
+                assert "403" in operation["responses"], path
+            row = f"`{method.upper()} {path.replace('{world_id}', '{id}')}"
+            assert re.search(re.escape(row) + "[`?]", table), f"{row} is not in the README"
+    assert operations == 14
+
+
+async def test_a_wrong_method_names_every_method_of_the_path(
+    artifact: Path, tmp_path: Path
+) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, _ = await new_world(client)
+        cases = [
+            ("OPTIONS", "/admin/worlds", {"GET", "POST"}),
+            ("PUT", "/admin/worlds", {"GET", "POST"}),
+            ("GET", "/inject_user", {"POST"}),
+            ("POST", f"/admin/worlds/{world['world_id']}", {"DELETE"}),
+            ("OPTIONS", f"/topk/{world['pretend_users'][0]}", {"GET"}),
+        ]
+        for method, path, allowed in cases:
+            response = await client.request(method, path, headers=ADMIN)
+            assert_problem(response, 405, "method-not-allowed", method)
+            named = {m.strip() for m in response.headers["Allow"].split(",")}
+            assert named - {"HEAD"} == allowed, (method, path, response.headers["Allow"])
+
+
 async def test_unloadable_artifact_is_reported_not_served(tmp_path: Path) -> None:
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a model")
-    from recsys_server.app import create_app
-
     app = create_app(settings_for(broken, tmp_path / "ledger.db"))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
