@@ -62,6 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
             except Exception as exc:  # reported by /readyz and every route, never a crash
                 app.state.load_error = f"the model could not be loaded: {exc}"
                 log.error(app.state.load_error)
+            finally:
+                app.state.loaded.set()
 
         loading = asyncio.create_task(load())
         try:
@@ -84,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.limiter = KeyRateLimiter(settings.rate_limit)
     app.state.registry = None
     app.state.load_error = None
+    app.state.loaded = asyncio.Event()  # set once loading ended, ready or failed
     app.include_router(attack.attacker_router(settings.max_k))
     app.include_router(admin.router)
     app.include_router(ops.router)

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -128,10 +127,11 @@ def test_a_kill_mid_stream_loses_nothing_acknowledged(artifact: Path, tmp_path: 
     first = tiny_server(artifact, ledger, **NO_RATE_LIMIT).start()
     world, key = create_world(first.url)
     acknowledged: list[tuple[int, list[int]]] = []
+    some_acknowledged = threading.Event()
     rng = np.random.default_rng(1)
 
     def inject_until_killed() -> None:
-        with httpx.Client(base_url=first.url, headers=key, timeout=5) as client:
+        with httpx.Client(base_url=first.url, headers=key, timeout=30) as client:
             while True:
                 profile = rng.choice(DATA.n_items, size=30, replace=False).tolist()
                 try:
@@ -139,13 +139,15 @@ def test_a_kill_mid_stream_loses_nothing_acknowledged(artifact: Path, tmp_path: 
                 except httpx.TransportError:
                     return
                 acknowledged.append((response.json()["user_id"], profile))
+                if len(acknowledged) == 5:
+                    some_acknowledged.set()  # and on: the kill comes mid-stream
 
     sender = threading.Thread(target=inject_until_killed)
     sender.start()
-    time.sleep(1.0)
+    assert some_acknowledged.wait(timeout=300), "no injection was acknowledged"
     first.kill()
-    sender.join(timeout=30)
-    assert acknowledged, "no injection was acknowledged before the kill"
+    sender.join(timeout=60)
+    assert not sender.is_alive() and len(acknowledged) >= 5
     second = tiny_server(artifact, ledger, **NO_RATE_LIMIT).start()
     try:
         base = f"{second.url}/admin/worlds/{world['world_id']}"
