@@ -311,7 +311,9 @@ async def test_credentials_are_checked_before_the_body_is_read(
 async def test_a_body_past_the_limit_is_413_and_changes_nothing(
     artifact: Path, tmp_path: Path
 ) -> None:
-    settings = settings_for(artifact, tmp_path / "ledger.db", max_body_bytes=4096)
+    settings = settings_for(
+        artifact, tmp_path / "ledger.db", max_body_bytes=4096, rate_limit="1000/minute"
+    )
     async with serving(settings) as client:
         world, key = await new_world(client)
         evaluate = f"/admin/worlds/{world['world_id']}/evaluate"
@@ -334,9 +336,11 @@ async def test_a_body_past_the_limit_is_413_and_changes_nothing(
         assert_problem(response, 413, "content-too-large", "4096")
         # at the limit: read, parsed, answered
         padded = json.dumps({"items": [1, 2]}).encode().ljust(4096)
-        assert (
-            await client.post("/inject_user", content=padded, headers={**key, **JSON})
-        ).status_code == 201
+        injected = await client.post("/inject_user", content=padded, headers={**key, **JSON})
+        assert injected.status_code == 201
+        # four requests with the key passed its rate limit, each counted once (the guard
+        # and the route's dependency share one decision)
+        assert injected.headers["X-RateLimit-Remaining"] == "996"
         used = await usage(client, world["world_id"])
         assert used["used"] == {"queries": 0, "injections": 1, "items": 2}
 
