@@ -231,7 +231,8 @@ async def test_values_of_another_json_type_are_refused_and_nothing_is_counted(
     artifact: Path, tmp_path: Path
 ) -> None:
     """``true`` is not item 1, ``"3"`` not item 3, ``3.0`` not an integer: every integer
-    (and boolean) field of every request body is strict, and a refusal names the field."""
+    (and boolean) field of every request body is strict, and so are the path's and the
+    query's integers; a refusal names the field."""
     async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
         world, key = await new_world(client)
         base = f"/admin/worlds/{world['world_id']}"
@@ -255,6 +256,17 @@ async def test_values_of_another_json_type_are_refused_and_nothing_is_counted(
             response = await client.post(path, json=body, headers=headers)
             problem = assert_problem(response, 422, "validation-error", f"body.{field}")
             assert problem["errors"][0]["loc"] == ["body", *_loc(field)], (body, problem)
+        # the integers of a URL arrive as text: plain decimal digits only
+        user = world["pretend_users"][0]
+        for path, params, field in (
+            (f"/topk/{user}.0", {}, "user_id"),
+            (f"/topk/+{user}", {}, "user_id"),
+            (f"/topk/%20{user}", {}, "user_id"),
+            (f"/topk/{user}", {"k": "2.0"}, "k"),
+            (f"/topk/{user}", {"k": "1_0"}, "k"),
+        ):
+            response = await client.get(path, params=params, headers=key)
+            assert_problem(response, 422, "validation-error", field, "decimal digits")
         used = await usage(client, world["world_id"])
         assert used["used"] == used["total"] == {"queries": 0, "injections": 0, "items": 0}
         assert used["injected_users"] == used["embedding_epoch"] == 0
