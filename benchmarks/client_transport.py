@@ -1,10 +1,14 @@
 """The SDK's CPU per ``/topk`` query with its lean keep-alive transport against httpx's
-default transport (httpcore), in the same run, against the same server.
+default transport (httpcore), in the same run, against the same server; and the wall
+time of one reward step's queries in flight together (``topk_many``) against one after
+another (the speed claim the tests leave to this script: they check only that the
+queries overlap).
 
 Starts ``recsys-server serve`` on the given artifact (rate limit lifted, so only CPU
 counts), creates a world, then alternates rounds of ``topk_many`` over the 50 pretend
-users with each transport. Client CPU is this process's CPU time; the server's is read
-from /proc. Medians over rounds; the last line is JSON.
+users with each transport, and of the 50 queries sent one at a time (lean transport).
+Client CPU is this process's CPU time; the server's is read from /proc. Medians over
+rounds; the last line is JSON.
 
     python benchmarks/client_transport.py --artifact artifacts/primary/model.pt
 """
@@ -43,17 +47,32 @@ async def measure(url: str, server_pid: int, rounds: int, per_round: int) -> dic
     world = await admin.create_world(
         n_pretend_users=50, budgets={"queries": 10**8, "injections": 1, "items": 1}
     )
-    transports = {
-        "httpcore": lambda: httpx.AsyncHTTPTransport(
+
+    def httpcore() -> httpx.AsyncBaseTransport:
+        return httpx.AsyncHTTPTransport(
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=8)
-        ),
-        "lean": lambda: KeepAliveTransport(max_connections=8),
+        )
+
+    def lean() -> httpx.AsyncBaseTransport:
+        return KeepAliveTransport(max_connections=8)
+
+    async def together(client: AsyncClient) -> None:
+        await client.topk_many(world.pretend_users, 100)
+
+    async def one_by_one(client: AsyncClient) -> None:
+        for user in world.pretend_users:
+            await client.topk(user, 100)
+
+    modes = {
+        "httpcore": (httpcore, together),
+        "lean": (lean, together),
+        "lean_one_by_one": (lean, one_by_one),
     }
     samples: dict[str, dict[str, list[float]]] = {
-        name: {"client_ms": [], "server_ms": [], "wall_ms": []} for name in transports
+        name: {"client_ms": [], "server_ms": [], "wall_ms": []} for name in modes
     }
     for _ in range(rounds):
-        for name, make in transports.items():
+        for name, (make, step) in modes.items():
             async with AsyncClient(url, world.api_key, transport=make()) as client:
                 await client.topk_many(world.pretend_users, 100)  # connections opened
                 queries = per_round * len(world.pretend_users)
@@ -63,7 +82,7 @@ async def measure(url: str, server_pid: int, rounds: int, per_round: int) -> dic
                     process_cpu(server_pid),
                 )
                 for _ in range(per_round):
-                    await client.topk_many(world.pretend_users, 100)
+                    await step(client)
                 record = samples[name]
                 record["wall_ms"].append((time.perf_counter() - wall) / queries * 1e3)
                 record["client_ms"].append((time.process_time() - cpu) / queries * 1e3)
@@ -78,6 +97,9 @@ async def measure(url: str, server_pid: int, rounds: int, per_round: int) -> dic
         "per_query": medians,
         "client_cpu_httpcore_over_lean": round(
             medians["httpcore"]["client_ms"] / medians["lean"]["client_ms"], 2
+        ),
+        "wall_one_by_one_over_together": round(
+            medians["lean_one_by_one"]["wall_ms"] / medians["lean"]["wall_ms"], 2
         ),
     }
 

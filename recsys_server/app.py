@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from recsys_server import __version__
 from recsys_server.api.routes import admin, attack, ops
@@ -61,6 +62,8 @@ def create_app(settings: Settings) -> FastAPI:
             except Exception as exc:  # reported by /readyz and every route, never a crash
                 app.state.load_error = f"the model could not be loaded: {exc}"
                 log.error(app.state.load_error)
+            finally:
+                app.state.loaded.set()
 
         loading = asyncio.create_task(load())
         try:
@@ -83,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.limiter = KeyRateLimiter(settings.rate_limit)
     app.state.registry = None
     app.state.load_error = None
+    app.state.loaded = asyncio.Event()  # set once loading ended, ready or failed
     app.include_router(attack.attacker_router(settings.max_k))
     app.include_router(admin.router)
     app.include_router(ops.router)
@@ -103,6 +107,22 @@ def _problem_response(
         headers={**limits, **(headers or {})},
         media_type=PROBLEM_JSON,
     )
+
+
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this path (``GET /admin/worlds`` and ``POST
+    /admin/worlds`` are two routes), asked of the router itself."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def _add_problem_handlers(app: FastAPI) -> None:
@@ -140,7 +160,10 @@ def _add_problem_handlers(app: FastAPI) -> None:
             status=exc.status_code,
             detail=f"{request.method} {request.url.path}: {exc.detail}",
         )
-        return _problem_response(request, problem, dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the methods of one route of the path
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return _problem_response(request, problem, headers)
 
     @app.exception_handler(sqlite3.OperationalError)
     async def ledger_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:

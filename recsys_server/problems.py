@@ -60,6 +60,10 @@ class InvalidRequest(ServiceProblem):
     status, type, title = 422, "validation-error", "The request is not valid"
 
 
+class ContentTooLarge(ServiceProblem):
+    status, type, title = 413, "content-too-large", "The request body is too large"
+
+
 class RateLimited(ServiceProblem):
     status, type, title = 429, "rate-limited", "Too many requests"
 

@@ -10,16 +10,32 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 ItemId = Annotated[int, Field(ge=0, description="A target-catalogue item id.")]
 UserId = Annotated[int, Field(ge=0, description="A target-platform user id.")]
+
+
+def _decimal_digits(value: object) -> object:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be an integer in plain decimal digits")
+    return value
+
+
+# An integer of a URL (path or query) arrives as text: plain decimal digits only, so
+# "3.0", "+3", " 3" or "3_0" (which pydantic's lax mode reads as 3 or 30) are refused.
+# Usage: Annotated[int, Path(ge=0), DECIMAL_DIGITS].
+DECIMAL_DIGITS = BeforeValidator(_decimal_digits)
 KS = (5, 10, 20)
 MAX_BUDGET = 2**53  # stored as SQLite integers; far beyond any experiment
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields are refused, and so is every value of another JSON
+    type (strict mode): ``true``, ``"3"`` or ``3.0`` is not an integer id, ``1`` is not a
+    boolean. The SDK validates with the same models, so both sides refuse the same."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- attacker-facing ---------------------------------------------------------------

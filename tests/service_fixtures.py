@@ -55,6 +55,7 @@ async def serving(
         env = {
             f"RECSYS_{name.upper()}": str(value)
             for name, value in settings.model_dump(exclude={"admin_token"}).items()
+            if value is not None
         }
         server = tiny_server(settings.artifact, settings.ledger_path, **env)
         await asyncio.to_thread(server.start)
@@ -78,13 +79,15 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
     """The app with its lifespan running, once the model and worlds are loaded."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        for _ in range(1200):
-            if app.state.registry is not None or app.state.load_error:
-                break
-            await asyncio.sleep(0.05)
+        await loaded(app)
         if app.state.registry is None:
             raise RuntimeError(f"service never became ready: {app.state.load_error}")
         yield app
+
+
+async def loaded(app: FastAPI) -> None:
+    """Until the app's loading ended, ready or failed (the bound only catches a hang)."""
+    await asyncio.wait_for(app.state.loaded.wait(), timeout=600)
 
 
 def tiny_server(artifact: Path, ledger: Path, **env: str) -> ServerProcess:

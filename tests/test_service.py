@@ -5,27 +5,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from recsys_server.app import create_app
 from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.ledger import Ledger, LedgerError
+from recsys_server.ratelimit import KeyRateLimiter
 from shared.scenario import read_manifest
 from tests.pinsage_fixtures import tiny_data
 from tests.service_fixtures import (
     ADMIN,
     IN_PROCESS_URL,
     TRANSPORTS,
+    loaded,
     running_app,
     serving,
     settings_for,
 )
 
 pytestmark = pytest.mark.anyio
+JSON = {"Content-Type": "application/json"}
 DATA = tiny_data()
 
 
@@ -217,6 +224,153 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(
         assert used["injected_users"] == 0
 
 
+WRONG_TYPES = [True, False, "3", 3.0, None]  # JSON values that are not integers
+
+
+async def test_values_of_another_json_type_are_refused_and_nothing_is_counted(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """``true`` is not item 1, ``"3"`` not item 3, ``3.0`` not an integer: every integer
+    (and boolean) field of every request body is strict, and so are the path's and the
+    query's integers; a refusal names the field."""
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, key = await new_world(client)
+        base = f"/admin/worlds/{world['world_id']}"
+        cases: list[tuple[str, dict, dict, str]] = []
+        for wrong in WRONG_TYPES:
+            cases += [
+                ("/inject_user", {"items": [wrong]}, key, "items.0"),
+                ("/inject_user", {"items": [5, wrong]}, key, "items.1"),
+                (f"{base}/evaluate", {"target_items": [wrong]}, ADMIN, "target_items.0"),
+                (f"{base}/retrain", {"epochs": wrong}, ADMIN, "epochs"),
+                ("/admin/worlds", {"n_pretend_users": wrong}, ADMIN, "n_pretend_users"),
+                ("/admin/worlds", {"seed": wrong}, ADMIN, "seed"),
+            ]
+            cases += [
+                ("/admin/worlds", {"budgets": {name: wrong}}, ADMIN, f"budgets.{name}")
+                for name in ("queries", "injections", "items")
+            ]
+        for wrong in (1, 0, "true", None):
+            cases.append((f"{base}/reset", {"restore_budgets": wrong}, ADMIN, "restore_budgets"))
+        for path, body, headers, field in cases:
+            response = await client.post(path, json=body, headers=headers)
+            problem = assert_problem(response, 422, "validation-error", f"body.{field}")
+            assert problem["errors"][0]["loc"] == ["body", *_loc(field)], (body, problem)
+        # the integers of a URL arrive as text: plain decimal digits only
+        user = world["pretend_users"][0]
+        for path, params, field in (
+            (f"/topk/{user}.0", {}, "user_id"),
+            (f"/topk/+{user}", {}, "user_id"),
+            (f"/topk/%20{user}", {}, "user_id"),
+            (f"/topk/{user}", {"k": "2.0"}, "k"),
+            (f"/topk/{user}", {"k": "1_0"}, "k"),
+        ):
+            response = await client.get(path, params=params, headers=key)
+            assert_problem(response, 422, "validation-error", field, "decimal digits")
+        used = await usage(client, world["world_id"])
+        assert used["used"] == used["total"] == {"queries": 0, "injections": 0, "items": 0}
+        assert used["injected_users"] == used["embedding_epoch"] == 0
+        assert (await client.get(f"{base}/injections", headers=ADMIN)).json() == []
+        worlds = (await client.get("/admin/worlds", headers=ADMIN)).json()
+        assert [w["world_id"] for w in worlds] == [world["world_id"]]
+
+
+def _loc(field: str) -> list[str | int]:
+    return [int(part) if part.isdigit() else part for part in field.split(".")]
+
+
+class CountedBody:
+    """A streamed request body that counts the chunks the server pulled."""
+
+    def __init__(self, chunk: bytes, chunks: int) -> None:
+        self.chunk, self.chunks, self.pulled = chunk, chunks, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.chunks):
+            self.pulled += 1
+            yield self.chunk
+
+
+MIB = b" " * 2**20
+
+
+async def test_credentials_are_checked_before_the_body_is_read(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """A request without valid credentials is answered 401 (or 403) before one byte of
+    its body is read, however large it claims or turns out to be."""
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, key = await new_world(client)
+        evaluate = f"/admin/worlds/{world['world_id']}/evaluate"
+        cases = [
+            ("/inject_user", {}, "unauthorized"),
+            ("/inject_user", {"X-API-Key": "ca_" + "x" * 43}, "unauthorized"),
+            ("/admin/worlds", {}, "unauthorized"),
+            ("/admin/worlds", key, "forbidden"),
+            (evaluate, {"Authorization": "Bearer not-the-token"}, "unauthorized"),
+        ]
+        for path, headers, kind in cases:
+            for declared in ({}, {"Content-Length": str(100 * len(MIB))}):  # chunked, or not
+                body = CountedBody(MIB, 100)
+                response = await client.post(
+                    path, content=body, headers={**headers, **declared, **JSON}
+                )
+                assert_problem(response, 403 if kind == "forbidden" else 401, kind)
+                assert body.pulled == 0, (path, headers)
+        assert (await client.get("/admin/worlds", headers=ADMIN)).json()[0]["used"]["items"] == 0
+
+
+async def test_a_body_past_the_limit_is_413_and_changes_nothing(
+    artifact: Path, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        artifact, tmp_path / "ledger.db", max_body_bytes=4096, rate_limit="1000/minute"
+    )
+    async with serving(settings) as client:
+        world, key = await new_world(client)
+        evaluate = f"/admin/worlds/{world['world_id']}/evaluate"
+        # a Content-Length past the limit: refused before a byte is read
+        body = CountedBody(MIB, 100)
+        declared = {"Content-Length": str(100 * len(MIB)), **JSON}
+        response = await client.post("/inject_user", content=body, headers={**key, **declared})
+        assert_problem(response, 413, "content-too-large", "4096")
+        assert body.pulled == 0
+        # no length (chunked) or a lie: read only until the limit is passed
+        for path, headers in (("/inject_user", key), (evaluate, ADMIN)):
+            body = CountedBody(b" " * 1000, 100)
+            response = await client.post(path, content=body, headers={**headers, **JSON})
+            assert_problem(response, 413, "content-too-large", "4096")
+            assert body.pulled == 5
+        lie = {**key, **JSON, "Content-Length": "10"}
+        response = await client.post(
+            "/inject_user", content=CountedBody(b" " * 1000, 5), headers=lie
+        )
+        assert_problem(response, 413, "content-too-large", "4096")
+        # at the limit: read, parsed, answered
+        padded = json.dumps({"items": [1, 2]}).encode().ljust(4096)
+        injected = await client.post("/inject_user", content=padded, headers={**key, **JSON})
+        assert injected.status_code == 201
+        # four requests with the key passed its rate limit, each counted once (the guard
+        # and the route's dependency share one decision)
+        assert injected.headers["X-RateLimit-Remaining"] == "996"
+        used = await usage(client, world["world_id"])
+        assert used["used"] == {"queries": 0, "injections": 1, "items": 2}
+
+
+def test_the_default_body_limit_holds_the_longest_profile_pretty_printed(
+    artifact: Path, tmp_path: Path
+) -> None:
+    for length, n_items in ((1_000, 10), (1_000, 99_999), (20_000, 99_999), (10, 99_999)):
+        settings = settings_for(artifact, tmp_path / "l.db", max_profile_length=length)
+        longest = min(length, n_items)
+        ids = list(range(n_items - longest, n_items))  # the widest ids
+        body = json.dumps({"items": ids}, indent=4).encode()
+        assert len(body) <= settings.body_limit(n_items) <= 16 * longest + 4096
+        evaluate = json.dumps({"target_items": ids[:100], "protocols": ["sampled", "full"]})
+        assert len(evaluate) <= settings.body_limit(n_items)
+    assert settings_for(artifact, tmp_path / "l.db", max_body_bytes=5000).body_limit(10) == 5000
+
+
 async def test_authentication(artifact: Path, tmp_path: Path, transport: str) -> None:
     async with serving(settings_for(artifact, tmp_path / "ledger.db"), transport) as client:
         world, key = await new_world(client)
@@ -293,7 +447,8 @@ async def test_budgets_are_exact_under_concurrency(
 
 
 async def test_rate_limit_headers(artifact: Path, tmp_path: Path, transport: str) -> None:
-    settings = settings_for(artifact, tmp_path / "ledger.db", rate_limit="5/second")
+    # a window of a minute: every request of the test falls in it, however slow the machine
+    settings = settings_for(artifact, tmp_path / "ledger.db", rate_limit="5/minute")
     async with serving(settings, transport) as client:
         world, key = await new_world(client)
         other, other_key = await new_world(client, seed=3)
@@ -304,22 +459,36 @@ async def test_rate_limit_headers(artifact: Path, tmp_path: Path, transport: str
         assert ok.headers["X-RateLimit-Limit"] == "5"
         assert ok.headers["X-RateLimit-Remaining"] == "4"
         assert ok.headers["RateLimit"].startswith("limit=5, remaining=4, reset=")
-        assert ok.headers["RateLimit-Policy"] == "5;w=1"
+        assert ok.headers["RateLimit-Policy"] == "5;w=60"
         assert_problem(limited, 429, "rate-limited")
-        assert limited.headers["Retry-After"] == "1"
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
         assert "x-should-retry" not in limited.headers
         assert (await usage(client, world["world_id"]))["used"]["queries"] == 5
         # the limit is per key
         other_user = other["pretend_users"][0]
         assert (await client.get(f"/topk/{other_user}", headers=other_key)).status_code == 200
-        await asyncio.sleep(1.05)
-        assert (await client.get(f"/topk/{user}", headers=key)).status_code == 200
         # a refused request reports the key's state too (here: a user it may not query)
-        refused = await client.get("/topk/999999", headers=key)
+        refused = await client.get("/topk/999999", headers=other_key)
         assert_problem(refused, 404, "not-found")
-        assert refused.headers["RateLimit-Policy"] == "5;w=1"
-        # the earlier requests of this window may have left it on a slow machine
-        assert int(refused.headers["X-RateLimit-Remaining"]) in (3, 4)
+        assert refused.headers["RateLimit-Policy"] == "5;w=60"
+        assert refused.headers["X-RateLimit-Remaining"] == "3"
+
+
+def test_a_key_gets_through_once_its_window_moved_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a clock the test moves: refused requests are not counted, so a key that waits
+    ``Retry-After`` gets through; the window moves per key."""
+    now = [1_000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    limiter = KeyRateLimiter("2/second")
+    assert [limiter.check("a").allowed for _ in range(2)] == [True, True]
+    refused = limiter.check("a")
+    assert not refused.allowed and refused.headers["Retry-After"] == "1"
+    now[0] += 0.5
+    assert not any(limiter.check("a").allowed for _ in range(5))
+    assert limiter.check("b").allowed
+    now[0] += 0.51  # the first two left the window; the refusals were never in it
+    again = limiter.check("a")
+    assert again.allowed and again.remaining == 1
 
 
 async def test_evaluation_is_paired_with_the_clean_model(
@@ -394,21 +563,66 @@ async def test_delete_world_and_operations_routes(
         assert_problem(unknown_route, 404, "not-found")
 
 
+ATTACKER_ROUTES = {"/inject_user", "/topk/{user_id}"}
+OPEN_ROUTES = {"/livez", "/readyz"}
+
+
+def test_the_openapi_schema_declares_what_the_routes_accept(artifact: Path, tmp_path: Path) -> None:
+    """Admin routes and /metrics take the admin token alone (an attacker key gets 403
+    there, so no key is advertised), attacker routes a key, and every route is in the
+    schema and in the README's route table."""
+    schema = create_app(settings_for(artifact, tmp_path / "l.db")).openapi()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("## The black-box service", 1)[1].split("\n- ", 1)[0]
+    assert "/metrics" in schema["paths"]
+    metrics = schema["paths"]["/metrics"]["get"]["responses"]
+    assert set(metrics["200"]["content"]) == {"text/plain"}
+    operations = 0
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            operations += 1
+            if path in OPEN_ROUTES:
+                assert "security" not in operation, path
+            elif path in ATTACKER_ROUTES:
+                assert operation["security"] == [{"APIKeyHeader": []}], path
+            else:
+                assert path.startswith("/admin/") or path == "/metrics"
+                assert operation["security"] == [{"HTTPBearer": []}], (method, path)
+                assert "403" in operation["responses"], path
+            row = f"`{method.upper()} {path.replace('{world_id}', '{id}')}"
+            assert re.search(re.escape(row) + "[`?]", table), f"{row} is not in the README"
+    assert operations == 14
+
+
+async def test_a_wrong_method_names_every_method_of_the_path(
+    artifact: Path, tmp_path: Path
+) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, _ = await new_world(client)
+        cases = [
+            ("OPTIONS", "/admin/worlds", {"GET", "POST"}),
+            ("PUT", "/admin/worlds", {"GET", "POST"}),
+            ("GET", "/inject_user", {"POST"}),
+            ("POST", f"/admin/worlds/{world['world_id']}", {"DELETE"}),
+            ("OPTIONS", f"/topk/{world['pretend_users'][0]}", {"GET"}),
+        ]
+        for method, path, allowed in cases:
+            response = await client.request(method, path, headers=ADMIN)
+            assert_problem(response, 405, "method-not-allowed", method)
+            named = {m.strip() for m in response.headers["Allow"].split(",")}
+            assert named - {"HEAD"} == allowed, (method, path, response.headers["Allow"])
+
+
 async def test_unloadable_artifact_is_reported_not_served(tmp_path: Path) -> None:
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a model")
-    from recsys_server.app import create_app
-
     app = create_app(settings_for(broken, tmp_path / "ledger.db"))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://s") as client:
-            for _ in range(100):
-                response = await client.get("/readyz")
-                if "could not be loaded" in response.text:
-                    break
-                await asyncio.sleep(0.05)
-            assert_problem(response, 503, "not-ready", "broken.pt")
+            await loaded(app)
+            response = await client.get("/readyz")
+            assert_problem(response, 503, "not-ready", "broken.pt", "could not be loaded")
             assert (await client.get("/livez")).status_code == 200
 
 

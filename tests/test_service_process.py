@@ -5,11 +5,12 @@ of key. (Every test of ``test_service`` also runs against a real process.)"""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -54,6 +55,31 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:]
     assert " passed" in result.stdout
+
+
+def first_answer(url: str, head: str) -> str:
+    """Send a request's head alone (its body never follows) and read the first answer."""
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        return answer.decode("latin-1")
+
+
+def test_a_body_announced_but_never_sent_is_not_waited_for(server: ServerProcess) -> None:
+    """Over a socket: 100 MB announced, no byte of it sent. The server answers at once:
+    401 without credentials, 413 with them; it never waits for (or reads) the body."""
+    _, key = create_world(server.url)
+    head = (
+        "POST /inject_user HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000000\r\n{key}\r\n"
+    )
+    for credentials, status in (("", "401"), (f"X-API-Key: {key['X-API-Key']}\r\n", "413")):
+        answer = first_answer(server.url, head.format(key=credentials))
+        assert answer.startswith(f"HTTP/1.1 {status} "), answer
+        assert "content-type: application/problem+json" in answer.lower()
 
 
 def topk_lists(url: str, key: dict[str, str], users: list[int]) -> list[list[int]]:
@@ -101,10 +127,11 @@ def test_a_kill_mid_stream_loses_nothing_acknowledged(artifact: Path, tmp_path: 
     first = tiny_server(artifact, ledger, **NO_RATE_LIMIT).start()
     world, key = create_world(first.url)
     acknowledged: list[tuple[int, list[int]]] = []
+    some_acknowledged = threading.Event()
     rng = np.random.default_rng(1)
 
     def inject_until_killed() -> None:
-        with httpx.Client(base_url=first.url, headers=key, timeout=5) as client:
+        with httpx.Client(base_url=first.url, headers=key, timeout=30) as client:
             while True:
                 profile = rng.choice(DATA.n_items, size=30, replace=False).tolist()
                 try:
@@ -112,13 +139,15 @@ def test_a_kill_mid_stream_loses_nothing_acknowledged(artifact: Path, tmp_path: 
                 except httpx.TransportError:
                     return
                 acknowledged.append((response.json()["user_id"], profile))
+                if len(acknowledged) == 5:
+                    some_acknowledged.set()  # and on: the kill comes mid-stream
 
     sender = threading.Thread(target=inject_until_killed)
     sender.start()
-    time.sleep(1.0)
+    assert some_acknowledged.wait(timeout=300), "no injection was acknowledged"
     first.kill()
-    sender.join(timeout=30)
-    assert acknowledged, "no injection was acknowledged before the kill"
+    sender.join(timeout=60)
+    assert not sender.is_alive() and len(acknowledged) >= 5
     second = tiny_server(artifact, ledger, **NO_RATE_LIMIT).start()
     try:
         base = f"{second.url}/admin/worlds/{world['world_id']}"

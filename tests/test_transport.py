@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -37,6 +36,7 @@ class RawServer:
         self.open = 0
         self.most_open = 0
         self.bodies: list[bytes] = []
+        self.closed = asyncio.Event()  # set whenever a connection was closed
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -59,6 +59,8 @@ class RawServer:
         finally:
             self.open -= 1
             writer.close()
+            await writer.wait_closed()
+            self.closed.set()
 
 
 @asynccontextmanager
@@ -158,7 +160,7 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
         httpx.AsyncClient(transport=KeepAliveTransport()) as client,
     ):
         assert (await client.get(url + "/a")).status_code == 200
-        await asyncio.sleep(0.05)  # the close arrives while the connection is idle
+        await server.closed.wait()  # the server closed the idle connection
         assert (await client.get(url + "/b")).status_code == 200
         assert server.connections == 2
 
@@ -169,6 +171,7 @@ async def test_a_close_the_event_loop_has_not_seen_yet_is_detected() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     accepted: list[int] = []
+    answered, closed = threading.Event(), threading.Event()
 
     def serve() -> None:
         for _ in range(2):
@@ -178,13 +181,17 @@ async def test_a_close_the_event_loop_has_not_seen_yet_is_detected() -> None:
                 while b"\r\n\r\n" not in connection.recv(65536):
                     pass
                 connection.sendall(answer(b"{}"))
-                time.sleep(0.1)  # closed later, without saying so, as an idle timeout does
+                # closed once the client has its answer, without saying so, as an idle
+                # timeout does
+                answered.wait(timeout=60)
+            closed.set()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     async with httpx.AsyncClient(transport=KeepAliveTransport(), timeout=5) as client:
         assert (await client.post(f"http://127.0.0.1:{port}/a", json={})).status_code == 200
-        time.sleep(0.2)
+        answered.set()
+        assert closed.wait(timeout=60)  # blocks the loop: it never reads the close
         assert (await client.post(f"http://127.0.0.1:{port}/b", json={})).status_code == 200
     thread.join(timeout=5)
     listener.close()
@@ -208,8 +215,10 @@ async def test_a_lost_answer_and_a_slow_server_are_transport_errors() -> None:
         await sdk.aclose()
         assert server.connections == 1 + 3
 
+    timed_out = asyncio.Event()
+
     async def silent(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
-        await asyncio.sleep(5)
+        await timed_out.wait()  # no answer before the client gave up
         return False
 
     async with (
@@ -218,6 +227,7 @@ async def test_a_lost_answer_and_a_slow_server_are_transport_errors() -> None:
     ):
         with pytest.raises(httpx.ReadTimeout):
             await client.get(url + "/x")
+        timed_out.set()
 
 
 async def test_nothing_listening_is_a_connect_error() -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from recsys_server import __version__
-from recsys_server.api.deps import AdminDep, MetricsDep, RegistryDep, WorldDep
+from recsys_server.api.deps import AdminDep, AdminRoute, MetricsDep, RegistryDep, WorldDep
 from recsys_server.problems import (
+    ContentTooLarge,
     Forbidden,
     InvalidRequest,
     LedgerUnavailable,
@@ -33,8 +34,10 @@ router = APIRouter(
     tags=["admin"],
     dependencies=[AdminDep],
     responses=problem_responses(Unauthorized, Forbidden, NotReady, LedgerUnavailable),
+    route_class=AdminRoute,
 )
 WORLD_PROBLEMS = problem_responses(NotFound, InvalidRequest)
+WORLD_BODY_PROBLEMS = problem_responses(NotFound, InvalidRequest, ContentTooLarge)
 
 
 @router.get("/model")
@@ -52,7 +55,9 @@ async def model_info(registry: RegistryDep) -> ModelInfo:
     )
 
 
-@router.post("/worlds", status_code=201, responses=problem_responses(InvalidRequest))
+@router.post(
+    "/worlds", status_code=201, responses=problem_responses(InvalidRequest, ContentTooLarge)
+)
 async def create_world(
     body: CreateWorldRequest, registry: RegistryDep, metrics: MetricsDep
 ) -> WorldCreated:
@@ -72,7 +77,7 @@ async def world_usage(world: WorldDep, registry: RegistryDep) -> WorldUsage:
     return registry.usage(world)
 
 
-@router.post("/worlds/{world_id}/reset", responses=WORLD_PROBLEMS)
+@router.post("/worlds/{world_id}/reset", responses=WORLD_BODY_PROBLEMS)
 async def reset_world(
     world: WorldDep, registry: RegistryDep, body: ResetRequest | None = None
 ) -> WorldUsage:
@@ -80,7 +85,7 @@ async def reset_world(
     return await registry.reset(world, (body or ResetRequest()).restore_budgets)
 
 
-@router.post("/worlds/{world_id}/retrain", responses=WORLD_PROBLEMS)
+@router.post("/worlds/{world_id}/retrain", responses=WORLD_BODY_PROBLEMS)
 async def retrain_world(
     world: WorldDep, registry: RegistryDep, body: RetrainRequest | None = None
 ) -> WorldUsage:
@@ -102,7 +107,7 @@ async def export_injections(world: WorldDep, registry: RegistryDep) -> list[Inje
     return registry.export(world)
 
 
-@router.post("/worlds/{world_id}/evaluate", responses=WORLD_PROBLEMS)
+@router.post("/worlds/{world_id}/evaluate", responses=WORLD_BODY_PROBLEMS)
 async def evaluate_world(
     world: WorldDep, registry: RegistryDep, body: EvaluateRequest
 ) -> EvaluationReport:

@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query
 
-from recsys_server.api.deps import AttackerDep
+from recsys_server.api.deps import AttackerDep, AttackerRoute
 from recsys_server.problems import (
     Conflict,
+    ContentTooLarge,
     InvalidRequest,
     LedgerUnavailable,
     NotFound,
@@ -16,13 +17,14 @@ from recsys_server.problems import (
     Unauthorized,
     problem_responses,
 )
-from shared.schemas import InjectUserRequest, InjectUserResponse, TopKResponse
+from shared.schemas import DECIMAL_DIGITS, InjectUserRequest, InjectUserResponse, TopKResponse
 
 MAX_USER_ID = 2**53  # JSON-safe integers; larger ids cannot exist
 
 
 def attacker_router(max_k: int) -> APIRouter:
-    router = APIRouter(tags=["attacker"])
+    router = APIRouter(tags=["attacker"], route_class=AttackerRoute)
+    default_k = min(10, max_k)
 
     @router.post(
         "/inject_user",
@@ -30,6 +32,7 @@ def attacker_router(max_k: int) -> APIRouter:
         responses=problem_responses(
             Unauthorized,
             Conflict,
+            ContentTooLarge,
             InvalidRequest,
             RateLimited,
             QuotaExceeded,
@@ -66,9 +69,9 @@ def attacker_router(max_k: int) -> APIRouter:
         ),
     )
     async def topk(
-        user_id: Annotated[int, Path(ge=0, le=MAX_USER_ID)],
+        user_id: Annotated[int, Path(ge=0, le=MAX_USER_ID), DECIMAL_DIGITS],
         attacker: AttackerDep,
-        k: Annotated[int, Query(ge=1, le=max_k)] = min(10, max_k),
+        k: Annotated[int, Query(ge=1, le=max_k), DECIMAL_DIGITS] = default_k,
     ) -> TopKResponse:
         """The ``k`` items the recommender ranks highest for the user, best first, among
         items the user does not have. One call is one query of the world's budget."""
