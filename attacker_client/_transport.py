@@ -18,8 +18,10 @@ import select
 import httpx
 
 
-def _closed_before_answering(exc: BaseException) -> bool:
+def _closed_before_answering(connection: _Connection, exc: BaseException) -> bool:
     """The peer closed or reset the connection before a byte of the answer came."""
+    if connection.answered:
+        return False
     if isinstance(exc, asyncio.IncompleteReadError):
         return not exc.partial
     return isinstance(exc, (ConnectionResetError, BrokenPipeError))
@@ -28,6 +30,7 @@ def _closed_before_answering(exc: BaseException) -> bool:
 class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.answered = False  # whether the last exchange got a byte of its answer
 
     def close(self) -> None:
         self.writer.close()
@@ -45,8 +48,10 @@ class _Connection:
         self, head: bytes, body: bytes, method: str
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
         """Send one request; the status, headers, body, and whether the connection stays open."""
+        self.answered = False  # no byte of this request's answer yet
         self.writer.write(head + body)
         status_line = await self.reader.readuntil(b"\r\n")
+        self.answered = True
         status = int(status_line.split(b" ", 2)[1])
         headers: list[tuple[bytes, bytes]] = []
         length, chunked, keep_alive = None, False, not status_line.startswith(b"HTTP/1.0")
@@ -134,7 +139,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                     ValueError,
                 ) as exc:
                     connection.close()
-                    if reused and _closed_before_answering(exc):
+                    if reused and _closed_before_answering(connection, exc):
                         # most likely an idle connection the server closed (its keep-alive
                         # timeout) as the request went out: sent once more on a new
                         # connection, as HTTP clients do (a server that died mid-request

@@ -237,9 +237,12 @@ def run_demo_command(args: argparse.Namespace) -> None:
 
 
 def run_pretrain_command(args: argparse.Namespace) -> int:
-    pretrain_args = PretrainArgs(
-        **{name: getattr(args, name) for name in PretrainArgs.__dataclass_fields__}
-    )
+    try:
+        pretrain_args = PretrainArgs(
+            **{name: getattr(args, name) for name in PretrainArgs.__dataclass_fields__}
+        )
+    except ValueError as exc:
+        raise CopyAttackError(str(exc)) from None
     summary = asyncio.run(
         run_pretrain(
             args.scenario,

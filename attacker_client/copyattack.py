@@ -332,7 +332,8 @@ class CopyAttack:
         if not episode.log_probs:
             return 0.0
         returns = discounted_returns(episode.rewards, self.args.gamma)
-        mean = float(np.mean([returns[r] for r in episode.action_round]))
+        # the mean of the float32 credit, as before the policy moved out of this class
+        mean = torch.tensor([returns[r] for r in episode.action_round]).mean().item()
         baseline = mean if self.baseline is None else self.baseline
         loss = reinforce_loss(episode, baseline, self.args.gamma, self.args.entropy)
         assert loss is not None

@@ -68,6 +68,10 @@ class PretrainArgs:
     pretend_users: int = 50  # per server world
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.group < 2:  # one episode is its own baseline: no gradient at all
+            raise ValueError(f"group must be at least 2 episodes per target, got {self.group}")
+
 
 def split_targets(
     view: AttackerView,

@@ -176,7 +176,7 @@ def test_surrogate_policy_attacks_with_no_query_before_its_first_injection(
         targets=3,
         validation_targets=0,
         passes=1,
-        group=1,
+        group=2,
         batch=3,
         snapshots=1,
         budget=4,
@@ -238,3 +238,8 @@ def test_surrogate_policy_attacks_with_no_query_before_its_first_injection(
     other = dataclasses.replace(view, fingerprint="f" * 64)
     with pytest.raises(CopyAttackError, match="trained on scenario"):
         load_policy(tmp_path / "p" / "policy-0001.pt", other)
+
+
+def test_a_group_of_one_episode_is_refused_it_would_learn_nothing() -> None:
+    with pytest.raises(ValueError, match="group must be at least 2"):
+        PretrainArgs(group=1)

@@ -270,3 +270,26 @@ async def test_a_kept_alive_connection_closed_unanswered_is_sent_again_once() ->
         with pytest.raises(httpx.RemoteProtocolError):
             await client.post(f"{url}/admin/worlds", json={})
         assert server.connections == 1
+
+
+async def test_an_answer_cut_after_it_began_is_never_sent_again() -> None:
+    """The server started answering, then closed: the request may have been done, so it is
+    an error, even on a kept-alive connection."""
+    answered: dict[int, int] = {}
+
+    async def cut(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if answered.get(id(writer)):
+            writer.write(b"HTTP/1.1 201 Created\r\n")  # the status line, then nothing
+            await writer.drain()
+            return False
+        answered[id(writer)] = 1
+        return await ok(head, body, writer)
+
+    async with (
+        raw_server(cut) as (server, url),
+        httpx.AsyncClient(transport=KeepAliveTransport()) as client,
+    ):
+        assert (await client.post(f"{url}/admin/worlds", json={})).status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(f"{url}/admin/worlds", json={})
+        assert len(server.bodies) == 2 and server.connections == 1
