@@ -5,8 +5,9 @@ cell's final spend is evaluated by the server's admin evaluation at each checkpo
 budget (5, 10, ..., budget: the budget curve of Fig. 5, from the same runs) and at the
 end. Finished cells are appended to ``cells.jsonl`` as they end, so an interrupted run
 resumes without redoing them. The tables are the mean and 95% interval over target
-items and seeds, with paired tests of CopyAttack against the best other method (sampled
-HR@20 and NDCG@20, full HR@20).
+items and seeds, with paired tests of each learner (CopyAttack, and the methods that spend
+a pretrained policy) against the best method that is not one of them (sampled HR@20 and
+NDCG@20, full HR@20).
 """
 
 from __future__ import annotations
