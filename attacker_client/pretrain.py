@@ -106,8 +106,9 @@ class Environment(ABC):
     """Where training episodes run: ``group`` attacks in a row on one target, and the
     target queries and injections they cost."""
 
-    queries = 0
+    queries = 0  # of the target
     injections = 0
+    local_queries = 0  # of the attacker's own surrogate
 
     @abstractmethod
     async def episodes(
@@ -124,7 +125,6 @@ class Environment(ABC):
 class SurrogateEnvironment(Environment):
     def __init__(self, view: AttackerView, config: SurrogateConfig) -> None:
         self.view, self.surrogate = view, CooccurrenceSurrogate(view, config)
-        self.surrogate_queries = 0
 
     async def episodes(
         self,
@@ -151,7 +151,7 @@ class SurrogateEnvironment(Environment):
                     task, budget, self.view.source_profile, inject, ask, rng, generator
                 )
             )
-            self.surrogate_queries += world.queries
+            self.local_queries += world.queries
         return out
 
 
@@ -326,7 +326,7 @@ async def pretrain(
         "seconds": round(time.perf_counter() - started, 1),
         "queries": environment.queries,
         "injections": environment.injections,
-        "surrogate_queries": getattr(environment, "surrogate_queries", 0),
+        "surrogate_queries": environment.local_queries,
         "snapshots": snapshots,
         "history": history,
     }

@@ -52,6 +52,8 @@ class CooccurrenceSurrogate:
         self.columns = np.unique(self.pretend_items.indices)
         self.cooccurrence = (matrix[:, self.columns].T @ matrix).toarray()  # (columns, items)
         self.holders = np.asarray(matrix.sum(axis=0)).ravel()  # n_i
+        self.row_of = np.full(view.n_items, -1)  # item -> its row of ``cooccurrence``
+        self.row_of[self.columns] = np.arange(len(self.columns))
 
     def world(self, target: int) -> SurrogateWorld:
         return SurrogateWorld(self, target)
@@ -65,31 +67,31 @@ class SurrogateWorld:
         config = surrogate.config
         holds = np.asarray(surrogate.pretend_items[:, target].todense()).ravel() > 0
         self.users = np.flatnonzero(~holds)[: config.pretend_users]  # rows of pretend_items
+        known = surrogate.pretend_items[self.users]
+        self.known = known.nonzero()  # (user, item) pairs never recommended
+        self.held = known[:, surrogate.columns].toarray()  # (users, columns), 0/1
+        self.holders = surrogate.holders.copy()  # n_i with the injections
         self.injected: list[np.ndarray] = []
         self.queries = 0
 
     def inject(self, profile: np.ndarray) -> None:
-        self.injected.append(np.unique(np.asarray(profile, dtype=np.int64)))
+        profile = np.unique(np.asarray(profile, dtype=np.int64))
+        self.injected.append(profile)
+        self.holders[profile] += 1
 
     def topk(self, k: int) -> list[list[int]]:
         """Each pretend user's top-k of the items it does not hold, with the injections."""
         s = self.surrogate
-        holders = s.holders.copy()
-        for profile in self.injected:
-            holders[profile] += 1
-        known = s.pretend_items[self.users]
-        weights = known[:, s.columns].toarray() / np.sqrt(np.maximum(holders[s.columns], 1))
+        weights = self.held / np.sqrt(np.maximum(self.holders[s.columns], 1))
         scores = weights @ s.cooccurrence  # (users, items), the clean counts
-        position = np.full(len(holders), -1)
-        position[s.columns] = np.arange(len(s.columns))
         for profile in self.injected:
             # the profile's pairs add 1 to C[j, i] for j, i both in it
-            rows = position[profile]
+            rows = s.row_of[profile]
             inside = rows >= 0
             if inside.any():
                 scores[:, profile] += weights[:, rows[inside]].sum(axis=1, keepdims=True)
-        scores /= np.sqrt(np.maximum(holders, 1))
-        scores[known.nonzero()] = -np.inf
+        scores /= np.sqrt(np.maximum(self.holders, 1))
+        scores[self.known] = -np.inf
         top = np.argpartition(-scores, k, axis=1)[:, :k]
         ordered = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1), 1)
         self.queries += len(self.users)
