@@ -36,12 +36,13 @@ import torch
 
 from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.data import TargetData
-from recsys_server.pinsage.graph import InteractionGraph
-from recsys_server.pinsage.model import PinSage, PinSageConfig
+from recsys_server.graph import InteractionGraph
+from recsys_server.pinsage.model import PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
-from recsys_server.pinsage.train import scheduled_retrain, train_pinsage
 from recsys_server.prepare import training_key
 from recsys_server.training import TrainConfig
+from recsys_server.victims.base import Victim
+from recsys_server.victims.pinsage import PinSageVictim
 from shared.metrics import ranks_of
 from shared.profiles import crop_around_target
 from shared.scenario import Scenario, draw_targets, load_scenario
@@ -148,23 +149,21 @@ def _position(ranked: np.ndarray, item: int) -> int:
 
 def trained_model(
     data: TargetData, name: str, config: PinSageConfig, cache: Path
-) -> tuple[PinSage, dict]:
+) -> tuple[Victim, dict]:
     train = TrainConfig(progress=False)
     # the key covers the training settings too, so a changed default retrains
-    key = training_key(data.fingerprint, config, train)[:12]
+    key = training_key(data.fingerprint, PinSageVictim.name, config, train)[:12]
     path = cache / f"{data.fingerprint[:16]}-{name.replace('/', '_')}-{key}.pt"
     try:
         artifact = ModelArtifact.load(path, data.fingerprint)
-        return artifact.model, artifact.metrics
+        return artifact.victim, artifact.metrics
     except ArtifactError:
         pass
     started = time.perf_counter()
-    model, history = train_pinsage(data, config, train)
+    model, history = PinSageVictim.train(data, config, train)
     seconds = time.perf_counter() - started
-    state = EmbeddingState(model, InteractionGraph(data.train, data.n_users, data.n_items),
-                           data.content)  # fmt: skip
     metrics = {
-        "test": data.test_metrics(state.scores),
+        "test": data.test_metrics(model.serving_state(data).scores),
         "validation_hr10": history.best,
         "train_seconds": round(seconds, 1),
     }
@@ -180,10 +179,11 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def run_variant(
-    args, scenario: Scenario, data: TargetData, name: str, model: PinSage, metrics: dict
+    args, scenario: Scenario, data: TargetData, name: str, model: Victim, metrics: dict
 ) -> dict:
     probe = Probe(scenario, data, args.budget, np.random.default_rng(args.seed))
-    state = EmbeddingState(model, probe.graph, data.content)
+    state = model.serving_state(data, probe.graph)
+    assert isinstance(state, EmbeddingState)  # the embedding cosine below is PinSage's
     targets = draw_targets(scenario.cold_targets, args.targets, args.target_seed)
     frozen: dict[str, list[dict]] = {m: [] for m in METHODS}
     retrained: dict[str, list[dict]] = {m: [] for m in METHODS}
@@ -195,8 +195,7 @@ def run_variant(
                 attacked.add_user(profile)
             frozen[method].append(probe.measure(attacked, target, clean))
             if position < args.retrain_targets:
-                tuned = scheduled_retrain(model, data, attacked.graph, args.retrain_epochs)
-                polluted = EmbeddingState(tuned, attacked.graph, data.content)
+                polluted = attacked.retrained(data, args.retrain_epochs)
                 retrained[method].append(probe.measure(polluted, target, clean))
     result = {
         "variant": name,
@@ -234,8 +233,8 @@ def main() -> None:
     data = TargetData.from_scenario(scenario)
     if args.artifact:
         artifact = ModelArtifact.load(args.artifact, scenario.fingerprint)
-        name = f"{artifact.model.config.variant} ({args.artifact})"
-        models = {name: (artifact.model, artifact.metrics)}
+        name = f"{artifact.victim.config_dict()['variant']} ({args.artifact})"
+        models = {name: (artifact.victim, artifact.metrics)}
     else:
         models = {n: trained_model(data, n, VARIANTS[n], args.cache) for n in args.variants}
     results = []

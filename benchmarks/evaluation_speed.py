@@ -29,8 +29,7 @@ import numpy as np
 
 from recsys_server.artifact import ModelArtifact
 from recsys_server.pinsage import overlay
-from recsys_server.pinsage.graph import InteractionGraph
-from recsys_server.pinsage.refresh import EmbeddingState
+from recsys_server.victims.base import ServingState
 from shared.machine import machine
 from shared.metrics import N_SAMPLED, ranks_of, sample_negatives
 from shared.scenario import load_attacker_view
@@ -58,9 +57,7 @@ def main() -> None:
     if data is None:
         sys.exit(f"{args.artifact} carries no serving data")
     view = load_attacker_view(args.scenario)
-    clean = EmbeddingState(
-        artifact.model, InteractionGraph(data.train, data.n_users, data.n_items), data.content
-    )
+    clean = artifact.victim.serving_state(data)
     world = clean.fork()
     rng = np.random.default_rng(0)
     target = view.cold_targets[0]
@@ -70,7 +67,7 @@ def main() -> None:
 
     items = np.full(len(users), target)
 
-    def evaluate(state: EmbeddingState) -> Callable[[], object]:
+    def evaluate(state: ServingState) -> Callable[[], object]:
         return lambda: ranks_of(state.scores, users, items, data.known)
 
     # drawn once, as the service keeps them per target

@@ -23,7 +23,7 @@ import torch
 
 from recsys_server.artifact import ModelArtifact
 from recsys_server.data import TargetData
-from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
 from shared.datasets.pair import load_pair

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from recsys_server.data import TargetData
-from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.pinsage.sampler import WalkConfig

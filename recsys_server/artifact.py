@@ -1,5 +1,5 @@
-"""A trained model as one file: weights, config, scenario fingerprint, metrics and (for
-serving) the target data it runs on.
+"""A trained model as one file: the victim's family, weights and config, the scenario
+fingerprint, metrics and (for serving) the target data it runs on.
 
 Loading checks the fingerprint against the scenario it is used with and refuses a
 mismatch, since a model trained on other data would answer for the wrong catalogue. The
@@ -10,7 +10,6 @@ with the wrong scenario.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,11 +19,14 @@ import numpy as np
 import torch
 
 from recsys_server.data import TargetData
-from recsys_server.pinsage.model import PinSage, PinSageConfig
+from recsys_server.victims.base import Victim
+from recsys_server.victims.registry import VICTIMS
 from shared.atomic import staged_file
 from shared.errors import CopyAttackError
 
-FORMAT_VERSION = 2
+# 3: the victim's family is named, its fields under "model"; version 2 was PinSage only
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 
 
 class ArtifactError(CopyAttackError):
@@ -33,7 +35,7 @@ class ArtifactError(CopyAttackError):
 
 @dataclass
 class ModelArtifact:
-    model: PinSage
+    victim: Victim
     scenario_fingerprint: str
     metrics: dict[str, Any] = field(default_factory=dict)
     data: TargetData | None = None
@@ -44,20 +46,14 @@ class ModelArtifact:
     @cached_property
     def weights_fingerprint(self) -> str:
         """sha256 of the weights: which model is served, whatever its file is called."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return self.victim.fingerprint()
 
     def save(self, path: Path) -> None:
         """Write atomically: a temporary file in the same folder, renamed into place."""
         payload = {
             "format_version": FORMAT_VERSION,
-            "config": self.model.config.to_dict(),
-            "n_content": self.model.n_content,
-            "n_items": self.model.n_items,
-            "state_dict": self.model.state_dict(),
+            "victim": self.victim.name,
+            "model": self.victim.to_payload(),
             "scenario_fingerprint": self.scenario_fingerprint,
             "metrics": self.metrics,
             "data": None if self.data is None else _pack(self.data),
@@ -75,19 +71,24 @@ class ModelArtifact:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # any unreadable file: say which and why
             raise ArtifactError(f"{path}: not a model artifact ({exc})") from None
-        if payload.get("format_version") != FORMAT_VERSION:
+        if payload.get("format_version") not in READABLE_VERSIONS:
             raise ArtifactError(f"{path}: format version {payload.get('format_version')}")
+        family = VICTIMS.get(payload.get("victim", "pinsage"))
+        if family is None:
+            raise ArtifactError(
+                f"{path}: a model of victim {payload['victim']!r}, which this version does "
+                f"not know (it knows {', '.join(sorted(VICTIMS))})"
+            )
         fingerprint = payload["scenario_fingerprint"]
         if expected_fingerprint is not None and fingerprint != expected_fingerprint:
             raise ArtifactError(
                 f"{path} was trained on scenario {fingerprint[:16]}, not on this scenario "
                 f"({expected_fingerprint[:16]}); train a model for it with `recsys-server train`"
             )
-        config = PinSageConfig.from_dict(payload["config"])
-        model = PinSage(config, payload["n_content"], payload["n_items"])
-        model.load_state_dict(payload["state_dict"])
+        # version 2 kept PinSage's fields at the top level
+        victim = family.from_payload(payload.get("model", payload))
         data = None if payload.get("data") is None else _unpack(payload["data"], fingerprint)
-        return cls(model.eval(), fingerprint, payload["metrics"], data, payload.get("training_key"))
+        return cls(victim, fingerprint, payload["metrics"], data, payload.get("training_key"))
 
 
 def _pack(data: TargetData) -> dict[str, Any]:

@@ -1,13 +1,15 @@
-"""recsys-server: prepare the data, train the target model (PinSage) and serve it over HTTP.
+"""recsys-server: prepare the data, train the target model (a victim recommender, PinSage
+by default) and serve it over HTTP.
 
-    recsys-server train --scenario DIR --out FILE [--variant V] [--json]
+    recsys-server train --scenario DIR --out FILE [--victim NAME] [--variant V] [--json]
     recsys-server prepare --pair primary|reverse|synthetic --workdir DIR [training options]
     recsys-server serve --artifact FILE [--host H] [--port P] [--ledger FILE]
 
-``train`` fits PinSage with early stopping on validation HR@10, evaluates it and the
-baselines (MostPopular, BPR-MF, EASE) on the test split under both protocols, and writes
-the model artifact. On a terminal, progress lines on stderr show each model's epochs,
-validation HR@10 and time left; with ``--json`` the metrics as JSON are all it prints.
+``train`` fits the victim (``--victim``, default PinSage) with early stopping on
+validation HR@10, evaluates it and the baselines (MostPopular, BPR-MF, EASE) on the test
+split under both protocols, and writes the model artifact. On a terminal, progress lines
+on stderr show each model's epochs, validation HR@10 and time left; with ``--json`` the
+metrics as JSON are all it prints.
 
 ``prepare`` fetches missing data, builds the pair's scenario into ``DIR/scenario`` and
 trains ``DIR/model.pt``, each only when not already current (the compose ``trainer``, and
@@ -33,6 +35,7 @@ from recsys_server.pinsage.model import VARIANTS, PinSageConfig
 from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.prepare import prepare, train_artifact
 from recsys_server.training import TrainConfig
+from recsys_server.victims.registry import VICTIMS
 from shared.cli import Parser, default_data_dir
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
@@ -62,13 +65,13 @@ SERVE_DESCRIPTION = (
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="recsys-server", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train PinSage on a scenario, evaluate, save")
+    train = commands.add_parser("train", help="train a victim on a scenario, evaluate, save")
     train.add_argument(
         "--scenario", type=Path, required=True, help="a scenario folder (`scenario build`)"
     )
     train.add_argument("--out", type=Path, required=True, help="model artifact to write")
     _add_training_options(train)
-    train.add_argument("--no-baselines", action="store_true", help="evaluate PinSage only")
+    train.add_argument("--no-baselines", action="store_true", help="evaluate the victim only")
     train.add_argument(
         "--json", action="store_true", help="print only the metrics, as JSON (no progress)"
     )
@@ -163,6 +166,9 @@ _NUMERIC_TRAINING_OPTIONS: tuple[tuple[str, type, float, str], ...] = (
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--victim", choices=sorted(VICTIMS), default="pinsage", help="the recommender's family"
+    )
+    parser.add_argument(
         "--variant",
         choices=VARIANTS,
         default=PinSageConfig.variant,
@@ -177,6 +183,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _configs(args: argparse.Namespace) -> tuple[PinSageConfig, TrainConfig]:
+    """The victim's settings and the training settings, from the flags."""
     try:
         config = PinSageConfig(
             variant=args.variant,
@@ -212,7 +219,12 @@ def _configs(args: argparse.Namespace) -> tuple[PinSageConfig, TrainConfig]:
 def train_command(args: argparse.Namespace) -> None:
     config, train = _configs(args)
     results = train_artifact(
-        load_scenario(args.scenario), config, train, args.out, baselines=not args.no_baselines
+        load_scenario(args.scenario),
+        args.victim,
+        config,
+        train,
+        args.out,
+        baselines=not args.no_baselines,
     )
     if args.json:
         print(json.dumps(results))
@@ -239,6 +251,7 @@ def prepare_command(args: argparse.Namespace) -> None:
         source,
         args.data_dir or default_data_dir(),
         args.workdir,
+        args.victim,
         config,
         train,
         scenario_config=scenario_config,

@@ -22,11 +22,8 @@ import numpy as np
 from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.baselines import BPRMF, EASE, MostPopular
 from recsys_server.data import TargetData
-from recsys_server.pinsage.graph import InteractionGraph
-from recsys_server.pinsage.model import PinSageConfig
-from recsys_server.pinsage.refresh import EmbeddingState
-from recsys_server.pinsage.train import train_pinsage
 from recsys_server.training import TrainConfig
+from recsys_server.victims.registry import VICTIMS
 from shared.datasets.pair import load_pair
 from shared.metrics import ACTIVE_MIN_TRAIN, ScoreFn, evaluate
 from shared.scenario import (
@@ -52,28 +49,30 @@ def _evaluate_split(data: TargetData, score: ScoreFn, seed: int) -> dict[str, An
 
 def train_artifact(
     scenario: Scenario,
-    config: PinSageConfig,
+    victim: str,
+    config: Any,
     train: TrainConfig,
     out: Path,
     *,
     baselines: bool = True,
     training_key: str | None = None,
 ) -> dict[str, Any]:
-    """Fit PinSage, evaluate it (and the baselines) on the test split, save the artifact."""
+    """Fit the victim (``config``: its family's settings), evaluate it (and the baselines)
+    on the test split, save the artifact."""
     data = TargetData.from_scenario(scenario)
+    family = VICTIMS[victim]
     started = time.perf_counter()
-    model, history = train_pinsage(data, config, train)
+    model, history = family.train(data, config, train)
     seconds = time.perf_counter() - started
-    state = EmbeddingState(model, InteractionGraph(data.train, data.n_users, data.n_items),
-                           data.content)  # fmt: skip
     results: dict[str, Any] = {
-        "PinSage": {
-            **_evaluate_split(data, state.scores, train.seed),
+        family.label: {
+            **_evaluate_split(data, model.serving_state(data).scores, train.seed),
             "train_seconds": round(seconds, 1),
             "epochs": len(history.validation_hr10),
             "best_epoch": history.best_epoch,
             "validation_hr10": round(history.best, 4),
-            "config": config.to_dict(),
+            "victim": victim,
+            "config": model.config_dict(),
         }
     }
     if baselines:
@@ -97,10 +96,13 @@ class Prepared:
     seconds: float
 
 
-def training_key(fingerprint: str, config: PinSageConfig, train: TrainConfig) -> str:
+def training_key(fingerprint: str, victim: str, config: Any, train: TrainConfig) -> str:
     """What the trained weights depend on (progress bars do not count)."""
     settings = {**asdict(train), "progress": None}
-    payload = json.dumps([fingerprint, config.to_dict(), settings], sort_keys=True)
+    key: list[Any] = [fingerprint, config.to_dict(), settings]
+    if victim != "pinsage":  # PinSage's key stays as it was: its models stay current
+        key.append(victim)
+    payload = json.dumps(key, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -109,7 +111,8 @@ def prepare(
     source: str,
     data_dir: Path,
     workdir: Path,
-    config: PinSageConfig,
+    victim: str,
+    config: Any,
     train: TrainConfig,
     *,
     scenario_config: ScenarioConfig | None = None,
@@ -124,12 +127,12 @@ def prepare(
     scenario_reused = not save_scenario(scenario, scenario_dir, unless_current=True)
     fingerprint = scenario.fingerprint
     artifact = workdir / MODEL_FILE
-    key = training_key(fingerprint, config, train)
+    key = training_key(fingerprint, victim, config, train)
     model_reused = _current_training_key(artifact) == key
     metrics = None
     if not model_reused:
         metrics = train_artifact(
-            scenario, config, train, artifact, baselines=baselines, training_key=key
+            scenario, victim, config, train, artifact, baselines=baselines, training_key=key
         )
     return Prepared(
         scenario_dir=scenario_dir,

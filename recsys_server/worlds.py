@@ -1,7 +1,8 @@
 """Worlds: isolated copies of the target platform, one per attacker key, in one process.
 
-A world is a fork of the clean model's live state (copy-on-write: the training graph and
-every embedding table are shared, a world holds only the rows its own injections
+A world is a fork of the clean model's live state (the victim's
+:class:`~recsys_server.victims.base.ServingState`; copy-on-write: the training graph and
+every table are shared, a world holds only the rows its own injections
 changed) plus the pretend users handed to its attacker. The :class:`WorldRegistry` owns
 the worlds, keeps the ledger in step with them, and runs the CPU-heavy work (the
 incremental refresh, evaluations) on dedicated threads, so the event loop keeps serving
@@ -32,9 +33,6 @@ from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.data import TargetData
 from recsys_server.ledger import Ledger, LedgerError, WorldRecord
 from recsys_server.observability import ServiceMetrics
-from recsys_server.pinsage.graph import InteractionGraph
-from recsys_server.pinsage.refresh import EmbeddingState
-from recsys_server.pinsage.train import scheduled_retrain
 from recsys_server.problems import (
     Conflict,
     InvalidRequest,
@@ -43,6 +41,7 @@ from recsys_server.problems import (
     Unauthorized,
 )
 from recsys_server.security import hash_key, new_api_key
+from recsys_server.victims.base import ServingState
 from shared.metrics import (
     ACTIVE_MIN_TRAIN,
     KS,
@@ -73,7 +72,7 @@ class World:
     world_id: str
     key_hash: str
     pretend_users: frozenset[int]
-    state: EmbeddingState
+    state: ServingState
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # serialises writers
     embedding_epoch: int = 0  # refreshes applied to ``state``
     deleted: bool = False
@@ -101,8 +100,7 @@ class WorldRegistry:
         self.max_profile_length = max_profile_length
         self.eval_seed = eval_seed
         self.metrics = metrics or ServiceMetrics()
-        graph = InteractionGraph(self.data.train, self.data.n_users, self.data.n_items)
-        self.clean = EmbeddingState(artifact.model, graph, self.data.content)
+        self.clean = artifact.victim.serving_state(self.data)
         self._holders = self.data.known.tocsc()
         self._train_counts = np.bincount(self.data.train[:, 0], minlength=self.data.n_users)
         self._worlds: dict[str, World] = {}
@@ -182,14 +180,9 @@ class WorldRegistry:
         async with world.lock:
             _still_there(world)
             state = world.state
-            world.state = await self._run(self._evaluator, self._retrained, state, epochs)
+            world.state = await self._run(self._evaluator, state.retrained, self.data, epochs)
             world.embedding_epoch += 1
         return self.usage(world)
-
-    def _retrained(self, state: EmbeddingState, epochs: int) -> EmbeddingState:
-        graph = state.graph.fork()
-        tuned = scheduled_retrain(state.model, self.data, graph, epochs=epochs)
-        return EmbeddingState(tuned, graph, self.data.content)
 
     def usage(self, world: World) -> WorldUsage:
         record = self.ledger.world(world.world_id)
@@ -337,7 +330,7 @@ class WorldRegistry:
             )
 
     def _evaluate_sync(
-        self, state: EmbeddingState, targets: list[int], protocols: tuple[str, ...]
+        self, state: ServingState, targets: list[int], protocols: tuple[str, ...]
     ) -> list[TargetEvaluation]:
         out = []
         for target in targets:
@@ -370,7 +363,7 @@ class WorldRegistry:
         return self._cases[target]
 
     def _rank_metrics(
-        self, state: EmbeddingState, target: int, protocols: tuple[str, ...]
+        self, state: ServingState, target: int, protocols: tuple[str, ...]
     ) -> dict[str, tuple[int, dict[str, Metrics]]]:
         """Per cohort: its users who never had ``target``, and their metrics."""
         cases = self._cases_of(target)
@@ -406,7 +399,7 @@ class EvaluationCases:
     active: np.ndarray  # users with 3+ training interactions (the second cohort)
 
 
-def _with_user(state: EmbeddingState, items: list[int]) -> tuple[EmbeddingState, int]:
+def _with_user(state: ServingState, items: list[int]) -> tuple[ServingState, int]:
     """A fork of ``state`` with one more user (``state`` itself is left as it was)."""
     refreshed = state.fork()
     return refreshed, refreshed.add_user(np.asarray(items, dtype=np.int64))

@@ -184,6 +184,7 @@ class ModelInfo(BaseModel):
     version: str
     scenario_fingerprint: str
     model_fingerprint: str  # sha256 of the served weights
+    victim: str = "pinsage"  # the recommender's family (recsys_server.victims)
     config: dict[str, Any]
     metrics: dict[str, Any]
     n_users: int

@@ -18,6 +18,7 @@ from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.pinsage.train import train_pinsage
 from recsys_server.settings import Settings
 from recsys_server.training import TrainConfig
+from recsys_server.victims.pinsage import PinSageVictim
 from shared.process import ServerProcess
 from shared.scenario import load_scenario
 
@@ -33,7 +34,9 @@ def write_tiny_artifact(path: Path, scenario_dir: Path) -> Path:
     config = PinSageConfig(dim=8, walks=WalkConfig(n_walks=16, n_neighbours=5))
     train = TrainConfig(lr=0.01, max_epochs=2, patience=2, progress=False)
     model, _ = train_pinsage(data, config, train)
-    ModelArtifact(model, data.fingerprint, {"note": "tiny test model"}, data).save(path)
+    ModelArtifact(PinSageVictim(model), data.fingerprint, {"note": "tiny test model"}, data).save(
+        path
+    )
     return path
 
 

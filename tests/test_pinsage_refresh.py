@@ -9,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.overlay import BATCH, RowOverlay
 from recsys_server.pinsage.refresh import EmbeddingState

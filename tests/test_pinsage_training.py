@@ -4,6 +4,7 @@ artifact round-trips; the baselines fit on the same split."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 import sys
@@ -16,12 +17,13 @@ import torch
 from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.baselines import BPRMF, EASE, BPRConfig, MostPopular
 from recsys_server.cli import main as server_main
-from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.pinsage.train import scheduled_retrain, train_pinsage
 from recsys_server.training import TrainConfig
+from recsys_server.victims.pinsage import PinSageVictim
 from shared.scenario import save_scenario
 from tests.pinsage_fixtures import tiny_data, tiny_scenario
 
@@ -72,10 +74,12 @@ def test_retraining_on_a_polluted_graph_changes_the_weights(trained: PinSage) ->
 
 def test_artifact_round_trip_and_fingerprint_check(trained: PinSage, tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
-    ModelArtifact(trained, "f" * 64, {"note": 1}).save(path)
+    ModelArtifact(PinSageVictim(trained), "f" * 64, {"note": 1}).save(path)
     loaded = ModelArtifact.load(path, "f" * 64)
     users = np.arange(20)
-    assert np.allclose(state_of(loaded.model).scores(users), state_of(trained).scores(users))
+    assert np.allclose(
+        loaded.victim.serving_state(DATA).scores(users), state_of(trained).scores(users)
+    )
     assert loaded.metrics == {"note": 1}
     with pytest.raises(ArtifactError, match="not on this scenario"):
         ModelArtifact.load(path, "0" * 64)
@@ -84,6 +88,46 @@ def test_artifact_round_trip_and_fingerprint_check(trained: PinSage, tmp_path: P
         ModelArtifact.load(tmp_path / "junk.pt")
     with pytest.raises(ArtifactError, match="no model artifact"):
         ModelArtifact.load(tmp_path / "missing.pt")
+
+
+def test_pinsage_behind_the_victim_interface_is_the_model_it_was(
+    trained: PinSage, tmp_path: Path
+) -> None:
+    """A model file of format version 2 (PinSage's fields at the top level, no victim
+    named) loads as the same PinSage: same weights fingerprint (sha256 of the state dict,
+    as version 2 computed it), same scores, same top-k; so every served model and every
+    recorded run key stays valid."""
+    path = tmp_path / "v2.pt"
+    torch.save(
+        {
+            "format_version": 2,
+            "config": trained.config.to_dict(),
+            "n_content": trained.n_content,
+            "n_items": trained.n_items,
+            "state_dict": trained.state_dict(),
+            "scenario_fingerprint": "f" * 64,
+            "metrics": {},
+            "data": None,
+            "training_key": None,
+        },
+        path,
+    )
+    loaded = ModelArtifact.load(path)
+    assert loaded.victim.name == "pinsage"
+    digest = hashlib.sha256()
+    for name, tensor in sorted(trained.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.numpy().tobytes())
+    assert loaded.weights_fingerprint == digest.hexdigest()
+    served, direct = loaded.victim.serving_state(DATA), state_of(trained)
+    users = np.arange(DATA.n_users)
+    assert np.array_equal(served.scores(users), direct.scores(users))
+    assert served.topk(3, 10).tolist() == direct.topk(3, 10).tolist()
+    # a victim this version does not know is named in the refusal
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "format_version": 3, "victim": "deepfm"}, path)
+    with pytest.raises(ArtifactError, match=r"victim 'deepfm'.*it knows pinsage"):
+        ModelArtifact.load(path)
 
 
 def test_baselines_fit_and_rank_sensibly() -> None:
@@ -127,7 +171,7 @@ def test_train_command_writes_artifact_and_json(
                 f"{m}@{k}" for m in ("HR", "NDCG") for k in (5, 10, 20)
             }
     artifact = ModelArtifact.load(out, scenario.fingerprint)
-    assert artifact.model.config.dim == 8 and artifact.metrics == results
+    assert artifact.victim.config_dict()["dim"] == 8 and artifact.metrics == results
 
 
 def test_train_command_shows_progress_on_a_terminal(

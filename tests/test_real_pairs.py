@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recsys_server.data import TargetData
-from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.pinsage.train import train_pinsage

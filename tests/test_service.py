@@ -106,13 +106,8 @@ async def test_world_topk_and_injection(artifact: Path, tmp_path: Path, transpor
 
 
 def tiny_fork_with(artifact: Path, profiles: list[list[int]]):
-    from recsys_server.pinsage.graph import InteractionGraph
-    from recsys_server.pinsage.refresh import EmbeddingState
-
     loaded = ModelArtifact.load(artifact)
-    state = EmbeddingState(
-        loaded.model, InteractionGraph(DATA.train, DATA.n_users, DATA.n_items), DATA.content
-    )
+    state = loaded.victim.serving_state(DATA)
     for profile in profiles:
         state.add_user(np.asarray(profile))
     return state
@@ -636,7 +631,7 @@ def test_artifact_without_serving_data_is_refused(artifact: Path, tmp_path: Path
     from recsys_server.worlds import WorldRegistry
 
     loaded = ModelArtifact.load(artifact)
-    ModelArtifact(loaded.model, loaded.scenario_fingerprint).save(tmp_path / "bare.pt")
+    ModelArtifact(loaded.victim, loaded.scenario_fingerprint).save(tmp_path / "bare.pt")
     bare = ModelArtifact.load(tmp_path / "bare.pt")
     with pytest.raises(ArtifactError, match="no serving data"):
         WorldRegistry(

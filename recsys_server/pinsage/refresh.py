@@ -22,13 +22,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.data import TargetData
+from recsys_server.graph import InteractionGraph
 from recsys_server.pinsage.model import GraphTensors, PinSage, degree_features, id_mask
 from recsys_server.pinsage.overlay import RowOverlay, SetOverlay
 from recsys_server.pinsage.sampler import Neighbourhoods, holder_priority, neighbourhoods_of
+from recsys_server.victims.base import ServingState
 
 
-class EmbeddingState:
+class EmbeddingState(ServingState):
     def __init__(
         self,
         model: PinSage,
@@ -64,6 +66,15 @@ class EmbeddingState:
         other.hidden = [table.fork() for table in self.hidden]
         other.messages = [table.fork() for table in self.messages]
         return other
+
+    def retrained(self, data: TargetData, epochs: int) -> EmbeddingState:
+        # imported here: training builds states of its own to validate on
+        from recsys_server.pinsage.train import scheduled_retrain
+
+        graph = self.graph.fork()
+        return EmbeddingState(
+            scheduled_retrain(self.model, data, graph, epochs), graph, self.content
+        )
 
     # --- full recompute ------------------------------------------------------------
 
@@ -241,18 +252,3 @@ class EmbeddingState:
         vectors = self.user_vectors(users)
         table = self.item_vectors[items]  # (len(users), m, dim)
         return np.matmul(table, vectors[:, :, None])[:, :, 0] + self.item_bias[items]
-
-    def topk(self, user: int, k: int) -> np.ndarray:
-        """The k best items the user does not hold, best first (ties by item id)."""
-        scores = self.scores(np.array([user]))[0]
-        held = self.graph.profile(user)
-        scores[held] = -np.inf
-        n = min(k, len(scores) - len(held))
-        if n <= 0:
-            return np.empty(0, dtype=np.int64)
-        # the n-th best score, then every item above it and the lowest ids tied with it:
-        # linear time, and the same tie-break as a full sort
-        threshold = -np.partition(-scores, n - 1)[n - 1]
-        above = np.flatnonzero(scores > threshold)
-        chosen = np.concatenate([above, np.flatnonzero(scores == threshold)[: n - len(above)]])
-        return chosen[np.lexsort((chosen, -scores[chosen]))]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.graph import InteractionGraph
 
 
 @dataclass(frozen=True)

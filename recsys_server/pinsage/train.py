@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from recsys_server.data import TargetData
-from recsys_server.pinsage.graph import InteractionGraph
+from recsys_server.graph import InteractionGraph
 from recsys_server.pinsage.model import (
     GraphTensors,
     PinSage,
