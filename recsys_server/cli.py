@@ -35,6 +35,8 @@ from recsys_server.pinsage.model import VARIANTS, PinSageConfig
 from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.prepare import prepare, train_artifact
 from recsys_server.training import TrainConfig
+from recsys_server.victims.base import VictimConfig
+from recsys_server.victims.pinsage import PinSageVictim
 from recsys_server.victims.registry import VICTIMS
 from shared.cli import Parser, default_data_dir
 from shared.datasets.pair import NAMED_PAIRS
@@ -182,25 +184,28 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, default=default, help=text)
 
 
-def _configs(args: argparse.Namespace) -> tuple[PinSageConfig, TrainConfig]:
-    """The victim's settings and the training settings, from the flags."""
+def _configs(args: argparse.Namespace) -> tuple[VictimConfig, TrainConfig]:
+    """The victim's settings and the training settings, from the flags (the model flags
+    are PinSage's; the other families train with their own defaults, tuned on validation)."""
     try:
-        config = PinSageConfig(
-            variant=args.variant,
-            warm_threshold=args.warm_threshold,
-            use_degree=not args.no_degree,
-            degree_steps_per_octave=args.degree_steps,
-            dim=args.dim,
-            n_layers=args.layers,
-            residual=args.residual,
-            id_dropout=args.id_dropout,
-            walks=WalkConfig(
-                n_walks=args.walks,
-                max_hops=args.hops,
-                n_neighbours=args.neighbours,
-                seed=args.seed,
-            ),
-        )
+        config: VictimConfig = VICTIMS[args.victim].default_config()
+        if args.victim == PinSageVictim.name:
+            config = PinSageConfig(
+                variant=args.variant,
+                warm_threshold=args.warm_threshold,
+                use_degree=not args.no_degree,
+                degree_steps_per_octave=args.degree_steps,
+                dim=args.dim,
+                n_layers=args.layers,
+                residual=args.residual,
+                id_dropout=args.id_dropout,
+                walks=WalkConfig(
+                    n_walks=args.walks,
+                    max_hops=args.hops,
+                    n_neighbours=args.neighbours,
+                    seed=args.seed,
+                ),
+            )
         train = TrainConfig(
             lr=args.lr,
             weight_decay=args.weight_decay,

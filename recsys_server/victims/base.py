@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 import torch
@@ -21,6 +21,12 @@ import torch
 from recsys_server.data import TargetData
 from recsys_server.graph import InteractionGraph
 from recsys_server.training import History, TrainConfig
+
+
+class VictimConfig(Protocol):
+    """A family's settings: what the training key and ``GET /admin/model`` record."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 class ServingState(ABC):
@@ -75,6 +81,11 @@ class Victim(ABC):
 
     name: ClassVar[str]  # on command lines and in the artifact: "pinsage"
     label: ClassVar[str]  # in tables: "PinSage"
+
+    @classmethod
+    @abstractmethod
+    def default_config(cls) -> VictimConfig:
+        """The family's settings when no flag sets them."""
 
     @classmethod
     @abstractmethod

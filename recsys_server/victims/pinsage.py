@@ -24,6 +24,10 @@ class PinSageVictim(Victim):
     label: ClassVar[str] = "PinSage"
 
     @classmethod
+    def default_config(cls) -> PinSageConfig:
+        return PinSageConfig()
+
+    @classmethod
     def train(
         cls, data: TargetData, config: PinSageConfig, train: TrainConfig
     ) -> tuple[PinSageVictim, History]:
