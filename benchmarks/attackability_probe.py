@@ -1,32 +1,44 @@
-"""Attackability probe: how far do copied profiles move a trained, frozen PinSage?
+"""Attackability probe: how far do copied profiles move a trained victim, and how much
+room is there for choosing which profiles to copy?
 
-Server side, no HTTP: for each victim variant, train (or load from the cache) a model on
-the scenario, then for each cold target item inject 30 profiles by each method through
-the incremental refresh, measure, and remove them again (the refresh is exact, so every
-method starts from the same clean state). Methods:
+Server side, no HTTP: for each model (PinSage ``--variants`` trained or loaded from the
+cache, or any victim's ``--artifact`` files), for each cold target of a seeded draw
+(``--targets``, ``--target-seed``), inject the profiles of each method through the
+incremental refresh into a fork of the clean state and measure after each of
+``--budgets`` injections (the first b profiles of one attack are its attack at budget b).
+Methods:
 
 - WithoutAttack;
 - RandomAttack: random source profiles;
 - TargetAttack100 / TargetAttack40: random source profiles holding the target, whole /
   cropped to 40% around it;
 - InDomainControl: the target plus the training profile of a real target user;
-- SelectionOracle: the source profiles holding the target whose items are the most
-  popular in the target's training data.
+- SelectionOracle (the popularity oracle): the source profiles holding the target whose
+  items are the most popular in the target's training data;
+- GreedyOracle (``--methods ... GreedyOracle``): an upper bound in practice, with
+  server-side access: one profile at a time, the candidate holder (whole or cropped to
+  40%; ``--greedy-holders`` of them, seeded) whose injection most raises the target's
+  sampled HR@20 over half of the evaluation users. With it, every method is reported on
+  the other half, and ``room`` = GreedyOracle HR@20 / TargetAttack100 HR@20 per budget.
 
-Reported per method: HR@20 of the target over evaluation users who never had it
-(sampled-100 and full ranking), the target's median full rank, pretend users with the
-target in their top-20 / top-100, and the cosine between the target's clean and attacked
-embedding. ``--retrain-targets N`` adds the second threat model (a fine-tune on the
-polluted graph, then the same measures) for the first N targets of the seeded draw
-(``--target-seed``). The last line is JSON.
+Reported per method and budget: HR@20 of the target over evaluation users who never had
+it (sampled-100 and full ranking), the target's median full rank, and pretend users with
+the target in their top-20 / top-100. ``--retrain-targets N`` adds the second threat model
+(a fine-tune on the polluted graph after the largest budget, then the same measures) for
+the first N targets. A progress line on a terminal; one JSON line per model on stdout,
+the last line all of them.
 
     python benchmarks/attackability_probe.py --scenario DIR [--variants ...] [--targets 50]
+    python benchmarks/attackability_probe.py --scenario DIR --artifact A.pt [B.pt ...] \\
+        --methods WithoutAttack RandomAttack TargetAttack100 TargetAttack40 InDomainControl \\
+        SelectionOracle GreedyOracle --budgets 10 30
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +50,11 @@ from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.data import TargetData
 from recsys_server.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSageConfig
-from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.prepare import training_key
-from recsys_server.training import TrainConfig
-from recsys_server.victims.base import Victim
+from recsys_server.training import TrainConfig, progress_bar
+from recsys_server.victims.base import ServingState, Victim
 from recsys_server.victims.pinsage import PinSageVictim
-from shared.metrics import ranks_of
+from shared.metrics import N_SAMPLED, ranks_of, sample_negatives
 from shared.profiles import crop_around_target
 from shared.scenario import Scenario, draw_targets, load_scenario
 
@@ -68,8 +79,23 @@ METHODS = (
     "TargetAttack40",
     "InDomainControl",
     "SelectionOracle",
+    "GreedyOracle",
 )
+DEFAULT_METHODS = METHODS[:-1]  # the greedy oracle costs a trial injection per candidate
 N_PRETEND = 50
+GREEDY_CROP = 0.4  # the greedy oracle's candidates: each holder whole and cropped to this
+
+
+@dataclass(frozen=True)
+class TargetCases:
+    """One target's evaluation users who never had it, with their sampled negatives: the
+    users every method is reported on, and (with the greedy oracle) a disjoint set the
+    oracle chooses on, so that its choice is never judged on the users it was made on."""
+
+    users: np.ndarray
+    negatives: np.ndarray
+    select_users: np.ndarray
+    select_negatives: np.ndarray
 
 
 @dataclass
@@ -78,6 +104,7 @@ class Probe:
     data: TargetData
     budget: int
     rng: np.random.Generator
+    greedy_holders: int = 20
 
     def __post_init__(self) -> None:
         n = len(self.scenario.source_indptr) - 1
@@ -89,12 +116,34 @@ class Probe:
         lengths = self.graph.profile_length(np.arange(self.data.n_users))
         self.established = np.flatnonzero(lengths >= 3)
 
+    def cases(self, target: int, split: bool) -> TargetCases:
+        """With ``split``, a seeded half of the users for choosing and the other half for
+        reporting; otherwise every user is reported on (the probe's tables before the
+        greedy oracle)."""
+        holders = self.data.known[:, target].nonzero()[0]
+        users = np.setdiff1d(self.scenario.eval_users, holders)
+        negatives = sample_negatives(users, self.data.known, N_SAMPLED, seed=1)
+        if not split:
+            empty = np.empty(0, dtype=np.int64)
+            return TargetCases(users, negatives, empty, np.empty((0, N_SAMPLED), np.int64))
+        chosen = np.zeros(len(users), dtype=bool)
+        order = np.random.default_rng([target, 2]).permutation(len(users))
+        chosen[order[: len(users) // 2]] = True
+        return TargetCases(users[~chosen], negatives[~chosen], users[chosen], negatives[chosen])
+
     def _sample(self, candidates: list[int]) -> list[int]:
         replace = len(candidates) < self.budget
         return [int(i) for i in self.rng.choice(candidates, self.budget, replace=replace)]
 
-    def injections(self, method: str, target: int) -> list[np.ndarray]:
-        holding = [i for i, p in enumerate(self.profiles) if target in p]
+    def holding(self, target: int) -> list[int]:
+        return [i for i, p in enumerate(self.profiles) if target in p]
+
+    def injections(
+        self, method: str, target: int, state: ServingState, cases: TargetCases
+    ) -> list[np.ndarray]:
+        """The ``budget`` profiles ``method`` injects for ``target``, in order (the first
+        b of them are its attack at budget b)."""
+        holding = self.holding(target)
         if method == "WithoutAttack":
             return []
         if method == "RandomAttack":
@@ -121,23 +170,63 @@ class Probe:
             ranked = sorted(holding, key=lambda i: (-mean_popularity(i), i))
             chosen = (ranked * self.budget)[: self.budget]
             return [self.profiles[i] for i in chosen]
+        if method == "GreedyOracle":
+            return self.greedy(state, target, cases, holding)
         raise ValueError(method)
 
-    def measure(self, state: EmbeddingState, target: int, clean: np.ndarray) -> dict:
-        holders = self.data.known[:, target].nonzero()[0]
-        users = np.setdiff1d(self.scenario.eval_users, holders)
-        items = np.full(len(users), target)
-        ranks = ranks_of(state.scores, users, items, self.data.known, seed=1)
+    def greedy(
+        self, state: ServingState, target: int, cases: TargetCases, holding: list[int]
+    ) -> list[np.ndarray]:
+        """Server-side upper bound in practice: one profile at a time, the candidate (a
+        holder, whole or cropped around the target; up to ``greedy_holders`` holders,
+        drawn by the seed) whose injection most raises the target's sampled HR@20 over the
+        choosing users (ties: the lower mean rank, then the earlier candidate). A holder
+        may be chosen again, as TargetAttack copies holders with replacement."""
+        drawn = self.rng.choice(holding, min(len(holding), self.greedy_holders), replace=False)
+        candidates: list[np.ndarray] = []
+        for i in drawn.tolist():
+            for profile in (
+                self.profiles[i],
+                crop_around_target(self.profiles[i], target, GREEDY_CROP),
+            ):
+                if not any(np.array_equal(profile, c) for c in candidates):
+                    candidates.append(profile)
+        current, chosen = state.fork(), []
+        for _ in range(self.budget):
+            best_key, best = None, candidates[0]
+            for profile in candidates:
+                # a fork per trial, not add-then-remove: the trial user gets the id the
+                # chosen one will get, and PinSage's walks depend on user ids
+                trial = current.fork()
+                trial.add_user(profile)
+                ranks = ranks_of(
+                    trial.scores,
+                    cases.select_users,
+                    np.full(len(cases.select_users), target),
+                    self.data.known,
+                    protocols=("sampled",),
+                    negatives=cases.select_negatives,
+                    pair_score=trial.scores_of,
+                )["sampled"]
+                key = (float((ranks < 20).mean()), -float(ranks.mean()))
+                if best_key is None or key > best_key:
+                    best_key, best = key, profile
+            current.add_user(best)
+            chosen.append(best)
+        return chosen
+
+    def measure(self, state: ServingState, target: int, cases: TargetCases) -> dict:
+        items = np.full(len(cases.users), target)
+        ranks = ranks_of(
+            state.scores, cases.users, items, self.data.known, negatives=cases.negatives
+        )
         pretend_ranks = np.array([_position(state.topk(int(u), 100), target) for u in self.pretend])
-        vector = state.item_vectors[np.array([target])][0]
-        cosine = float(vector @ clean / (np.linalg.norm(vector) * np.linalg.norm(clean)))
         return {
             "hr20_sampled": float((ranks["sampled"] < 20).mean()),
             "hr20_full": float((ranks["full"] < 20).mean()),
             "median_full_rank": float(np.median(ranks["full"])),
             "pretend_top20": int((pretend_ranks < 20).sum()),
             "pretend_top100": int((pretend_ranks < 100).sum()),
-            "cosine_to_clean": cosine,
         }
 
 
@@ -179,35 +268,67 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def run_variant(
-    args, scenario: Scenario, data: TargetData, name: str, model: Victim, metrics: dict
+    args: argparse.Namespace,
+    scenario: Scenario,
+    data: TargetData,
+    name: str,
+    model: Victim,
+    metrics: dict,
 ) -> dict:
-    probe = Probe(scenario, data, args.budget, np.random.default_rng(args.seed))
+    budgets = sorted(set(args.budgets))
+    probe = Probe(
+        scenario, data, budgets[-1], np.random.default_rng(args.seed), args.greedy_holders
+    )
     state = model.serving_state(data, probe.graph)
-    assert isinstance(state, EmbeddingState)  # the embedding cosine below is PinSage's
     targets = draw_targets(scenario.cold_targets, args.targets, args.target_seed)
-    frozen: dict[str, list[dict]] = {m: [] for m in METHODS}
-    retrained: dict[str, list[dict]] = {m: [] for m in METHODS}
-    for position, target in enumerate(targets):
-        clean = state.item_vectors[np.array([target])][0]
-        for method in METHODS:
-            attacked = state.fork()
-            for profile in probe.injections(method, target):
-                attacked.add_user(profile)
-            frozen[method].append(probe.measure(attacked, target, clean))
-            if position < args.retrain_targets:
-                polluted = attacked.retrained(data, args.retrain_epochs)
-                retrained[method].append(probe.measure(polluted, target, clean))
-    result = {
+    split = "GreedyOracle" in args.methods
+    frozen: dict[int, dict[str, list[dict]]] = {b: {m: [] for m in args.methods} for b in budgets}
+    retrained: dict[str, list[dict]] = {m: [] for m in args.methods}
+    bar = progress_bar(len(targets) * len(args.methods), name, "cell", enabled=sys.stderr.isatty())
+    with bar:
+        for position, target in enumerate(targets):
+            cases = probe.cases(target, split)
+            for method in args.methods:
+                profiles = probe.injections(method, target, state, cases)
+                attacked, injected = state.fork(), 0
+                for budget in budgets:
+                    # the first ``budget`` profiles are the attack at that budget
+                    for profile in profiles[injected:budget]:
+                        attacked.add_user(profile)
+                    injected = budget
+                    frozen[budget][method].append(probe.measure(attacked, target, cases))
+                if position < args.retrain_targets:
+                    polluted = attacked.retrained(data, args.retrain_epochs)
+                    retrained[method].append(probe.measure(polluted, target, cases))
+                bar.update()
+    result: dict = {
         "variant": name,
+        "victim": model.name,
         "quality": metrics,
-        "frozen": {m: summarise(r) for m, r in frozen.items()},
+        "split_users": split,
+        "frozen": {
+            str(b): {m: summarise(rows) for m, rows in by_method.items()}
+            for b, by_method in frozen.items()
+        },
+        "per_target_hr20_sampled": {
+            str(b): {m: [r["hr20_sampled"] for r in rows] for m, rows in by_method.items()}
+            for b, by_method in frozen.items()
+        },
     }
     if args.retrain_targets:
         result["retrained"] = {m: summarise(r) for m, r in retrained.items()}
-    base = result["frozen"]["WithoutAttack"]["hr20_sampled"]
-    result["lift_sampled_hr20"] = {
-        m: result["frozen"][m]["hr20_sampled"] / base if base else float("inf") for m in METHODS
-    }
+    for budget in budgets:
+        table = result["frozen"][str(budget)]
+        base = table["WithoutAttack"]["hr20_sampled"] if "WithoutAttack" in table else 0.0
+        result.setdefault("lift_sampled_hr20", {})[str(budget)] = {
+            m: row["hr20_sampled"] / base if base else float("inf") for m, row in table.items()
+        }
+        if {"GreedyOracle", "TargetAttack100"} <= table.keys():
+            # room for selection: the greedy oracle's HR@20 over random holders'
+            greedy, random = table["GreedyOracle"], table["TargetAttack100"]
+            result.setdefault("room", {})[str(budget)] = (
+                greedy["hr20_sampled"] / random["hr20_sampled"]
+            )
     return result
 
 
@@ -219,22 +340,40 @@ def main() -> None:
     parser.add_argument(
         "--target-seed", type=int, default=0, help="seed of the targets' draw and order"
     )
-    parser.add_argument("--budget", type=int, default=30)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        choices=METHODS,
+        help="GreedyOracle splits each target's users: half to choose on, half reported",
+    )
+    parser.add_argument(
+        "--budgets", nargs="+", type=int, default=[30],
+        help="measure after this many injections (one attack, measured along the way)")  # fmt: skip
+    parser.add_argument(
+        "--greedy-holders",
+        type=int,
+        default=20,
+        help="the greedy oracle's candidates: this many holders (seeded), whole and cropped",
+    )
     parser.add_argument("--retrain-targets", type=int, default=0)
     parser.add_argument("--retrain-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path("artifacts/probe"))
     parser.add_argument(
-        "--artifact", type=Path, help="probe this trained model (e.g. prepare's model.pt) "
-        "instead of training --variants")  # fmt: skip
+        "--artifact", type=Path, nargs="+", help="probe these trained models (any victim, "
+        "e.g. prepare's model.pt) instead of training PinSage --variants")  # fmt: skip
     args = parser.parse_args()
+    if min(args.budgets) < 1:
+        parser.error("--budgets must be at least 1")
     torch.manual_seed(args.seed)
     scenario = load_scenario(args.scenario)
     data = TargetData.from_scenario(scenario)
     if args.artifact:
-        artifact = ModelArtifact.load(args.artifact, scenario.fingerprint)
-        name = f"{artifact.victim.config_dict()['variant']} ({args.artifact})"
-        models = {name: (artifact.victim, artifact.metrics)}
+        models = {}
+        for path in args.artifact:
+            artifact = ModelArtifact.load(path, scenario.fingerprint)
+            models[f"{artifact.victim.label} ({path})"] = (artifact.victim, artifact.metrics)
     else:
         models = {n: trained_model(data, n, VARIANTS[n], args.cache) for n in args.variants}
     results = []
@@ -245,7 +384,7 @@ def main() -> None:
         print(json.dumps(result), flush=True)
         results.append(result)
     print(json.dumps({"scenario": scenario.fingerprint, "targets": args.targets,
-                      "budget": args.budget, "results": results}))  # fmt: skip
+                      "budgets": sorted(set(args.budgets)), "results": results}))  # fmt: skip
 
 
 if __name__ == "__main__":

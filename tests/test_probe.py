@@ -1,0 +1,80 @@
+"""The attackability probe's greedy oracle (benchmarks/attackability_probe.py): it chooses
+on users disjoint from the ones it is reported on, each choice is the best candidate on
+them, and the probe reports the room for selection at each budget."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys_server.artifact import ModelArtifact
+from shared.metrics import ranks_of
+from tests.pinsage_fixtures import tiny_data, tiny_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "attackability_probe.py"
+
+
+def probe_module():
+    spec = importlib.util.spec_from_file_location("attackability_probe", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while defined
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_greedy_oracle_chooses_the_best_candidate_on_users_it_is_not_reported_on(
+    artifact: Path,
+) -> None:
+    module = probe_module()
+    scenario, data = tiny_scenario(), tiny_data()
+    victim = ModelArtifact.load(artifact).victim
+    # every holder is a candidate: the choice must be the best of them all
+    probe = module.Probe(scenario, data, 1, np.random.default_rng(0), greedy_holders=10**6)
+    target = next(t for t in scenario.cold_targets if len(probe.holding(int(t))) >= 2)
+    cases = probe.cases(int(target), split=True)
+    assert len(cases.select_users) and len(cases.users)
+    assert not set(cases.select_users) & set(cases.users)
+    again = probe.cases(int(target), split=True)
+    assert np.array_equal(again.select_users, cases.select_users)  # seeded
+    state = victim.serving_state(data, probe.graph)
+    [chosen] = probe.injections("GreedyOracle", int(target), state, cases)
+
+    def key(profile: np.ndarray) -> tuple[float, float]:
+        trial = state.fork()
+        trial.add_user(profile)
+        users = cases.select_users
+        cases_items = np.full(len(users), target)
+        ranks = ranks_of(trial.scores, users, cases_items, data.known, protocols=("sampled",),
+                         negatives=cases.select_negatives)["sampled"]  # fmt: skip
+        return float((ranks < 20).mean()), -float(ranks.mean())
+
+    holders = [scenario.source_profile(i) for i in probe.holding(int(target))]
+    crops = [module.crop_around_target(p, int(target), module.GREEDY_CROP) for p in holders]
+    assert int(target) in chosen
+    assert key(chosen) == max(key(p) for p in holders + crops)
+
+
+def test_probe_reports_the_room_at_each_budget(artifact: Path, scenario_dir: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--scenario", str(scenario_dir), "--artifact",
+         str(artifact), "--targets", "2", "--budgets", "1", "3", "--greedy-holders", "3",
+         "--methods", "WithoutAttack", "TargetAttack100", "GreedyOracle"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    [result] = summary["results"]
+    assert result["victim"] == "pinsage" and result["split_users"]
+    assert set(result["room"]) == {"1", "3"}
+    for budget in ("1", "3"):
+        table = result["frozen"][budget]
+        ratio = table["GreedyOracle"]["hr20_sampled"] / table["TargetAttack100"]["hr20_sampled"]
+        assert result["room"][budget] == pytest.approx(ratio)
+        assert len(result["per_target_hr20_sampled"][budget]["GreedyOracle"]) == 2
