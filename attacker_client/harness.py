@@ -120,10 +120,8 @@ def method_of(
     name: str,
     args: CopyAttackArgs,
     policies: dict[str, PretrainedPolicy] | None = None,
-    evaluated: int = 1,
 ) -> AttackMethod:
-    """The attack behind a method name (``policies``: the loaded pretrained ones, shared
-    by ``evaluated`` targets)."""
+    """The attack behind a method name (``policies``: the loaded pretrained ones)."""
     fixed: dict[str, AttackMethod] = {
         "WithoutAttack": without_attack,
         "RandomAttack": random_attack,
@@ -143,7 +141,6 @@ def method_of(
             copyattack_pretrained,
             pretrained=policies[kind],
             fine_tune_episodes=args.episodes if fine_tune else 0,
-            evaluated=evaluated,
         )
     raise CopyAttackError(f"unknown method {name!r}; known: {', '.join(ALL_METHODS)}")
 
@@ -215,7 +212,7 @@ class Experiment:
                     seed=seed,
                     on_injected=on_injected,
                 )
-                attack = method_of(method, config.attack, self.policies, len(self.targets))
+                attack = method_of(method, config.attack, self.policies)
                 info = await attack(ctx)
             if config.threat_model == "retrain":
                 await admin.retrain_world(world.world_id, config.retrain_epochs)
@@ -433,9 +430,9 @@ def summarise(cells: list[dict[str, Any]], config: ExperimentConfig) -> dict[str
             "injections": float(np.mean([c["injections"] for c in group])),
             "seconds": float(np.mean([c["seconds"] for c in group])),
             "reward_density": _mean_info(group, "reward_density"),
-            # a pretrained policy's training cost, shared by the evaluated targets
-            "amortised_queries": _mean_policy_cost(group, "amortised_queries"),
-            "amortised_injections": _mean_policy_cost(group, "amortised_injections"),
+            # a pretrained policy's training cost, shared by this table's targets
+            "amortised_queries": _policy_cost_per_target(group, "training_queries"),
+            "amortised_injections": _policy_cost_per_target(group, "training_injections"),
             "budget_curve": curve,
         }
     tests = [
@@ -448,8 +445,12 @@ def summarise(cells: list[dict[str, Any]], config: ExperimentConfig) -> dict[str
     }
 
 
-def _mean_policy_cost(group: list[dict[str, Any]], key: str) -> float:
-    return float(np.mean([c["info"].get("policy", {}).get(key, 0.0) for c in group]))
+def _policy_cost_per_target(group: list[dict[str, Any]], key: str) -> float:
+    """The policy's whole training cost over the number of targets in the table: computed
+    here, not taken from the cells, which recorded the share of the run that made them (a
+    resumed run with more or fewer targets would mix shares)."""
+    cost = float(np.mean([c["info"].get("policy", {}).get(key, 0.0) for c in group]))
+    return cost / len({c["target"] for c in group})
 
 
 def _mean_info(group: list[dict[str, Any]], key: str) -> float | None:

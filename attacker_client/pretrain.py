@@ -380,12 +380,12 @@ class PretrainedPolicy:
 
 
 async def copyattack_pretrained(
-    ctx: AttackContext, pretrained: PretrainedPolicy, fine_tune_episodes: int, evaluated: int
+    ctx: AttackContext, pretrained: PretrainedPolicy, fine_tune_episodes: int
 ) -> dict[str, Any]:
     """Spend the budget with a pretrained policy: as it is (no query at all), or after
     ``fine_tune_episodes`` episodes on this target in its own world (the paper's loop,
-    starting from the trained policy). ``evaluated``: the targets its training cost is
-    shared by."""
+    starting from the trained policy). The cell records the policy's whole training cost;
+    the table shares it among its targets."""
     args = replace(pretrained.attack, episodes=fine_tune_episodes)
     policy = pretrained.build(ctx.trees(args.depth), ctx.embeddings)
     attack = CopyAttack(ctx, args, policy, query_final=fine_tune_episodes > 0)
@@ -398,8 +398,6 @@ async def copyattack_pretrained(
             "update": pretrained.update,
             "training_queries": pretrained.cost["queries"],
             "training_injections": pretrained.cost["injections"],
-            "amortised_queries": pretrained.cost["queries"] / evaluated,
-            "amortised_injections": pretrained.cost["injections"] / evaluated,
         },
     }
 

@@ -22,6 +22,7 @@ from attacker_client.harness import (
     paired_test,
     read_cells,
     run_table2,
+    summarise,
     write_outputs,
 )
 from shared.errors import CopyAttackError
@@ -278,3 +279,27 @@ def test_paired_test_takes_the_best_other_method_of_each_metric() -> None:
     assert full["mean_difference"] == pytest.approx(0.035)
     assert full["wilcoxon_p"] < 0.05
     assert paired_test({"CopyAttack": by_method["CopyAttack"]}, ("all", "full", "HR@20")) is None
+
+
+def test_a_policys_training_cost_is_shared_by_the_tables_targets(tmp_path: Path) -> None:
+    """Cells resumed from a run with another number of targets recorded another share:
+    the table shares the whole cost among its own targets, the same for every method."""
+
+    def cell(method: str, target: int) -> dict:
+        after = {"all": {"sampled": {"HR@20": 0.5}}}
+        policy = {"training_queries": 35_000, "training_injections": 2_100}
+        return {
+            "method": method, "target": target, "seed": 0, "after": after, "before": after,
+            "checkpoints": {}, "items_per_profile": 10, "queries": 0, "injections": 30,
+            "seconds": 1.0, "info": {"policy": policy},
+        }  # fmt: skip
+
+    config = ExperimentConfig(
+        server="", admin_token="", scenario=tmp_path, out=tmp_path, targets=20
+    )
+    cells = [cell(m, t) for m in ("CopyAttack-Amortised", "CopyAttack-Amortised+FT")
+             for t in range(20)]  # fmt: skip
+    rows = summarise(cells, config)["methods"]
+    for method in ("CopyAttack-Amortised", "CopyAttack-Amortised+FT"):
+        assert rows[method]["amortised_queries"] == 35_000 / 20
+        assert rows[method]["amortised_injections"] == 2_100 / 20
