@@ -41,6 +41,7 @@ from attacker_client.harness import (
     run_table2,
 )
 from attacker_client.pretrain import PretrainArgs, run_pretrain
+from attacker_client.readiness import READY_TIMEOUT
 from shared import cli as shared_cli
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
@@ -79,6 +80,7 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     )
     _add_attack_options(pretrain)
     pretrain.add_argument("--server", help="base URL of the service (backend server)")
+    _add_wait_ready(pretrain)
     pretrain.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"),
                           help="default: $RECSYS_ADMIN_TOKEN")  # fmt: skip
     pretrain.add_argument("--scenario", type=Path, required=True, help="the scenario folder")
@@ -154,8 +156,19 @@ def _attack_args(args: argparse.Namespace) -> CopyAttackArgs:
     )
 
 
+def _add_wait_ready(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait-ready",
+        type=_seconds,
+        default=READY_TIMEOUT,
+        metavar="SECONDS",
+        help="wait this long for the server's /readyz (backoff, 0.5 s to 10 s)",
+    )
+
+
 def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
     table2.add_argument("--server", required=True, help="base URL of the recommender service")
+    _add_wait_ready(table2)
     table2.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"),
                         help="default: $RECSYS_ADMIN_TOKEN")  # fmt: skip
     table2.add_argument("--scenario", type=Path, required=True, help="the scenario folder")
@@ -201,6 +214,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {text}")
     return value
 
 
@@ -253,6 +273,7 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
             admin_token=args.admin_token,
             cache_dir=args.cache_dir,
             progress=not args.json,
+            ready_timeout=args.wait_ready,
         )
     )
     if args.json:
@@ -287,6 +308,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         attack=_attack_args(args),
         target_seed=args.target_seed,
+        ready_timeout=args.wait_ready,
         policies={
             kind: path
             for kind in ("amortised", "surrogate")

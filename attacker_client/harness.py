@@ -35,6 +35,7 @@ from attacker_client.attack import AttackContext, AttackMethod, require_served_s
 from attacker_client.baselines import random_attack, target_attack, without_attack
 from attacker_client.copyattack import CopyAttackArgs, copyattack
 from attacker_client.pretrain import PretrainedPolicy, copyattack_pretrained, load_policy
+from attacker_client.readiness import READY_TIMEOUT, wait_until_ready
 from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, cached_source_mf
 from attacker_client.tree import BalancedClusterTree
 from shared.atomic import staged_file, write_text_atomic
@@ -100,6 +101,7 @@ class ExperimentConfig:
     # the saved policies of the pretrained methods (copyattack experiment pretrain)
     policies: dict[str, Path] = field(default_factory=dict)  # "amortised" / "surrogate"
     target_seed: int = 0  # fewer targets than the scenario lists: a draw with this seed
+    ready_timeout: float = READY_TIMEOUT  # s: how long to wait for the server's /readyz
 
     def checkpoints(self) -> list[int]:
         if self.threat_model == "retrain":
@@ -281,6 +283,7 @@ def run_key(
         "concurrency",
         "policies",
         "target_seed",
+        "ready_timeout",
     )
     for name in free:
         settings.pop(name)
@@ -354,6 +357,7 @@ async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
         if (method, target, seed) not in done
     ]
     started = time.perf_counter()
+    await wait_until_ready(config.server, config.ready_timeout)
     async with AsyncAdminClient(config.server, config.admin_token, timeout=600) as admin:
         await require_served_scenario(admin, view, config.scenario)
         model = await admin.model_info()

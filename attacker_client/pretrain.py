@@ -44,6 +44,7 @@ from attacker_client.copyattack import (
     reward_summary,
     seed_everything,
 )
+from attacker_client.readiness import READY_TIMEOUT, wait_until_ready
 from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, cached_source_mf
 from attacker_client.surrogate import CooccurrenceSurrogate, SurrogateConfig, SurrogateWorld
 from attacker_client.tree import BalancedClusterTree
@@ -437,6 +438,7 @@ async def run_pretrain(
     admin_token: str | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
+    ready_timeout: float = READY_TIMEOUT,
 ) -> dict[str, Any]:
     """``copyattack experiment pretrain``: the split, the source MF and tree (the same the
     harness builds), then :func:`pretrain` on the server or on the surrogate."""
@@ -470,6 +472,7 @@ async def run_pretrain(
         return await train_on(environment=SurrogateEnvironment(view, config))
     if server is None or admin_token is None:
         raise CopyAttackError("training on the server needs --server and the admin token")
+    await wait_until_ready(server, ready_timeout)
     async with AsyncAdminClient(server, admin_token, timeout=600) as admin:
         await require_served_scenario(admin, view, scenario)
         return await train_on(
