@@ -2,6 +2,7 @@
 # attacker and (built with EXTRAS=notebook) JupyterLab. The roles differ only by command.
 #
 #   docker build -t copyattack-sim:local .
+#   podman build --format docker -t copyattack-sim:local .   # OCI format drops HEALTHCHECK
 #   docker build -t copyattack-sim:local-notebook --build-arg EXTRAS=notebook .
 #
 # Nothing secret and no dataset goes into the image: the admin token comes from the
@@ -19,8 +20,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # another package's range) pip would pick a CUDA build of several GB that this CPU-only
 # simulator never uses. The project's own pin (torch==2.13.0 on Linux x86_64 / 3.11, a
 # range elsewhere) is then already satisfied by 2.13.0+cpu, so nothing replaces it.
-# This is the largest layer and changes least, so it comes first.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
+# This is the largest layer and changes least, so it comes first. --no-deps, then torch's
+# own dependencies (filelock, sympy, ...) from the default index in a second step: the CPU
+# index need not mirror them (on a machine whose pip reaches only a local mirror it does
+# not), and with torch already installed the second step cannot swap it for a CUDA build.
+RUN pip install --no-deps --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
+RUN pip install "torch==2.13.0"
 
 # The other dependencies, read from pyproject.toml alone: this layer is rebuilt when the
 # dependencies change, not on every edit of the code or the README.
