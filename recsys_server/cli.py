@@ -308,6 +308,7 @@ def serve_command(args: argparse.Namespace) -> None:
     from pydantic import ValidationError
 
     from recsys_server.app import create_app
+    from recsys_server.http_protocol import ProblemH11Protocol
     from recsys_server.settings import Settings
 
     overrides = {name: getattr(args, name) for name in SERVE_FLAGS
@@ -327,6 +328,8 @@ def serve_command(args: argparse.Namespace) -> None:
             port=settings.port,
             log_level=args.log_level,
             timeout_graceful_shutdown=10,
+            # h11, always (not httptools when installed): its parser errors are problem+json
+            http=ProblemH11Protocol,
         )
 
 
