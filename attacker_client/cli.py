@@ -79,8 +79,7 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
         help="train one policy across training targets (server or surrogate), with snapshots",
     )
     _add_attack_options(pretrain)
-    pretrain.add_argument("--server", help="base URL of the service (backend server)")
-    _add_wait_ready(pretrain)
+    _add_server(pretrain, "base URL of the service (backend server)", required=False)
     pretrain.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"),
                           help="default: $RECSYS_ADMIN_TOKEN")  # fmt: skip
     pretrain.add_argument("--scenario", type=Path, required=True, help="the scenario folder")
@@ -166,9 +165,20 @@ def _add_wait_ready(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# the service's base URL: the same variable for the CLI, the README's SDK example and the
+# notebook (compose sets it for the notebook)
+SERVER_VARIABLE = "COPYATTACK_SERVER"
+
+
+def _add_server(parser: argparse.ArgumentParser, help_text: str, *, required: bool) -> None:
+    default = os.environ.get(SERVER_VARIABLE) or None
+    parser.add_argument("--server", default=default, required=required and default is None,
+                        help=f"{help_text} (default: ${SERVER_VARIABLE})")  # fmt: skip
+    _add_wait_ready(parser)
+
+
 def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
-    table2.add_argument("--server", required=True, help="base URL of the recommender service")
-    _add_wait_ready(table2)
+    _add_server(table2, "base URL of the recommender service", required=True)
     table2.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"),
                         help="default: $RECSYS_ADMIN_TOKEN")  # fmt: skip
     table2.add_argument("--scenario", type=Path, required=True, help="the scenario folder")

@@ -428,6 +428,7 @@ def summarise(cells: list[dict[str, Any]], config: ExperimentConfig) -> dict[str
                 }
         rows[method] = {
             "cells": len(group),
+            "targets": len({c["target"] for c in group}),
             "metrics": metrics,
             "items_per_profile": float(np.mean([c["items_per_profile"] for c in group])),
             "queries": float(np.mean([c["queries"] for c in group])),
@@ -550,9 +551,30 @@ def _save_figure(figure: Any, path: Path) -> None:
         plt.close(figure)
 
 
+# fewer target items than this: the t interval rests on too few values to be read
+MIN_TARGETS_FOR_INTERVAL = 5
+FEW_TARGETS = "†"
+
+
+def _targets(row: dict[str, Any]) -> int:
+    return row.get("targets", row["cells"])  # a summary written before targets were counted
+
+
+def _mean_and_interval(row: dict[str, Any], metric: str) -> str:
+    value = row["metrics"][metric]
+    flag = FEW_TARGETS if _targets(row) < MIN_TARGETS_FOR_INTERVAL else ""
+    return f"{value['mean']:.4f} ± {value['ci95']:.4f}{flag}"
+
+
 def format_table2(summary: dict[str, Any]) -> str:
-    """The paper's Table 2 layout, one table per protocol (cohort: all evaluation users)."""
-    lines = []
+    """The paper's Table 2 layout, one table per protocol (cohort: all evaluation users),
+    with what the ± means above it and a flag on intervals over fewer than 5 targets."""
+    rows = summary["methods"].values()
+    lines = [
+        "Mean ± half-width of its 95% Student t interval (n - 1 degrees of freedom) over the "
+        "cells of each method (target items x seeds).",
+        "",
+    ]
     names = ("HR@20", "HR@10", "HR@5", "NDCG@20", "NDCG@10", "NDCG@5")
     for protocol in ("sampled", "full"):
         lines += [
@@ -560,22 +582,28 @@ def format_table2(summary: dict[str, Any]) -> str:
             "",
             "| method | "
             + " | ".join(names)
-            + " | items/profile | queries | + training queries | s/cell |",
-            "|---" * (len(names) + 5) + "|",
+            + " | items/profile | reward density | queries | + training queries | s/cell |",
+            "|---" * (len(names) + 6) + "|",
         ]
         for method, row in summary["methods"].items():
-            cells = [
-                f"{row['metrics'][f'all/{protocol}/{n}']['mean']:.4f} "
-                f"± {row['metrics'][f'all/{protocol}/{n}']['ci95']:.4f}"
-                for n in names
-            ]
+            cells = [_mean_and_interval(row, f"all/{protocol}/{n}") for n in names]
+            density = row.get("reward_density")
             lines.append(
                 f"| {method} | "
                 + " | ".join(cells)
-                + f" | {row['items_per_profile']:.1f} | {row['queries']:.0f}"
+                + f" | {row['items_per_profile']:.1f}"
+                + f" | {'' if density is None else f'{density:.2f}'} | {row['queries']:.0f}"
                 f" | {row.get('amortised_queries', 0.0):.0f} | {row['seconds']:.1f} |"
             )
         lines.append("")
+    few = sorted({_targets(row) for row in rows if _targets(row) < MIN_TARGETS_FOR_INTERVAL})
+    if few:
+        lines += [
+            f"{FEW_TARGETS} fewer than {MIN_TARGETS_FOR_INTERVAL} target items "
+            f"({', '.join(map(str, few))}): too few for the t interval to be read; "
+            "a smoke test, not a result.",
+            "",
+        ]
     for test in summary["paired_tests"]:
         p = test.get("wilcoxon_p")
         lines.append(

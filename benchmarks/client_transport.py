@@ -10,7 +10,7 @@ users with each transport, and of the 50 queries sent one at a time (lean transp
 Client CPU is this process's CPU time; the server's is read from /proc. Medians over
 rounds; the last line is JSON.
 
-    python benchmarks/client_transport.py --artifact artifacts/primary/model.pt
+    python benchmarks/client_transport.py --artifact artifacts/demo/primary/model.pt
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ rounds of ``GET /livez`` (no auth, no model: the no-op baseline) and ``GET /topk
 server in another; both share the machine, so only ratios within one run are compared.
 Medians over rounds are reported. The last line is JSON.
 
-    python benchmarks/service_throughput.py --artifact artifacts/primary.pt
+    python benchmarks/service_throughput.py --artifact artifacts/demo/primary/model.pt
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ read: this is where a lever is chosen, and the chosen model is then evaluated on
 ``seed2``) give the noise to read the other rows against. One line of JSON per lever; the
 last line is all of them.
 
-    python benchmarks/validation_sweep.py --scenario artifacts/primary/scenario [--levers ...]
+    python benchmarks/validation_sweep.py --scenario artifacts/demo/primary/scenario [--levers ...]
 """
 
 from __future__ import annotations

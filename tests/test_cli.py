@@ -142,3 +142,22 @@ def test_serve_help_and_error_name_the_admin_token_variable(
     err = capsys.readouterr().err
     assert "--artifact or RECSYS_ARTIFACT: Field required" in err
     assert "RECSYS_ADMIN_TOKEN: Value should have at least 16" in err
+
+
+def test_the_server_url_is_copyattack_server_everywhere(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One name for the service's URL: the CLI's default, the notebook's and the README's."""
+    monkeypatch.setenv("COPYATTACK_SERVER", "http://example.test:9")
+    args = copyattack_parser().parse_args(["experiment", "table2", "--scenario", "s"])
+    assert args.server == "http://example.test:9"
+    args = copyattack_parser().parse_args(["experiment", "pretrain", "--scenario", "s"])
+    assert args.server == "http://example.test:9"
+    monkeypatch.delenv("COPYATTACK_SERVER")
+    with pytest.raises(SystemExit):
+        copyattack_parser().parse_args(["experiment", "table2", "--scenario", "s"])
+    assert "--server" in capsys.readouterr().err
+    root = Path(__file__).resolve().parent.parent
+    notebook = (root / "notebooks" / "attack_from_notebook.ipynb").read_text()
+    assert "COPYATTACK_SERVER" in notebook
+    assert "RECSYS_URL" not in (root / "README.md").read_text() + notebook

@@ -19,6 +19,7 @@ from attacker_client.harness import (
     METHODS,
     Experiment,
     ExperimentConfig,
+    format_table2,
     paired_test,
     read_cells,
     run_table2,
@@ -303,3 +304,35 @@ def test_a_policys_training_cost_is_shared_by_the_tables_targets(tmp_path: Path)
     for method in ("CopyAttack-Amortised", "CopyAttack-Amortised+FT"):
         assert rows[method]["amortised_queries"] == 35_000 / 20
         assert rows[method]["amortised_injections"] == 2_100 / 20
+
+
+def _summary_row(targets: int, density: float | None) -> dict:
+    names = ("HR@20", "HR@10", "HR@5", "NDCG@20", "NDCG@10", "NDCG@5")
+    metrics = {
+        f"all/{protocol}/{name}": {"mean": 0.5, "ci95": 0.25}
+        for protocol in ("sampled", "full")
+        for name in names
+    }
+    return {"cells": targets, "targets": targets, "metrics": metrics, "items_per_profile": 60.0,
+            "queries": 100.0, "seconds": 1.0, "reward_density": density}  # fmt: skip
+
+
+def test_table2_says_what_the_interval_is_and_flags_too_few_targets() -> None:
+    summary = {
+        "methods": {"WithoutAttack": _summary_row(3, None), "CopyAttack": _summary_row(6, 0.62)},
+        "paired_tests": [],
+    }
+    table = format_table2(summary)
+    assert "95% Student t interval" in table.splitlines()[0]
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "0.5000 ± 0.2500†" in rows["WithoutAttack"]
+    assert "†" not in rows["CopyAttack"] and "0.5000 ± 0.2500 |" in rows["CopyAttack"]
+    assert "† fewer than 5 target items (3)" in table
+    # the reward density the README's demo table shows is printed (blank for non-learners)
+    header = rows["method"].split(" | ")
+    density = header.index("reward density")
+    assert rows["CopyAttack"].split(" | ")[density] == "0.62"
+    assert rows["WithoutAttack"].split(" | ")[density] == ""
+    # enough targets everywhere: no flag, no footnote
+    summary["methods"]["WithoutAttack"] = _summary_row(5, None)
+    assert "†" not in format_table2(summary)

@@ -302,7 +302,7 @@ def test_the_readme_example_runs(server: ServerProcess, monkeypatch: pytest.Monk
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme.split("## The attacker's SDK", 1)[1]
     example = section.split("```python\n", 1)[1].split("```", 1)[0]
-    monkeypatch.setenv("RECSYS_URL", server.url)
+    monkeypatch.setenv("COPYATTACK_SERVER", server.url)  # the notebook's and the CLI's name
     monkeypatch.setenv("RECSYS_ADMIN_TOKEN", ADMIN_TOKEN)
     namespace: dict = {}
     exec(compile(example, "README.md", "exec"), namespace)
