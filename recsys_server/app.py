@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -74,7 +75,11 @@ def create_app(settings: Settings) -> FastAPI:
                 app.state.registry.close()
                 app.state.registry.ledger.close()
 
-    app = FastAPI(
+    # /docs and /redoc from assets packaged with fastapi-offline (served under
+    # /static-offline-docs), not from a CDN: the docs work on a machine without internet;
+    # no validator badge either (Swagger UI would send the schema's URL to swagger.io)
+    app = FastAPIOffline(
+        swagger_ui_parameters={"validatorUrl": None},
         title="CopyAttack target recommender",
         version=__version__,
         description="A PinSage recommender as a black box: attackers inject users and read "
