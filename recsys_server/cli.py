@@ -38,7 +38,7 @@ from recsys_server.training import TrainConfig
 from recsys_server.victims.base import VictimConfig
 from recsys_server.victims.pinsage import PinSageVictim
 from recsys_server.victims.registry import VICTIMS
-from shared.cli import Parser, default_data_dir
+from shared.cli import Parser, add_year_tolerance, default_data_dir
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
 from shared.process import scratch_removed_on_exit, watch_parent
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="cold targets are held by at least this many source users (30: targets with "
         "holders to choose between; the default draw is 1)",
     )
+    add_year_tolerance(prepare)
     _add_training_options(prepare)
     prepare.add_argument(
         "--baselines", action="store_true", help="also evaluate the baselines (when training)"
@@ -247,7 +248,9 @@ def prepare_command(args: argparse.Namespace) -> None:
     config, train = _configs(args)
     try:
         scenario_config = ScenarioConfig(
-            seed=args.scenario_seed, min_source_holders=args.min_source_holders
+            seed=args.scenario_seed,
+            min_source_holders=args.min_source_holders,
+            year_tolerance=args.year_tolerance,
         )
     except ValueError as exc:
         raise CopyAttackError(str(exc)) from None

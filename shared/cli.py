@@ -89,6 +89,7 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
         default=ScenarioConfig.min_source_holders,
         help="cold targets are held by at least this many source users",
     )
+    add_year_tolerance(parser)
     parser.add_argument(
         "--pretend-pool-size",
         type=int,
@@ -146,6 +147,16 @@ def build_parser(
     return parser
 
 
+def add_year_tolerance(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--year-tolerance",
+        type=int,
+        default=ScenarioConfig.year_tolerance,
+        help="also match titles whose years differ by up to this much (opt-in; the matches "
+        "it adds are counted in the alignment report)",
+    )
+
+
 def _config(args: argparse.Namespace) -> ScenarioConfig:
     try:
         return ScenarioConfig(
@@ -157,6 +168,7 @@ def _config(args: argparse.Namespace) -> ScenarioConfig:
             cold_max_interactions=args.cold_max_interactions,
             min_source_holders=args.min_source_holders,
             pretend_pool_size=args.pretend_pool_size,
+            year_tolerance=args.year_tolerance,
         )
     except ValueError as exc:
         raise CopyAttackError(str(exc)) from None

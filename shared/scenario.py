@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import json
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +42,10 @@ _TARGETS_FILE = "attacker/target_items.json"
 _CATALOGUE_FILE = "public/catalogue.csv"
 
 
+class EmptyDecileWarning(UserWarning):
+    """A popularity decile of the target holds no item of the source platform."""
+
+
 @dataclass(frozen=True)
 class ScenarioConfig:
     """Every knob of a scenario; the defaults follow the paper where the data allow."""
@@ -58,6 +63,9 @@ class ScenarioConfig:
     items_per_decile: int = 5  # popularity-decile selection (paper Fig. 4)
     pretend_pool_size: int = 100
     pretend_min_train: int = 3  # an "established" account has this many training items
+    # opt-in: a title may also match with the year off by up to this much (film festival
+    # vs release year); 0 keeps exact years (shared.alignment)
+    year_tolerance: int = 0
 
     def __post_init__(self) -> None:
         if len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-9:
@@ -70,6 +78,8 @@ class ScenarioConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.year_tolerance < 0:
+            raise ValueError(f"year_tolerance must be 0 or more, got {self.year_tolerance}")
 
 
 @dataclass
@@ -136,7 +146,9 @@ class Scenario:
 
 def build_scenario(target: Dataset, source: Dataset, config: ScenarioConfig) -> Scenario:
     """Build a scenario in memory; raises :class:`EmptyResultError` when nothing is left."""
-    alignment = align_catalogues(_rated_movies(target), _rated_movies(source))
+    alignment = align_catalogues(
+        _rated_movies(target), _rated_movies(source), year_tolerance=config.year_tolerance
+    )
     target_rows = liked_interactions(
         target, top_rating_only=config.top_rating_only, threshold=config.target_like_threshold
     )
@@ -225,6 +237,12 @@ def _map_source(
     if not keep.any():
         return None
     user, items, times = rows.user[keep], target_index[position[keep]], rows.timestamp[keep]
+    # a movie listed twice on the source platform maps both entries to one target item:
+    # a profile holds it once, at its first interaction
+    _, first = np.unique(np.stack([user, items], axis=1), axis=0, return_index=True)
+    if len(first) < len(user):
+        once = np.sort(first)
+        user, items, times = user[once], items[once], times[once]
     bounds = profile_bounds(user)
     return bounds, items, times, user[bounds[:-1]]
 
@@ -270,6 +288,13 @@ def _decile_targets(
     deciles: dict[int, list[int]] = {}
     for decile, members in enumerate(np.array_split(ranked, 10)):
         eligible = members[in_source[members]]
+        if not len(eligible):
+            warnings.warn(
+                f"popularity decile {decile} ({len(members)} target items) has no item that "
+                "a source profile holds: it has no targets (Fig. 4 will miss it)",
+                EmptyDecileWarning,
+                stacklevel=3,
+            )
         count = min(config.items_per_decile, len(eligible))
         chosen = rng.choice(eligible, size=count, replace=False) if count else []
         deciles[decile] = sorted(int(i) for i in chosen)
@@ -329,6 +354,20 @@ def _json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 
+# settings added after scenarios were first fingerprinted, with the value they had
+# before: recorded only when set otherwise, so that earlier scenarios (and the models
+# trained on them) keep their fingerprints
+_LATER_SETTINGS = {"year_tolerance": 0}
+
+
+def _recorded_config(config: ScenarioConfig) -> dict[str, Any]:
+    recorded = asdict(config)
+    for name, before in _LATER_SETTINGS.items():
+        if recorded[name] == before:
+            del recorded[name]
+    return recorded
+
+
 def _encode(scenario: Scenario) -> tuple[dict[str, bytes], dict[str, Any]]:
     """The scenario's files and manifest; sets ``scenario.fingerprint``."""
     files = {
@@ -373,7 +412,7 @@ def _encode(scenario: Scenario) -> tuple[dict[str, bytes], dict[str, Any]]:
         "format_version": FORMAT_VERSION,
         "target": scenario.target_name,
         "source": scenario.source_name,
-        "config": asdict(scenario.config),
+        "config": _recorded_config(scenario.config),
         "datasets": scenario.datasets,
         "counts": scenario.table1(),
         "files": hashes,

@@ -43,6 +43,20 @@ def test_scenario_build_and_show(tmp_path: Path, capsys) -> None:
     assert "--force" in capsys.readouterr().err
 
 
+def test_year_tolerance_reaches_the_scenario(tmp_path: Path, capsys) -> None:
+    args = ["scenario", "build", "--target", "synthetic:tiny", "--source", "synthetic:tiny"]
+    assert main([*args, "--year-tolerance", "1", "--out", str(tmp_path / "s")]) == 0
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["config"]["year_tolerance"] == 1
+    assert manifest["counts"]["alignment"]["by_title_near_year"] == 0
+    assert main([*args, "--year-tolerance", "-1", "--out", str(tmp_path / "t")]) == 2
+    assert "year_tolerance must be 0 or more" in capsys.readouterr().err
+    parsed = recsys_parser().parse_args(
+        ["prepare", "--pair", "tiny", "--workdir", "w", "--year-tolerance", "1"]
+    )
+    assert parsed.year_tolerance == 1
+
+
 def test_mixed_synthetic_and_real_pair_is_refused(capsys) -> None:
     assert main(["data", "table1", "--target", "synthetic:tiny", "--source", "ml-1m"]) == 2
     assert "same synthetic source" in capsys.readouterr().err

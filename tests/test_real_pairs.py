@@ -15,7 +15,7 @@ from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.pinsage.train import train_pinsage
 from recsys_server.training import TrainConfig
-from shared.alignment import align_catalogues
+from shared.alignment import align_catalogues, duplicate_groups
 from shared.cli import main
 from shared.preprocess import liked_interactions
 from shared.scenario import ScenarioConfig, build_scenario, load_scenario, save_scenario
@@ -41,6 +41,31 @@ def test_title_year_matching_agrees_with_imdb(primary_pair) -> None:
     agree = sum(by_imdb.get(s) == t for s, t in by_title.items())
     assert agree / len(by_imdb) > 0.93  # recall: the data README finds about 95%
     assert agree / len(by_title) > 0.998  # precision: a handful of IMDb disagreements
+
+
+def test_year_tolerance_errors_against_imdb_on_the_pair_that_has_both(primary_pair) -> None:
+    """Title + year (±1) without IMDb ids, checked against the IMDb match (issue 18,
+    newcomer item 7): the README's numbers."""
+    target, source = primary_pair
+    movies_t, movies_s = _rated(target), _rated(source)
+    exact = align_catalogues(movies_t, movies_s, use_imdb=False)
+    near = align_catalogues(movies_t, movies_s, use_imdb=False, year_tolerance=1)
+    added = {s: t for s, t in near.source_to_target.items() if s not in exact.source_to_target}
+
+    def disagreeing(pairs: dict[int, int]) -> int:
+        return sum(movies_s[s].imdb_id != movies_t[t].imdb_id for s, t in pairs.items())
+
+    # the tolerance only adds: no exact-year match is changed or lost
+    assert {s: near.source_to_target[s] for s in exact.source_to_target} == exact.source_to_target
+    assert near.by_title_near_year == len(added) == 81
+    assert (len(exact.source_to_target), disagreeing(exact.source_to_target)) == (4946, 6)
+    assert disagreeing(added) == 2  # 2.5% of the matches it adds, against 0.12% at the year
+    # the pair's same title + year entries are different films (their IMDb ids differ):
+    # none is merged, and the default alignment is what it was (5,197 matches)
+    assert duplicate_groups(movies_s) == duplicate_groups(movies_t) == {}
+    assert align_catalogues(movies_t, movies_s).report() == {
+        "matched": 5197, "by_imdb": 5191, "by_title_year": 6, "ambiguous_left_out": 0,
+    }  # fmt: skip
 
 
 def test_top_rating_counts_match_the_data_readme(primary_pair) -> None:

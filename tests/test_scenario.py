@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from shared.datasets.types import Dataset
+from shared.datasets.types import Dataset, Ratings
 from shared.errors import CopyAttackError, EmptyResultError, ScenarioError
-from shared.scenario import ScenarioConfig, build_scenario, load_scenario, save_scenario
+from shared.scenario import (
+    EmptyDecileWarning,
+    ScenarioConfig,
+    _decile_targets,
+    build_scenario,
+    load_scenario,
+    read_manifest,
+    save_scenario,
+)
 
 
 def test_split_is_80_10_10_and_covers_every_interaction(tiny_pair) -> None:
@@ -156,3 +165,62 @@ def test_a_subset_of_targets_is_a_seeded_draw_not_the_first_ones() -> None:
     assert set(drawn) <= set(pool) and drawn != pool[:10]
     assert draw_targets(pool, 10, seed=1) != drawn
     assert sorted(draw_targets(pool, 80, seed=0)) == pool  # more than the pool: all of it
+
+
+def _listed_twice(source: Dataset, original: int) -> Dataset:
+    """The source with one movie listed a second time (a new id, the same title, year and
+    IMDb id, as ml-100k does), every rating of it given again to the copy a second later."""
+    ratings = source.ratings
+    copy = int(ratings.item.max()) + 1
+    again = ratings.item == original
+    doubled = Ratings(
+        np.concatenate([ratings.user, ratings.user[again]]),
+        np.concatenate([ratings.item, np.full(int(again.sum()), copy)]),
+        np.concatenate([ratings.rating, ratings.rating[again]]),
+        np.concatenate([ratings.timestamp, ratings.timestamp[again] + 1]),
+    )
+    movies = {**source.movies, copy: replace(source.movies[original], raw_id=copy)}
+    return replace(source, ratings=doubled, movies=movies)
+
+
+def test_a_source_movie_listed_twice_is_merged_and_held_once(tiny_pair) -> None:
+    target, source = tiny_pair
+    before = build_scenario(target, source, ScenarioConfig())
+    # the source movie behind the most held target item
+    held = before.catalogue[int(np.bincount(before.source_items).argmax())]
+    (original,) = [k for k, m in source.movies.items() if m.imdb_id == held.imdb_id]
+    doubled = _listed_twice(source, original)
+    scenario = build_scenario(target, doubled, ScenarioConfig())
+    assert scenario.alignment["duplicates_merged"] == 1
+    assert scenario.alignment["matched"] == before.alignment["matched"] + 1  # both entries
+    # the same profiles as without the copy: the movie once, at its first rating
+    for name in ("source_indptr", "source_items", "source_times"):
+        assert np.array_equal(getattr(scenario, name), getattr(before, name)), name
+
+
+def test_year_tolerance_is_recorded_only_when_set(tiny_pair, tmp_path: Path) -> None:
+    default = build_scenario(*tiny_pair, ScenarioConfig())
+    near = build_scenario(*tiny_pair, ScenarioConfig(year_tolerance=1))
+    save_scenario(default, tmp_path / "a")
+    save_scenario(near, tmp_path / "b")
+    # a scenario built before the option existed keeps its fingerprint (and its models)
+    assert "year_tolerance" not in read_manifest(tmp_path / "a")["config"]
+    assert read_manifest(tmp_path / "b")["config"]["year_tolerance"] == 1
+    assert near.alignment["by_title_near_year"] == 0  # tiny pair: IMDb ids match everything
+    assert default.fingerprint != near.fingerprint
+    assert load_scenario(tmp_path / "b").config.year_tolerance == 1
+    with pytest.raises(ValueError, match="year_tolerance"):
+        ScenarioConfig(year_tolerance=-1)
+
+
+def test_a_popularity_decile_without_overlapping_items_is_warned_about() -> None:
+    popularity = np.arange(40)
+    in_source = popularity >= 8  # the two least popular deciles: no source holds them
+    rng = np.random.default_rng(0)
+    with pytest.warns(EmptyDecileWarning) as warned:
+        deciles = _decile_targets(popularity, in_source, ScenarioConfig(), rng)
+    assert deciles[0] == deciles[1] == [] and all(deciles[d] for d in range(2, 10))
+    assert [str(w.message).split(" (")[0] for w in warned] == [
+        "popularity decile 0",
+        "popularity decile 1",
+    ]

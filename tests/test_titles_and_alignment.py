@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.alignment import align_catalogues
+from shared.alignment import align_catalogues, duplicate_groups
 from shared.datasets.titles import normalise_title, split_title
 from shared.datasets.types import Movie
 
@@ -63,7 +64,8 @@ def test_alternative_title_matches() -> None:
 
 
 def test_ambiguous_keys_match_nothing() -> None:
-    target = {1: movie(1, "Hamlet", 1990), 2: movie(2, "Hamlet", 1990)}
+    # two films of one title and year (their IMDb ids differ): the source's is either
+    target = {1: movie(1, "Hamlet", 1990, imdb=100), 2: movie(2, "Hamlet", 1990, imdb=101)}
     source = {3: movie(3, "Hamlet", 1990), 4: movie(4, "Othello", 1995)}
     target[5] = movie(5, "Othello", 1995)
     alignment = align_catalogues(target, source)
@@ -81,3 +83,63 @@ def test_titles_without_years_match_when_a_platform_has_none() -> None:
     target = {1: movie(1, "The Matrix", None), 2: movie(2, "Heat", None)}
     source = {3: movie(3, "Matrix, The", 1999), 4: movie(4, "Heat", 1995)}
     assert align_catalogues(target, source).source_to_target == {3: 1, 4: 2}
+
+
+def test_a_movie_listed_twice_on_a_platform_is_merged_not_dropped() -> None:
+    """ml-100k lists some movies twice (two ids, one title and year): both used to make
+    each other ambiguous and neither matched."""
+    target = {1: movie(1, "Chasing Amy", 1997), 5: movie(5, "Heat", 1995)}
+    source = {
+        10: movie(10, "Chasing Amy", 1997),
+        11: movie(11, "Chasing Amy", 1997),  # the same movie again
+        12: movie(12, "Heat", 1995),
+    }
+    alignment = align_catalogues(target, source)
+    assert alignment.source_to_target == {10: 1, 11: 1, 12: 5}
+    assert alignment.by_title == 2 and alignment.ambiguous == 0
+    assert alignment.report()["duplicates_merged"] == 1
+    # on the target side the matches go to the entry kept (the smallest id)
+    twice = {**target, 3: movie(3, "Chasing Amy", 1997)}
+    assert align_catalogues(twice, {10: source[10]}).source_to_target == {10: 1}
+
+
+def test_entries_with_different_imdb_ids_are_different_films_never_merged() -> None:
+    movies = {
+        838: movie(838, "Emma", 1996, imdb=116191),
+        26958: movie(26958, "Emma", 1996, imdb=118308),  # the TV film of the same year
+        1: movie(1, "Heat", 1995, imdb=113277),
+        2: movie(2, "Heat", 1995),  # no IMDb id: nothing contradicts it
+        3: movie(3, "Heat", None),  # undated: never merged
+    }
+    assert duplicate_groups(movies) == {2: 1}
+    # no duplicates: the report is what it was before merging existed
+    report = align_catalogues({1: movies[1]}, {7: movie(7, "Heat", 1995)}).report()
+    assert "duplicates_merged" not in report and "by_title_near_year" not in report
+
+
+def test_year_tolerance_is_opt_in_and_counted() -> None:
+    target = {1: movie(1, "Heat", 1995), 2: movie(2, "Ran", 1985)}
+    source = {10: movie(10, "Heat", 1996), 20: movie(20, "Ran", 1985)}
+    exact = align_catalogues(target, source)
+    assert exact.source_to_target == {20: 2} and exact.by_title_near_year is None
+    near = align_catalogues(target, source, year_tolerance=1)
+    assert near.source_to_target == {20: 2, 10: 1}
+    assert near.by_title == 1 and near.report()["by_title_near_year"] == 1
+    assert align_catalogues(target, source, year_tolerance=1, use_titles=False).report() == {
+        "matched": 0, "by_imdb": 0, "by_title_year": 0, "ambiguous_left_out": 0,
+        "by_title_near_year": 0,
+    }  # fmt: skip
+
+
+def test_year_tolerance_never_overrides_an_exact_year_nor_guesses_between_two() -> None:
+    target = {1: movie(1, "Heat", 1995), 2: movie(2, "Solaris", 1971), 3: movie(3, "Solaris", 1973)}
+    source = {
+        10: movie(10, "Heat", 1995),
+        11: movie(11, "Heat", 1996),  # another Heat: 1995 is taken by the exact match
+        20: movie(20, "Solaris", 1972),  # one year from both: ambiguous
+    }
+    alignment = align_catalogues(target, source, year_tolerance=1)
+    assert alignment.source_to_target == {10: 1}
+    assert alignment.by_title_near_year == 0
+    with pytest.raises(ValueError, match="year_tolerance"):
+        align_catalogues(target, source, year_tolerance=-1)
