@@ -6,7 +6,6 @@ import functools
 import hashlib
 import http.server
 import json
-import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,6 +20,7 @@ from shared.datasets.pair import load_pair
 from shared.datasets.registry import Archive, DatasetSpec, get_spec, sha256_file
 from shared.errors import ChecksumError, DatasetNotFoundError, FetchError
 from tests import upstream_fixtures as fx
+from tests.http_fixtures import http_server
 
 
 @pytest.fixture()
@@ -30,14 +30,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root.mkdir()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", root
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(handler) as url:
+        yield f"{url}/", root
 
 
 def _zip_fixture(root: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -18,6 +17,7 @@ from attacker_client.cli import main as copyattack_main
 from attacker_client.readiness import MAX_DELAY, backoff_delays, wait_until_ready
 from shared.errors import CopyAttackError
 from shared.process import free_port
+from tests.http_fixtures import http_server
 
 
 @contextmanager
@@ -39,14 +39,8 @@ def late_server(not_ready_answers: int) -> Iterator[tuple[str, list[str]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", asked
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Handler) as url:
+        yield url, asked
 
 
 class Recorder:
