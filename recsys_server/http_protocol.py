@@ -1,11 +1,12 @@
 """uvicorn's HTTP/1.1 protocol (h11), with its parser's errors answered as problem+json.
 
-A request that is not valid HTTP (a bad request line or header, an empty ``Host``, a
+A request that is not valid HTTP (a bad request line or header, no ``Host``, a
 ``Content-Length`` that is not a number, broken chunked framing, a header section past
 the parser's limit) never reaches the app: uvicorn answers it from the protocol with a
 ``text/plain`` 400. Here the same answer is an RFC 9457 problem with the parser's reason,
-and the status h11 suggests (431 for a header section that is too large). The
-connection is closed after it, as uvicorn does: the parser cannot find the next request.
+and the status h11 suggests (431 for a header section that is too large, 501 for a
+transfer coding other than chunked). The connection is closed after it, as uvicorn
+does: the parser cannot find the next request.
 
 When the app has already started its answer (e.g. a 401 sent before a broken chunked
 body was read), no second answer can go on the same connection: it is closed, as before.
@@ -29,6 +30,7 @@ from shared.schemas import Problem
 _KINDS = {
     400: ("malformed-request", "The request is not valid HTTP/1.1"),
     431: ("headers-too-large", "The request's header section is too large"),
+    501: ("not-implemented", "The request needs an HTTP feature this server lacks"),
 }
 
 

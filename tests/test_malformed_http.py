@@ -35,6 +35,11 @@ MALFORMED: dict[str, tuple[bytes, int, str]] = {
         "too long",
     ),
     "not HTTP": (b"HELLO\r\n\r\n", 400, "request line"),
+    "Transfer-Encoding: gzip": (
+        b"POST /inject_user HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip\r\n\r\n",
+        501,
+        "chunked is supported",
+    ),
 }
 
 
@@ -69,7 +74,8 @@ def test_malformed_http_gets_a_problem_document(server: ServerProcess, name: str
     assert headers["connection"] == "close"
     problem = json.loads(body[: int(headers["content-length"])])
     assert problem["status"] == status
-    assert problem["type"] == ("headers-too-large" if status == 431 else "malformed-request")
+    kinds = {400: "malformed-request", 431: "headers-too-large", 501: "not-implemented"}
+    assert problem["type"] == kinds[status]
     assert reason.lower() in problem["detail"].lower(), problem["detail"]
 
 
