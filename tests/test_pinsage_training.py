@@ -133,7 +133,7 @@ def test_pinsage_behind_the_victim_interface_is_the_model_it_was(
 def test_baselines_fit_and_rank_sensibly() -> None:
     popular = MostPopular(DATA)
     ease = EASE(DATA, l2=100.0)
-    bpr = BPRMF(DATA, BPRConfig(dim=16), TrainConfig(lr=0.01, max_epochs=3, progress=False))
+    bpr = BPRMF.trained(DATA, BPRConfig(dim=16), TrainConfig(lr=0.01, max_epochs=3, progress=False))
     for model in (popular, ease, bpr):
         metrics = DATA.test_metrics(model.score)
         assert metrics["sampled"]["HR@10"] > 0.2  # chance is 10/101
