@@ -164,28 +164,58 @@ def best_of_rows(values: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
     with id -1 and similarity 0, and its floor: the key of the next best item, or
     ``_NO_FLOOR`` when every item of positive similarity is in. ``values`` must hold 0 on
     each row's own item."""
-    n_rows, n = values.shape
+    n = values.shape[1]
     taken = min(width + 1, n)
-    # the taken-th best similarity of each row, every item above it and the lowest ids
-    # tied with it: exactly ``taken`` items per row, in linear time
-    threshold = -np.partition(-values, taken - 1, axis=1)[:, taken - 1]
-    above = values > threshold[:, None]
-    tied = values == threshold[:, None]
-    needed = taken - above.sum(axis=1)
-    chosen = above | (tied & (np.cumsum(tied, axis=1) <= needed[:, None]))
-    ids = np.nonzero(chosen)[1].reshape(n_rows, taken)  # ascending ids in each row
+    # the taken best of each row, in linear time; a partition takes arbitrary ones among
+    # items tied at the cut, so rows with a positive tie across the cut take the lowest
+    # ids instead (zero similarities are never kept, whichever are taken)
+    ids = np.argpartition(-values, taken - 1, axis=1)[:, :taken]
     picked = np.take_along_axis(values, ids, axis=1)
-    order = np.argsort(-picked, axis=1, kind="stable")  # stable: ties stay by id
+    threshold = picked.min(axis=1)
+    at_cut = values == threshold[:, None]
+    straddles = (threshold > 0) & (at_cut.sum(axis=1) > (picked == threshold[:, None]).sum(axis=1))
+    for row in np.flatnonzero(straddles).tolist():
+        above = np.flatnonzero(values[row] > threshold[row])
+        tied = np.flatnonzero(at_cut[row])[: taken - len(above)]
+        ids[row] = np.concatenate([above, tied])
+        picked[row] = values[row, ids[row]]
+    order = np.lexsort((ids, -picked), axis=1)
     ids = np.take_along_axis(ids, order, axis=1)
     picked = np.take_along_axis(picked, order, axis=1)
+    return _reserve_and_floor(ids, picked, width)
+
+
+def _reserve_and_floor(ids: np.ndarray, values: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
+    """From each row's best items, best first (at least ``width + 1`` columns where the
+    row has that many items): the padded reserve and the floor."""
+    n_rows = len(ids)
     floor_value = np.full(n_rows, _NO_FLOOR[0])
     floor_id = np.full(n_rows, _NO_FLOOR[1], dtype=np.int64)
-    if taken > width:
-        has_floor = picked[:, width] > 0
-        floor_value[has_floor] = picked[has_floor, width]
+    if ids.shape[1] > width:
+        has_floor = values[:, width] > 0
+        floor_value[has_floor] = values[has_floor, width]
         floor_id[has_floor] = ids[has_floor, width]
-    ids, picked = _pad(ids[:, :width], picked[:, :width], width)
-    return ids, picked, floor_value, floor_id
+    return (*_pad(ids[:, :width], values[:, :width], width), floor_value, floor_id)
+
+
+def best_of_sparse(
+    counts: sp.csr_matrix, degree: np.ndarray, shrink: float, width: int
+) -> tuple[np.ndarray, ...]:
+    """:func:`best_of_rows` of every row at once, from sparse counts (zero diagonal): one
+    sort of the non-zeros by (row, similarity descending, id), the same keys as the
+    dense path (the same :func:`similarity` of the same numbers)."""
+    n = counts.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(counts.indptr))
+    columns = counts.indices.astype(np.int64)
+    values = similarity(counts.data, degree[rows], degree[columns], shrink)
+    order = np.lexsort((columns, -values, rows))
+    rank = np.arange(len(order)) - counts.indptr[rows[order]]
+    kept = rank <= width
+    ids = np.full((n, width + 1), -1, dtype=np.int64)
+    best = np.zeros((n, width + 1))
+    ids[rows[order][kept], rank[kept]] = columns[order][kept]
+    best[rows[order][kept], rank[kept]] = values[order][kept]
+    return _reserve_and_floor(ids, best, width)
 
 
 def _pad(ids: np.ndarray, values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -220,15 +250,21 @@ class NeighbourState(ServingState):
         self.width = 2 * neighbours
         self.counts = CountTable.of(graph, dense_counts)
         n = graph.n_items
-        index = np.empty((n, self.width), dtype=np.int64)
-        value = np.empty((n, self.width))
-        floor_value, floor_id = np.empty(n), np.empty(n, dtype=np.int64)
-        with progress_bar(n, "item-kNN", "item", enabled=progress) as bar:
-            for start in range(0, n, _BLOCK):
-                rows = np.arange(start, min(start + _BLOCK, n))
-                block = self._recompute_rows(rows)
-                index[rows], value[rows], floor_value[rows], floor_id[rows] = block
-                bar.update(len(rows))
+        if isinstance(self.counts.base, sp.csr_matrix):
+            degree = graph.degree.astype(np.float64)
+            index, value, floor_value, floor_id = best_of_sparse(
+                self.counts.base, degree, shrink, self.width
+            )
+        else:
+            index = np.empty((n, self.width), dtype=np.int64)
+            value = np.empty((n, self.width))
+            floor_value, floor_id = np.empty(n), np.empty(n, dtype=np.int64)
+            with progress_bar(n, "item-kNN", "item", enabled=progress) as bar:
+                for start in range(0, n, _BLOCK):
+                    rows = np.arange(start, min(start + _BLOCK, n))
+                    block = self._recompute_rows(rows)
+                    index[rows], value[rows], floor_value[rows], floor_id[rows] = block
+                    bar.update(len(rows))
         self.reserve_index, self.reserve_value = RowOverlay(index), RowOverlay(value)
         self.floor_value, self.floor_id = RowOverlay(floor_value), RowOverlay(floor_id)
         # what the last add or remove did: rows merged with the injected items, and rows
