@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from recsys_server.graph import InteractionGraph
 from recsys_server.victims.itemknn import NeighbourState, best_of_rows
+from tests.injection_operations import operation_lists, replay
 from tests.pinsage_fixtures import tiny_data
 
 DATA = tiny_data()
@@ -56,15 +57,7 @@ profiles = st.one_of(
     # the most held items: their pairs sit in most lists
     st.integers(2, MAX_PROFILE).map(lambda n: np.argsort(-DATA_DEGREE, kind="stable")[:n].tolist()),
 )
-operations = st.lists(
-    st.one_of(
-        st.tuples(st.just("add"), profiles),
-        st.tuples(st.just("repeat"), st.integers(0, 100)),
-        st.tuples(st.just("remove"), st.integers(0, 100)),
-    ),
-    min_size=1,
-    max_size=10,
-)
+operations = operation_lists(profiles, max_size=10)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -72,16 +65,7 @@ operations = st.lists(
 @given(ops=operations)
 def test_incremental_equals_full_build(name: str, ops) -> None:
     state = fresh_state(name)
-    added: list[list[int]] = []
-    for op, value in ops:
-        live = state.graph.injected_users
-        if op == "add":
-            state.add_user(np.array(value))
-            added.append(value)
-        elif op == "repeat" and added:
-            state.add_user(np.array(added[value % len(added)]))
-        elif op == "remove" and live:
-            state.remove_user(live[value % len(live)])
+    replay(state, ops)
     assert_equal_to_full_build(state)
 
 
