@@ -5,9 +5,8 @@ with injected users folded in.
 Fold-in rule: an injected user's vector is the mean of its items' factors (zero for an
 empty profile, which then scores by the item bias alone). It needs no solver and no
 sampling, so it is exact and order-free, it is the rule PinSage applies to every user,
-and a BPR-trained user vector points the same way as its items' factors: on the primary
-pair's validation split the mean of a training user's item factors, in place of its
-learned row, keeps most of the learned rows' HR@10 (README, "Item-kNN and MF victims").
+and BPR pulls a user's vector towards its items' factors. How much it loses against a
+learned row, on validation, is what ``benchmarks/mf_fold_in.py`` measures.
 
 Under the frozen model a user's scores depend only on its own vector and the item
 table, so an injection cannot move any other user's scores. :meth:`MFState.retrained`
