@@ -76,25 +76,38 @@ class BPRConfig:
 class BPRMF(nn.Module):
     """Matrix factorisation with an item bias, trained with BPR and early stopping."""
 
-    def __init__(
-        self, data: TargetData, config: BPRConfig, train: TrainConfig, desc: str = "BPR-MF"
-    ) -> None:
+    def __init__(self, n_users: int, n_items: int, config: BPRConfig, seed: int = 0) -> None:
+        """Untrained: normal(0, 0.1) factors, zero biases (see :meth:`trained`)."""
         super().__init__()
         use_deterministic_torch()
-        torch.manual_seed(train.seed)
-        self.users = nn.Embedding(data.n_users, config.dim)
-        self.items = nn.Embedding(data.n_items, config.dim)
-        self.item_bias = nn.Embedding(data.n_items, 1)
+        torch.manual_seed(seed)
+        self.users = nn.Embedding(n_users, config.dim)
+        self.items = nn.Embedding(n_items, config.dim)
+        self.item_bias = nn.Embedding(n_items, 1)
         for parameter in (self.users.weight, self.items.weight):
             nn.init.normal_(parameter, std=0.1)
         nn.init.zeros_(self.item_bias.weight)
+        self.config = config
         self.l2 = config.l2
-        self.history = self._fit(data, config, train, desc)
+        self.history = History()
 
-    def _fit(self, data: TargetData, config: BPRConfig, train: TrainConfig, desc: str) -> History:
+    @classmethod
+    def trained(
+        cls, data: TargetData, config: BPRConfig, train: TrainConfig, desc: str = "BPR-MF"
+    ) -> BPRMF:
+        model = cls(data.n_users, data.n_items, config, train.seed)
+        model.fit(data, train, desc)
+        return model
+
+    def fit(
+        self, data: TargetData, train: TrainConfig, desc: str, pairs: np.ndarray | None = None
+    ) -> History:
+        """Train on ``pairs`` (user, item; default: the training split's) with early
+        stopping on validation HR@10; the model keeps its best epoch."""
         rng = np.random.default_rng(train.seed)
-        pairs = np.unique(data.train[:, :2], axis=0)
+        pairs = np.unique(data.train[:, :2], axis=0) if pairs is None else pairs
         optimiser = torch.optim.Adam(self.parameters(), lr=train.lr)
+        l2 = self.config.l2
 
         def run_epoch() -> float:
             total = 0.0
@@ -105,7 +118,7 @@ class BPRMF(nn.Module):
                 pos, neg = self.items(positives), self.items(negatives)
                 positive = (u * pos).sum(1) + self.item_bias(positives).squeeze(1)
                 negative = (u * neg).sum(1) + self.item_bias(negatives).squeeze(1)
-                penalty = config.l2 * (u.pow(2).sum() + pos.pow(2).sum() + neg.pow(2).sum())
+                penalty = l2 * (u.pow(2).sum() + pos.pow(2).sum() + neg.pow(2).sum())
                 loss = bpr_loss(positive, negative) + penalty / len(users)
                 optimiser.zero_grad()
                 loss.backward()
@@ -113,9 +126,10 @@ class BPRMF(nn.Module):
                 total += loss.item() * len(users)
             return total / len(pairs)
 
-        return fit_with_early_stopping(
+        self.history = fit_with_early_stopping(
             self, run_epoch, lambda: data.validation_hr10(self.score), train, desc=desc
         )
+        return self.history
 
     @torch.no_grad()
     def score(self, users: np.ndarray) -> np.ndarray:
@@ -135,7 +149,9 @@ class BPRMF(nn.Module):
         weight's validation HR@10."""
         grid = cls.L2_GRID
         fits = {
-            l2: cls(data, BPRConfig(dim=dim, l2=l2), train, f"BPR-MF {i}/{len(grid)} (l2 {l2:g})")
+            l2: cls.trained(
+                data, BPRConfig(dim=dim, l2=l2), train, f"BPR-MF {i}/{len(grid)} (l2 {l2:g})"
+            )
             for i, l2 in enumerate(grid, 1)
         }
         validation = {l2: model.history.best for l2, model in fits.items()}

@@ -20,6 +20,7 @@ from recsys_server.pinsage.sampler import (
     neighbourhoods_of,
     unit_of,
 )
+from tests.injection_operations import operation_lists, replay
 from tests.pinsage_fixtures import tiny_data
 
 DATA = tiny_data()
@@ -66,15 +67,7 @@ profiles = st.one_of(
     st.integers(0, DATA.n_items - 1).map(lambda item: [item]),
     st.permutations(range(DATA.n_items)).map(lambda items: items[:MAX_PROFILE]),
 )
-operations = st.lists(
-    st.one_of(
-        st.tuples(st.just("add"), profiles),
-        st.tuples(st.just("repeat"), st.integers(0, 100)),
-        st.tuples(st.just("remove"), st.integers(0, 100)),
-    ),
-    min_size=1,
-    max_size=8,
-)
+operations = operation_lists(profiles, max_size=8)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -82,16 +75,7 @@ operations = st.lists(
 @given(ops=operations)
 def test_incremental_equals_full_recompute(name: str, ops) -> None:
     state = fresh_state(CONFIGS[name])
-    added: list[list[int]] = []
-    for op, value in ops:
-        live = state.graph.injected_users
-        if op == "add":
-            state.add_user(np.array(value))
-            added.append(value)
-        elif op == "repeat" and added:
-            state.add_user(np.array(added[value % len(added)]))
-        elif op == "remove" and live:
-            state.remove_user(live[value % len(live)])
+    replay(state, ops)
     assert_equal_to_full_recompute(state)
 
 

@@ -126,14 +126,14 @@ def test_pinsage_behind_the_victim_interface_is_the_model_it_was(
     # a victim this version does not know is named in the refusal
     payload = torch.load(path, weights_only=True)
     torch.save({**payload, "format_version": 3, "victim": "deepfm"}, path)
-    with pytest.raises(ArtifactError, match=r"victim 'deepfm'.*it knows pinsage"):
+    with pytest.raises(ArtifactError, match=r"victim 'deepfm'.*it knows .*pinsage"):
         ModelArtifact.load(path)
 
 
 def test_baselines_fit_and_rank_sensibly() -> None:
     popular = MostPopular(DATA)
     ease = EASE(DATA, l2=100.0)
-    bpr = BPRMF(DATA, BPRConfig(dim=16), TrainConfig(lr=0.01, max_epochs=3, progress=False))
+    bpr = BPRMF.trained(DATA, BPRConfig(dim=16), TrainConfig(lr=0.01, max_epochs=3, progress=False))
     for model in (popular, ease, bpr):
         metrics = DATA.test_metrics(model.score)
         assert metrics["sampled"]["HR@10"] > 0.2  # chance is 10/101

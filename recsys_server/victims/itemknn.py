@@ -1,0 +1,507 @@
+"""Item-kNN as a victim: item-to-item collaborative filtering ("people who liked X also
+liked Y"), served with an exact incremental update of the counts and neighbour lists.
+
+The similarity of items i and j is the cosine of their holder vectors, with a shrinkage
+term: ``c(i, j) / (sqrt(d(i) d(j)) + shrink)``, where ``c`` counts the users holding both
+and ``d`` the users holding each. Every item keeps its ``N`` most similar items (ties by
+the lower item id; only positive similarities); a user's score for an item is the sum
+of its similarities over the user's items whose lists contain it, as item-to-item CF
+serves it, plus a popularity tie-break far below any similarity (so a user whose lists
+say nothing, such as one with no items, gets the most popular items, as a served
+item-to-item CF would backfill). ``N`` and the shrinkage are chosen on validation HR@10
+from a stated grid.
+
+An injected user changes ``c`` on the pairs of its items and ``d`` of its items only. So
+the rows of its own items change as a whole (recomputed from their count rows), and any
+other row changes only in its entries for those items: lower after an injection (their
+``d`` grew), higher after a removal. Each row keeps a *reserve*: its best ``2N`` items
+and a floor, a (similarity, id) key that no item outside the reserve beats. Another row
+is touched only if one of the injected items was or becomes above its floor; it is
+merged with the injected items' new similarities, and recomputed from its count row
+only if fewer than ``N`` items stay above the floor. The neighbour lists are then the
+same as a full build on the same graph (the property tests check it).
+
+Every table is copy-on-write (:class:`~recsys_server.pinsage.overlay.RowOverlay`, and
+:class:`CountTable` for the counts), so :meth:`NeighbourState.fork` is cheap and a world
+holds only the rows its own injections changed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recsys_server.data import TargetData
+from recsys_server.graph import InteractionGraph
+from recsys_server.pinsage.overlay import RowOverlay
+from recsys_server.training import History, TrainConfig, progress_bar
+from recsys_server.victims.base import ServingState, Victim
+
+# rows of the similarity matrix computed at once in a full build (a block of 256 rows of
+# the 26.7k-item ml20m catalogue is 55 MB of float64)
+_BLOCK = 256
+# a similarity is at least 1 / (n_users + shrink): 7e-6 for ml20m's 138k users, over
+# 1e-3 on the real targets
+POPULARITY_TIE_BREAK = 1e-6
+# the floor of a row whose reserve holds every item of positive similarity
+_NO_FLOOR = (0.0, -1)
+
+
+@dataclass(frozen=True)
+class ItemKNNConfig:
+    """``None``: chosen on validation HR@10 from the grid."""
+
+    neighbours: int | None = None
+    shrink: float | None = None
+    # 20-200 neighbours is the usual range of item-to-item CF, and 5 and 10 because the
+    # best of a first grid (20-200 x 0, 10) on MovieTweetings' validation split was its
+    # corner (N 20, shrink 10); shrinkage 0 is the plain cosine, 10 and 50 damp pairs
+    # that co-occur in very few users (most users here hold 1-3 items, so one shared
+    # user can make a pair look maximally similar)
+    NEIGHBOUR_GRID: ClassVar[tuple[int, ...]] = (5, 10, 20, 50, 100, 200)
+    SHRINK_GRID: ClassVar[tuple[float, ...]] = (0.0, 10.0, 50.0)
+
+    def __post_init__(self) -> None:
+        if self.neighbours is not None and self.neighbours < 1:
+            raise ValueError(f"neighbours must be at least 1, got {self.neighbours}")
+        if self.shrink is not None and self.shrink < 0:
+            raise ValueError(f"shrink must be >= 0, got {self.shrink}")
+
+    def grid(self) -> list[tuple[int, float]]:
+        neighbours = self.NEIGHBOUR_GRID if self.neighbours is None else (self.neighbours,)
+        shrinks = self.SHRINK_GRID if self.shrink is None else (self.shrink,)
+        return [(n, s) for s in shrinks for n in neighbours]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"neighbours": self.neighbours, "shrink": self.shrink}
+
+
+# --- counts ----------------------------------------------------------------------------
+
+
+class CountTable:
+    """Co-occurrence counts ``c(i, j)`` (zero diagonal), copy-on-write by row.
+
+    The base is a CSR matrix where the counts are sparse (the real targets: most users
+    hold one to three items) and a dense int32 array where they are not (the ml20m
+    preset); a private row is a dense array, replaced whole on every write, so forks may
+    share them."""
+
+    def __init__(self, base: sp.csr_matrix | np.ndarray) -> None:
+        if isinstance(base, np.ndarray):
+            base.flags.writeable = False
+        self.base = base
+        self.n_items = base.shape[0]
+        self._private: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def of(cls, graph: InteractionGraph, dense: bool | None = None) -> CountTable:
+        """``dense``: the base's form (default: the smaller one)."""
+        users = graph.user_item_matrix().astype(np.int32).tocsc()
+        lengths = np.diff(users.tocsr().indptr)
+        if dense is None:
+            # pairs counted with repeats bound the non-zeros: dense when CSR (8 bytes a
+            # non-zero) could be larger than the array (4 bytes a cell)
+            dense = int((lengths.astype(np.int64) ** 2).sum()) * 2 > graph.n_items**2
+        transposed = users.T.tocsr()
+        blocks = []
+        counts = np.zeros((graph.n_items,) * 2, dtype=np.int32) if dense else None
+        for start in range(0, graph.n_items, 4 * _BLOCK):
+            stop = min(start + 4 * _BLOCK, graph.n_items)
+            block = (transposed[start:stop] @ users).tocsr()
+            if counts is not None:
+                counts[start:stop] = block.toarray()
+            else:
+                blocks.append(block)
+        if counts is not None:
+            np.fill_diagonal(counts, 0)
+            return cls(counts)
+        matrix = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix(users.T @ users)
+        # the diagonal (each item's holders) is the degree, kept by the graph
+        matrix = (matrix - sp.diags(matrix.diagonal(), dtype=np.int32)).tocsr()
+        matrix.eliminate_zeros()
+        return cls(matrix.astype(np.int32))
+
+    def fork(self) -> CountTable:
+        other = copy.copy(self)
+        other._private = dict(self._private)
+        return other
+
+    def rows(self, items: np.ndarray) -> np.ndarray:
+        """(len(items), n_items) dense count rows."""
+        items = np.asarray(items, dtype=np.int64)
+        dense = isinstance(self.base, np.ndarray)
+        out = self.base[items] if dense else self.base[items].toarray()
+        for position, item in enumerate(items.tolist()):
+            if item in self._private:
+                out[position] = self._private[item]
+        return out
+
+    def shift(self, items: np.ndarray, sign: int) -> np.ndarray:
+        """Count one more (``sign`` 1) or one fewer (-1) user holding all of ``items``;
+        return their new rows."""
+        rows = self.rows(items)
+        rows[:, items] += sign
+        rows[np.arange(len(items)), items] = 0
+        for item, row in zip(items.tolist(), rows, strict=True):
+            self._private[item] = row
+        return rows
+
+
+def similarity(counts: np.ndarray, degree_a: np.ndarray, degree_b: np.ndarray, shrink: float):
+    """Cosine with shrinkage, elementwise (broadcasting); 0 where nothing co-occurs. The
+    one formula of every path, so that equal inputs give bit-equal similarities."""
+    counts = counts.astype(np.float64)
+    denominator = np.sqrt(degree_a * degree_b) + shrink
+    return np.divide(counts, denominator, out=np.zeros_like(counts), where=counts > 0)
+
+
+def _above(values: np.ndarray, ids: np.ndarray, floor_value, floor_id) -> np.ndarray:
+    """Whether each (similarity, id) key ranks above the floor: higher similarity first,
+    then the lower id. Zero similarities never do."""
+    return (values > 0) & ((values > floor_value) | ((values == floor_value) & (ids < floor_id)))
+
+
+def best_of_rows(values: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
+    """Each row's ``width`` best items (similarity descending, then id ascending), padded
+    with id -1 and similarity 0, and its floor: the key of the next best item, or
+    ``_NO_FLOOR`` when every item of positive similarity is in. ``values`` must hold 0 on
+    each row's own item."""
+    n = values.shape[1]
+    taken = min(width + 1, n)
+    # the taken best of each row, in linear time; a partition takes arbitrary ones among
+    # items tied at the cut, so rows with a positive tie across the cut take the lowest
+    # ids instead (zero similarities are never kept, whichever are taken)
+    ids = np.argpartition(-values, taken - 1, axis=1)[:, :taken]
+    picked = np.take_along_axis(values, ids, axis=1)
+    threshold = picked.min(axis=1)
+    at_cut = values == threshold[:, None]
+    straddles = (threshold > 0) & (at_cut.sum(axis=1) > (picked == threshold[:, None]).sum(axis=1))
+    for row in np.flatnonzero(straddles).tolist():
+        above = np.flatnonzero(values[row] > threshold[row])
+        tied = np.flatnonzero(at_cut[row])[: taken - len(above)]
+        ids[row] = np.concatenate([above, tied])
+        picked[row] = values[row, ids[row]]
+    order = np.lexsort((ids, -picked), axis=1)
+    ids = np.take_along_axis(ids, order, axis=1)
+    picked = np.take_along_axis(picked, order, axis=1)
+    return _reserve_and_floor(ids, picked, width)
+
+
+def _reserve_and_floor(ids: np.ndarray, values: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
+    """From each row's best items, best first (at least ``width + 1`` columns where the
+    row has that many items): the padded reserve and the floor."""
+    n_rows = len(ids)
+    floor_value = np.full(n_rows, _NO_FLOOR[0])
+    floor_id = np.full(n_rows, _NO_FLOOR[1], dtype=np.int64)
+    if ids.shape[1] > width:
+        has_floor = values[:, width] > 0
+        floor_value[has_floor] = values[has_floor, width]
+        floor_id[has_floor] = ids[has_floor, width]
+    return (*_pad(ids[:, :width], values[:, :width], width), floor_value, floor_id)
+
+
+def best_of_sparse(
+    counts: sp.csr_matrix, degree: np.ndarray, shrink: float, width: int
+) -> tuple[np.ndarray, ...]:
+    """:func:`best_of_rows` of every row at once, from sparse counts (zero diagonal): one
+    sort of the non-zeros by (row, similarity descending, id), the same keys as the
+    dense path (the same :func:`similarity` of the same numbers)."""
+    n = counts.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(counts.indptr))
+    columns = counts.indices.astype(np.int64)
+    values = similarity(counts.data, degree[rows], degree[columns], shrink)
+    order = np.lexsort((columns, -values, rows))
+    rank = np.arange(len(order)) - counts.indptr[rows[order]]
+    kept = rank <= width
+    ids = np.full((n, width + 1), -1, dtype=np.int64)
+    best = np.zeros((n, width + 1))
+    ids[rows[order][kept], rank[kept]] = columns[order][kept]
+    best[rows[order][kept], rank[kept]] = values[order][kept]
+    return _reserve_and_floor(ids, best, width)
+
+
+def _pad(ids: np.ndarray, values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly ``width`` columns; non-positive entries become id -1, similarity 0."""
+    out_ids = np.full((len(ids), width), -1, dtype=np.int64)
+    out_values = np.zeros((len(ids), width))
+    columns = min(width, ids.shape[1])
+    keep = values[:, :columns] > 0
+    out_ids[:, :columns] = np.where(keep, ids[:, :columns], -1)
+    out_values[:, :columns] = np.where(keep, values[:, :columns], 0.0)
+    return out_ids, out_values
+
+
+# --- the serving state -----------------------------------------------------------------
+
+
+class NeighbourState(ServingState):
+    def __init__(
+        self,
+        graph: InteractionGraph,
+        neighbours: int,
+        shrink: float,
+        *,
+        dense_counts: bool | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.graph = graph
+        self.neighbours = neighbours
+        self.shrink = shrink
+        # the reserve: twice the list, so that an injection rarely empties a row's
+        # reserve below N (which costs a recompute of that row)
+        self.width = 2 * neighbours
+        self.counts = CountTable.of(graph, dense_counts)
+        n = graph.n_items
+        if isinstance(self.counts.base, sp.csr_matrix):
+            degree = graph.degree.astype(np.float64)
+            index, value, floor_value, floor_id = best_of_sparse(
+                self.counts.base, degree, shrink, self.width
+            )
+        else:
+            index = np.empty((n, self.width), dtype=np.int64)
+            value = np.empty((n, self.width))
+            floor_value, floor_id = np.empty(n), np.empty(n, dtype=np.int64)
+            with progress_bar(n, "item-kNN", "item", enabled=progress) as bar:
+                for start in range(0, n, _BLOCK):
+                    rows = np.arange(start, min(start + _BLOCK, n))
+                    block = self._recompute_rows(rows)
+                    index[rows], value[rows], floor_value[rows], floor_id[rows] = block
+                    bar.update(len(rows))
+        self.reserve_index, self.reserve_value = RowOverlay(index), RowOverlay(value)
+        self.floor_value, self.floor_id = RowOverlay(floor_value), RowOverlay(floor_id)
+        # what the last add or remove did: rows merged with the injected items, and rows
+        # recomputed from their counts (the profile's own, and reserves that ran short)
+        self.last_update: dict[str, int] = {}
+
+    def fork(self) -> NeighbourState:
+        other = copy.copy(self)
+        other.graph = self.graph.fork()
+        other.counts = self.counts.fork()
+        for name in ("reserve_index", "reserve_value", "floor_value", "floor_id"):
+            setattr(other, name, getattr(self, name).fork())
+        return other
+
+    def retrained(self, data: TargetData, epochs: int) -> NeighbourState:
+        """Item-kNN learns nothing by epochs: its counts already follow every injection.
+        A scheduled retrain re-tunes ``N`` and the shrinkage on validation over the
+        polluted graph (``epochs`` is not used)."""
+        graph = self.graph.fork()
+        config = ItemKNNConfig()
+        return tune(data, graph, config, progress=False)[0]
+
+    def _recompute_rows(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        degree = self.graph.degree.astype(np.float64)
+        values = similarity(
+            self.counts.rows(rows), degree[rows, None], degree[None, :], self.shrink
+        )
+        values[np.arange(len(rows)), rows] = 0.0
+        return best_of_rows(values, self.width)
+
+    def _write_rows(self, rows: np.ndarray, block: tuple[np.ndarray, ...]) -> None:
+        index, value, floor_value, floor_id = block
+        self.reserve_index[rows], self.reserve_value[rows] = index, value
+        self.floor_value[rows], self.floor_id[rows] = floor_value, floor_id
+
+    # --- incremental ---------------------------------------------------------------
+
+    def add_user(self, items: np.ndarray) -> int:
+        items = np.asarray(items, dtype=np.int64)
+        user = self.graph.add_user(items)
+        self._update(items, 1)
+        return user
+
+    def remove_user(self, user: int) -> None:
+        self._update(self.graph.remove_user(user), -1)
+
+    def _update(self, items: np.ndarray, sign: int) -> None:
+        """The graph has one more (``sign`` 1) or one fewer (-1) user holding ``items``."""
+        if len(items) == 0:
+            return
+        items = np.unique(items)
+        rows_of_items = self.counts.shift(items, sign)  # row j: c(j, k) for every k
+        self._write_rows(items, self._recompute_rows(items))
+        degree = self.graph.degree.astype(np.float64)
+        # column k of these: item k's similarity to each injected item, before and after,
+        # for k outside the profile (there c(j, k) did not change; d(j) did)
+        outside = rows_of_items.copy()
+        outside[:, items] = 0
+        new = similarity(outside, degree[items, None], degree[None, :], self.shrink)
+        old = similarity(outside, degree[items, None] - sign, degree[None, :], self.shrink)
+        floor_value, floor_id = self.floor_value.dense(), self.floor_id.dense()
+        ids = np.broadcast_to(items[:, None], new.shape)
+        touched = (
+            _above(new, ids, floor_value, floor_id) | _above(old, ids, floor_value, floor_id)
+        ).any(axis=0)
+        rows = np.flatnonzero(touched)
+        self.last_update = {
+            "items": len(items),
+            "rows_merged": len(rows),
+            "rows_recomputed": len(items),
+        }
+        if len(rows):
+            self._merge(rows, items, new[:, rows].T)
+
+    def _merge(self, rows: np.ndarray, items: np.ndarray, item_values: np.ndarray) -> None:
+        """Rows outside the profile: their reserve with ``items`` at their new
+        similarities (``item_values[r]``), what ranks above the floor, best first."""
+        index, value = self.reserve_index[rows], self.reserve_value[rows]
+        floor_value, floor_id = self.floor_value[rows], self.floor_id[rows]
+        stale = np.isin(index, items)
+        index = np.concatenate(
+            [np.where(stale, -1, index), np.broadcast_to(items, item_values.shape)], axis=1
+        )
+        value = np.concatenate([np.where(stale, 0.0, value), item_values], axis=1)
+        keep = (index >= 0) & _above(value, index, floor_value[:, None], floor_id[:, None])
+        # best first within each row: kept entries by similarity, then id; the rest last
+        order = np.lexsort((index, -np.where(keep, value, -np.inf)), axis=1)
+        index = np.take_along_axis(index, order, axis=1)
+        value = np.take_along_axis(value, order, axis=1)
+        kept = keep.sum(axis=1)
+        # a row whose reserve ran short below N (and has items below its floor) is
+        # recomputed from its counts
+        short = (kept < self.neighbours) & (floor_value > 0)
+        full = kept > self.width  # a removal lifted more than the reserve holds: raise the floor
+        new_floor_value = np.where(full, value[:, min(self.width, value.shape[1] - 1)], floor_value)
+        new_floor_id = np.where(full, index[:, min(self.width, index.shape[1] - 1)], floor_id)
+        width_value = np.where(np.arange(value.shape[1]) < kept[:, None], value, 0.0)
+        padded_index, padded_value = _pad(index, width_value, self.width)
+        merged = ~short
+        self._write_rows(
+            rows[merged],
+            (
+                padded_index[merged],
+                padded_value[merged],
+                new_floor_value[merged],
+                new_floor_id[merged],
+            ),
+        )
+        if short.any():
+            self._write_rows(rows[short], self._recompute_rows(rows[short]))
+            self.last_update["rows_merged"] -= int(short.sum())
+            self.last_update["rows_recomputed"] += int(short.sum())
+
+    # --- reading -------------------------------------------------------------------
+
+    def neighbour_lists(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(len(items), N) neighbour ids (-1: none) and similarities, best first."""
+        n = self.neighbours
+        return self.reserve_index[items][:, :n], self.reserve_value[items][:, :n]
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        indptr, items = self.graph.profiles_of(users)
+        index, value = self.neighbour_lists(items)
+        owner = np.repeat(np.arange(len(users)), np.diff(indptr))[:, None]
+        used = index >= 0
+        n = self.graph.n_items
+        flat = (owner * n + index)[used]
+        summed = np.bincount(flat, weights=value[used], minlength=len(users) * n)
+        # float even when no user holds an item (bincount then counts integers)
+        scores = summed.astype(np.float64, copy=False).reshape(len(users), n)
+        return scores + self.popularity_tie_break()
+
+    def popularity_tie_break(self) -> np.ndarray:
+        """Per item, at most ``POPULARITY_TIE_BREAK``: the share of the training users
+        holding it now (injected holders count). Below almost any similarity, it orders
+        what the lists leave level, as item-to-item CF backfills with bestsellers: the
+        items outside a user's lists, and everything for a user with an empty profile."""
+        return POPULARITY_TIE_BREAK * self.graph.degree / max(self.graph.n_base_users, 1)
+
+
+def tune(
+    data: TargetData, graph: InteractionGraph, config: ItemKNNConfig, *, progress: bool
+) -> tuple[NeighbourState, History, dict[str, float]]:
+    """The state of the grid point with the best validation HR@10 (the first on ties),
+    a History with one entry per grid point, and every point's validation HR@10."""
+    grid = config.grid()
+    history = History()
+    validation: dict[str, float] = {}
+    best: NeighbourState | None = None
+    with progress_bar(len(grid), "item-kNN", "grid point", enabled=progress) as bar:
+        for neighbours, shrink in grid:
+            state = NeighbourState(graph, neighbours, shrink)
+            score = data.validation_hr10(state.scores)
+            validation[f"N {neighbours}, shrink {shrink:g}"] = score
+            history.validation_hr10.append(score)
+            history.loss.append(float("nan"))  # nothing is minimised
+            if best is None or score > history.best:
+                history.best_epoch = len(history.validation_hr10) - 1
+                best = state
+            bar.set_postfix_str(
+                f"N {neighbours}, shrink {shrink:g}: val HR@10 {score:.4f}", refresh=False
+            )
+            bar.update()
+    assert best is not None
+    return best, history, validation
+
+
+@dataclass
+class ItemKNNVictim(Victim):
+    neighbours: int
+    shrink: float
+    # the clean model's neighbour lists: what the fingerprint hashes (serving rebuilds
+    # them from the graph, deterministically)
+    index: np.ndarray
+    value: np.ndarray
+    validation: dict[str, float] = field(default_factory=dict)
+    name: ClassVar[str] = "itemknn"
+    label: ClassVar[str] = "ItemKNN"
+
+    @classmethod
+    def default_config(cls) -> ItemKNNConfig:
+        return ItemKNNConfig()
+
+    @classmethod
+    def train(
+        cls, data: TargetData, config: ItemKNNConfig, train: TrainConfig
+    ) -> tuple[ItemKNNVictim, History]:
+        graph = InteractionGraph(data.train, data.n_users, data.n_items)
+        state, history, validation = tune(data, graph, config, progress=train.progress)
+        return cls.of_state(state, validation), history
+
+    @classmethod
+    def of_state(cls, state: NeighbourState, validation: dict[str, float]) -> ItemKNNVictim:
+        index, value = state.neighbour_lists(np.arange(state.graph.n_items))
+        return cls(state.neighbours, state.shrink, index, value, validation)
+
+    def serving_state(
+        self, data: TargetData, graph: InteractionGraph | None = None
+    ) -> NeighbourState:
+        graph = graph or InteractionGraph(data.train, data.n_users, data.n_items)
+        return NeighbourState(graph, self.neighbours, self.shrink)
+
+    def config_dict(self) -> dict[str, Any]:
+        return {
+            "neighbours": self.neighbours,
+            "shrink": self.shrink,
+            "neighbour_grid": list(ItemKNNConfig.NEIGHBOUR_GRID),
+            "shrink_grid": list(ItemKNNConfig.SHRINK_GRID),
+            "validation_hr10": self.validation,
+        }
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "neighbours": self.neighbours,
+            "shrink": self.shrink,
+            "validation": self.validation,
+            **self.tensors(),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Self:
+        return cls(
+            payload["neighbours"],
+            payload["shrink"],
+            payload["index"].numpy(),
+            payload["value"].numpy(),
+            dict(payload["validation"]),
+        )
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"index": torch.from_numpy(self.index), "value": torch.from_numpy(self.value)}
