@@ -126,7 +126,7 @@ def test_pinsage_behind_the_victim_interface_is_the_model_it_was(
     # a victim this version does not know is named in the refusal
     payload = torch.load(path, weights_only=True)
     torch.save({**payload, "format_version": 3, "victim": "deepfm"}, path)
-    with pytest.raises(ArtifactError, match=r"victim 'deepfm'.*it knows pinsage"):
+    with pytest.raises(ArtifactError, match=r"victim 'deepfm'.*it knows .*pinsage"):
         ModelArtifact.load(path)
 
 

@@ -4,6 +4,9 @@ model artifact and in ``GET /admin/model``."""
 from __future__ import annotations
 
 from recsys_server.victims.base import Victim
+from recsys_server.victims.lightgcn import LightGCNVictim
 from recsys_server.victims.pinsage import PinSageVictim
 
-VICTIMS: dict[str, type[Victim]] = {victim.name: victim for victim in (PinSageVictim,)}
+VICTIMS: dict[str, type[Victim]] = {
+    victim.name: victim for victim in (PinSageVictim, LightGCNVictim)
+}

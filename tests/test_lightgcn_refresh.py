@@ -1,0 +1,137 @@
+"""Exactness of LightGCN's incremental refresh: after any sequence of injections and
+removals, every user's and item's final embedding, the scores and the top-k lists equal a
+full recompute on the same graph; forks never see each other's injections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+
+from recsys_server.graph import InteractionGraph
+from recsys_server.lightgcn.model import LightGCN, LightGCNConfig
+from recsys_server.lightgcn.refresh import LightGCNState, full_layers
+from tests.pinsage_fixtures import tiny_data
+from tests.test_pinsage_refresh import operations
+
+DATA = tiny_data()
+LAYERS = (1, 2, 3)
+
+
+def fresh_state(n_layers: int = 3, seed: int = 0) -> LightGCNState:
+    """An untrained model (the refresh does not depend on trained weights) with a fold-in
+    map that is not the identity, so the rule's map is exercised too."""
+    torch.manual_seed(seed)
+    model = LightGCN(LightGCNConfig(dim=8, n_layers=n_layers), DATA.n_users, DATA.n_items)
+    model.fold_in.copy_(torch.eye(8) + 0.3 * torch.randn(8, 8))
+    return LightGCNState(model, InteractionGraph(DATA.train, DATA.n_users, DATA.n_items))
+
+
+def live_users(state: LightGCNState) -> np.ndarray:
+    return np.array([*range(DATA.n_users), *state.graph.injected_users], dtype=np.int64)
+
+
+def reference_topk(scores: np.ndarray, held: np.ndarray, k: int) -> list[int]:
+    ranked = np.lexsort((np.arange(len(scores)), -scores))
+    return [int(i) for i in ranked if i not in set(held.tolist())][:k]
+
+
+def assert_equal_to_full_recompute(state: LightGCNState) -> None:
+    users, items = full_layers(state.model, state.graph)
+    live = live_users(state)
+    item_final, user_final = np.mean(items, axis=0), np.mean(users, axis=0)[live]
+    for k in range(1, state.n_layers + 1):
+        assert np.abs(state.item_layers[k - 1].dense() - items[k]).max() <= 1e-5
+    for k in range(state.n_layers):
+        assert np.abs(state.user_rows(k, live) - users[k][live]).max() <= 1e-5
+    assert np.abs(state.item_final.dense() - item_final).max() <= 1e-5
+    assert np.abs(state.user_vectors(live) - user_final).max() <= 1e-5
+    expected = user_final @ item_final.T
+    assert np.abs(state.scores(live) - expected).max() <= 1e-5
+    for position in [*range(0, DATA.n_users, 40), *range(DATA.n_users, len(live))]:
+        user = int(live[position])
+        assert state.topk(user, 10).tolist() == reference_topk(
+            expected[position], state.graph.profile(user), 10
+        )
+
+
+@pytest.mark.parametrize("n_layers", LAYERS)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=operations)
+def test_incremental_equals_full_recompute(n_layers: int, ops) -> None:
+    state = fresh_state(n_layers)
+    added: list[list[int]] = []
+    for op, value in ops:
+        live = state.graph.injected_users
+        if op == "add":
+            state.add_user(np.array(value))
+            added.append(value)
+        elif op == "repeat" and added:
+            state.add_user(np.array(added[value % len(added)]))
+        elif op == "remove" and live:
+            state.remove_user(live[value % len(live)])
+    assert_equal_to_full_recompute(state)
+
+
+def test_removing_every_injection_restores_the_clean_state() -> None:
+    state = fresh_state()
+    clean_items, clean_scores = state.item_final.dense(), state.scores(np.arange(DATA.n_users))
+    users = [state.add_user(np.arange(i, i + 20)) for i in range(0, 60, 20)]
+    assert np.abs(state.item_final.dense() - clean_items).max() > 1e-4
+    for user in users:
+        state.remove_user(user)
+    assert np.abs(state.item_final.dense() - clean_items).max() <= 1e-6
+    assert np.abs(state.scores(np.arange(DATA.n_users)) - clean_scores).max() <= 1e-6
+
+
+def test_an_injection_reaches_the_items_of_its_items_holders_and_no_further() -> None:
+    """Item rows change exactly on the items of the holders of the injected profile (with
+    three layers); every other row stays the shared base's."""
+    state = fresh_state()
+    graph = state.graph
+    degree = np.asarray(graph.degree)
+    profile = np.argsort(degree, kind="stable")[:2]  # the two coldest items
+    holders = np.unique(graph.holders_of(profile)[1])
+    reach = np.union1d(profile, np.unique(graph.profiles_of(holders)[1]))
+    before = state.item_final.dense()
+    state.add_user(profile)
+    assert np.array_equal(state.item_final.private_rows(), reach)
+    assert len(reach) < DATA.n_items
+    moved = np.flatnonzero(np.abs(state.item_final.dense() - before).max(axis=1) > 0)
+    assert set(moved.tolist()) <= set(reach.tolist())
+    assert_equal_to_full_recompute(state)
+
+
+def test_forks_share_the_base_and_never_see_each_others_injections() -> None:
+    clean = fresh_state()
+    clean_items, clean_scores = clean.item_final.dense(), clean.scores(np.arange(10))
+    first, second = clean.fork(), clean.fork()
+    assert first.item_final.base is clean.item_final.base  # shared, not copied
+    for i in range(4):
+        first.add_user(np.array([i, i + 7, i + 30]))
+    second.add_user(np.array([1, 2, 3]))
+    assert first.graph.injected_users == [DATA.n_users + i for i in range(4)]
+    assert second.graph.injected_users == [DATA.n_users]
+    assert np.array_equal(clean.item_final.dense(), clean_items)
+    assert np.array_equal(clean.scores(np.arange(10)), clean_scores)
+    assert not np.allclose(first.scores(np.arange(10)), second.scores(np.arange(10)))
+    for world in (clean, first, second):
+        assert_equal_to_full_recompute(world)
+    # a fork of a fork carries its parent's injections and then goes its own way
+    third = first.fork()
+    third.remove_user(DATA.n_users)
+    assert first.graph.injected_users[0] == DATA.n_users
+    assert_equal_to_full_recompute(third)
+    assert_equal_to_full_recompute(first)
+
+
+def test_scores_of_chosen_items_equal_the_catalogue_scores() -> None:
+    state = fresh_state()
+    rng = np.random.default_rng(3)
+    users = np.arange(DATA.n_users)
+    for _ in range(3):
+        items = rng.integers(0, DATA.n_items, size=(len(users), 7))
+        expected = np.take_along_axis(state.scores(users), items, axis=1)
+        np.testing.assert_allclose(state.scores_of(users, items), expected, atol=1e-5)
+        state.add_user(rng.choice(DATA.n_items, 15, replace=False))
