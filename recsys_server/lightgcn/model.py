@@ -88,8 +88,9 @@ class LightGCN(nn.Module):
 
     @torch.no_grad()
     def fit_fold_in(self, graph: InteractionGraph) -> None:
-        """The least-squares map from the training users' item means to their ego rows."""
-        users = np.arange(min(self.n_users, graph.n_users))
+        """The least-squares map from the trained users' item means to their ego rows."""
+        users = np.array([*range(graph.n_base_users), *graph.injected_users], dtype=np.int64)
+        users = users[users < self.n_users]
         users = users[graph.profile_length(users) > 0]
         means = item_means(self.item_ego.weight.numpy(), graph, users)
         egos = self.user_ego.weight.numpy()[users].astype(np.float64)
