@@ -52,8 +52,8 @@ class LightGCNGrid:
     2-core machine (README: "LightGCN")."""
 
     dims: tuple[int, ...] = (32, 64)
-    lrs: tuple[float, ...] = (0.005,)
-    l2s: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
+    lrs: tuple[float, ...] = (0.001, 0.005)
+    l2s: tuple[float, ...] = (1e-4, 1e-2)
     n_layers: int = 3
 
     def configs(self) -> list[LightGCNConfig]:
