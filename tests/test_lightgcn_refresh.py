@@ -13,7 +13,11 @@ from recsys_server.graph import InteractionGraph
 from recsys_server.lightgcn.model import LightGCN, LightGCNConfig
 from recsys_server.lightgcn.refresh import LightGCNState, full_layers
 from tests.pinsage_fixtures import tiny_data
-from tests.test_pinsage_refresh import operations
+from tests.test_pinsage_refresh import (
+    apply_operations,
+    assert_scores_of_equal_the_catalogue_scores,
+    operations,
+)
 
 DATA = tiny_data()
 LAYERS = (1, 2, 3)
@@ -61,16 +65,7 @@ def assert_equal_to_full_recompute(state: LightGCNState) -> None:
 @given(ops=operations)
 def test_incremental_equals_full_recompute(n_layers: int, ops) -> None:
     state = fresh_state(n_layers)
-    added: list[list[int]] = []
-    for op, value in ops:
-        live = state.graph.injected_users
-        if op == "add":
-            state.add_user(np.array(value))
-            added.append(value)
-        elif op == "repeat" and added:
-            state.add_user(np.array(added[value % len(added)]))
-        elif op == "remove" and live:
-            state.remove_user(live[value % len(live)])
+    apply_operations(state, ops)
     assert_equal_to_full_recompute(state)
 
 
@@ -104,34 +99,36 @@ def test_an_injection_reaches_the_items_of_its_items_holders_and_no_further() ->
 
 
 def test_forks_share_the_base_and_never_see_each_others_injections() -> None:
+    """Each fork (and a fork of a fork) ends as a state that only ever had its own
+    injections; the clean state and its shared base never change."""
     clean = fresh_state()
     clean_items, clean_scores = clean.item_final.dense(), clean.scores(np.arange(10))
+    histories = {
+        "first": [("add", [0, 7, 30]), ("add", [1, 8, 31]), ("add", [2, 9]), ("remove", 1)],
+        "second": [("add", [1, 2, 3])],
+        "third": [("remove", 0), ("add", [5, 6])],  # after first's, on a fork of it
+    }
     first, second = clean.fork(), clean.fork()
     assert first.item_final.base is clean.item_final.base  # shared, not copied
-    for i in range(4):
-        first.add_user(np.array([i, i + 7, i + 30]))
-    second.add_user(np.array([1, 2, 3]))
-    assert first.graph.injected_users == [DATA.n_users + i for i in range(4)]
-    assert second.graph.injected_users == [DATA.n_users]
+    apply_operations(first, histories["first"])
+    third = first.fork()
+    apply_operations(second, histories["second"])
+    apply_operations(third, histories["third"])
+    for world, history in (
+        (first, histories["first"]),
+        (second, histories["second"]),
+        (third, histories["first"] + histories["third"]),
+    ):
+        alone = fresh_state()
+        apply_operations(alone, history)
+        assert world.graph.injected_users == alone.graph.injected_users
+        users = live_users(alone)
+        assert np.abs(world.scores(users) - alone.scores(users)).max() <= 1e-5
+        assert len(world.item_final.private_rows()) < DATA.n_items
     assert np.array_equal(clean.item_final.dense(), clean_items)
     assert np.array_equal(clean.scores(np.arange(10)), clean_scores)
-    assert not np.allclose(first.scores(np.arange(10)), second.scores(np.arange(10)))
-    for world in (clean, first, second):
-        assert_equal_to_full_recompute(world)
-    # a fork of a fork carries its parent's injections and then goes its own way
-    third = first.fork()
-    third.remove_user(DATA.n_users)
-    assert first.graph.injected_users[0] == DATA.n_users
-    assert_equal_to_full_recompute(third)
-    assert_equal_to_full_recompute(first)
+    assert clean.graph.injected_users == []
 
 
 def test_scores_of_chosen_items_equal_the_catalogue_scores() -> None:
-    state = fresh_state()
-    rng = np.random.default_rng(3)
-    users = np.arange(DATA.n_users)
-    for _ in range(3):
-        items = rng.integers(0, DATA.n_items, size=(len(users), 7))
-        expected = np.take_along_axis(state.scores(users), items, axis=1)
-        np.testing.assert_allclose(state.scores_of(users, items), expected, atol=1e-5)
-        state.add_user(rng.choice(DATA.n_items, 15, replace=False))
+    assert_scores_of_equal_the_catalogue_scores(fresh_state())

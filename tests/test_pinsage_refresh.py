@@ -20,6 +20,7 @@ from recsys_server.pinsage.sampler import (
     neighbourhoods_of,
     unit_of,
 )
+from recsys_server.victims.base import ServingState
 from tests.pinsage_fixtures import tiny_data
 
 DATA = tiny_data()
@@ -82,6 +83,13 @@ operations = st.lists(
 @given(ops=operations)
 def test_incremental_equals_full_recompute(name: str, ops) -> None:
     state = fresh_state(CONFIGS[name])
+    apply_operations(state, ops)
+    assert_equal_to_full_recompute(state)
+
+
+def apply_operations(state: ServingState, ops: list[tuple[str, object]]) -> None:
+    """Run a drawn sequence of ``operations``: add a profile, add again a profile added
+    before, remove a live injected user (indices wrap around; no-ops when none exists)."""
     added: list[list[int]] = []
     for op, value in ops:
         live = state.graph.injected_users
@@ -92,7 +100,6 @@ def test_incremental_equals_full_recompute(name: str, ops) -> None:
             state.add_user(np.array(added[value % len(added)]))
         elif op == "remove" and live:
             state.remove_user(live[value % len(live)])
-    assert_equal_to_full_recompute(state)
 
 
 def test_removing_every_injection_restores_the_clean_state() -> None:
@@ -124,7 +131,11 @@ def test_injection_changes_other_users_lists_only_through_the_graph() -> None:
 def test_scores_of_chosen_items_equal_the_catalogue_scores() -> None:
     """``scores_of`` (each user's own candidates, as the sampled evaluation asks) agrees
     with the whole-catalogue scores, before and after injections."""
-    state = fresh_state(CONFIGS["default"])
+    assert_scores_of_equal_the_catalogue_scores(fresh_state(CONFIGS["default"]))
+
+
+def assert_scores_of_equal_the_catalogue_scores(state: ServingState) -> None:
+    """Before and after each of three injections (seeded)."""
     rng = np.random.default_rng(3)
     users = np.arange(DATA.n_users)
     for _ in range(3):
