@@ -16,9 +16,12 @@ layer:
   and the holders of the items whose layer k-1 changed.
 
 With L = 3 that is ``P`` at item layer 1, the holders of ``P`` at user layers 1 and 2, and
-their items at item layers 2 and 3: every row is recomputed from its neighbours' current
-rows (a sum, not an update by differences, so no rounding error accumulates over any
-number of injections), and the result equals :func:`full_layers` on the same graph.
+their items at item layers 2 and 3. Rows of ``P`` and of users are recomputed from their
+neighbours' current rows; the other items' rows (their edges and degree unchanged, often
+most of the catalogue, with large holder lists) are updated by the change of their
+changed holders' rows only, which costs the edges of those holders, not every edge of
+every reached item. Item tables are float64 so those differences add no visible rounding
+over any number of injections; the result equals :func:`full_layers` on the same graph.
 ``remove_user`` is the same with ``v`` gone. Every table is a copy-on-write overlay on a
 frozen base, so :meth:`LightGCNState.fork` is cheap and a world holds only the rows its
 injections changed.
@@ -102,7 +105,7 @@ class LightGCNState(ServingState):
         # users with an id from here on (injected later) keep their rows in ``_late``
         self.n_rows = self.graph.n_users
         self.user_layers = [RowOverlay(u) for u in users[: self.n_layers]]
-        self.item_layers = [RowOverlay(i) for i in items[1:]]
+        self.item_layers = [RowOverlay(i.astype(np.float64)) for i in items[1:]]
         self.item_final = RowOverlay(np.mean(items, axis=0, dtype=np.float32))
         self._late: dict[int, np.ndarray] = {}  # user -> (L, dim): its layers 0..L-1
 
@@ -129,18 +132,46 @@ class LightGCNState(ServingState):
     def _refresh(self, items: np.ndarray, new_user: np.ndarray) -> None:
         """Recompute layer by layer the rows that an edge change at ``items`` reaches
         (``new_user``: the added user, whose layer 0 is new; empty for a removal)."""
-        reweighted = np.unique(self.graph.holders_of(items)[1])
-        users_before, items_before = new_user, np.empty(0, dtype=np.int64)
+        reweighted = self._holders_of(items)
+        users_before, rows_before = new_user, np.zeros((len(new_user), self.dim), np.float32)
+        items_before = np.empty(0, dtype=np.int64)
         for k in range(1, self.n_layers + 1):
-            changed_items = np.union1d(items, self._items_of(users_before))
-            self._set_item_rows(k, changed_items)
+            self._set_item_rows(k, items)
+            moved = np.setdiff1d(self._items_of(users_before), items)
+            self._add_to_item_rows(k, moved, users_before, rows_before)
+            items_before = np.union1d(items, moved)
             if k < self.n_layers:
                 users_before = np.union1d(reweighted, self._holders_of(items_before))
+                rows_before = self.user_rows(k, users_before)
                 self._set_user_rows(k, users_before)
-            items_before = changed_items
         layers = [self.item_ego[items_before]]
         layers += [table[items_before] for table in self.item_layers]
-        self.item_final[items_before] = np.mean(layers, axis=0, dtype=np.float32)
+        self.item_final[items_before] = np.mean(layers, axis=0).astype(np.float32)
+
+    def _add_to_item_rows(
+        self, k: int, items: np.ndarray, users: np.ndarray, rows_before: np.ndarray
+    ) -> None:
+        """Item layer k of ``items``, whose edges and degree did not change, by the change
+        of their holders' layer k-1 (``users``' rows went from ``rows_before`` to their
+        current ones): the sum over holders, less the changed terms' old values, plus
+        their new ones. Items hold few rows, so their layers are float64 and the
+        differences of any number of injections add no visible rounding."""
+        if len(items) == 0:
+            return
+        indptr, held = self.graph.profiles_of(users)
+        lengths = np.diff(indptr)
+        keep = np.isin(held, items)
+        rows = np.repeat(np.arange(len(users)), lengths)[keep]
+        change = (self.user_rows(k - 1, users) - rows_before) * inverse_sqrt(lengths)[:, None]
+        spread = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float64), (np.searchsorted(items, held[keep]), rows)),
+            shape=(len(items), len(users)),
+        )
+        table = self.item_layers[k - 1]
+        added = (spread @ change.astype(np.float64)) * inverse_sqrt(self.graph.degree[items])[
+            :, None
+        ]
+        table[items] = table[items] + added
 
     def _items_of(self, users: np.ndarray) -> np.ndarray:
         return np.unique(self.graph.profiles_of(users)[1])
