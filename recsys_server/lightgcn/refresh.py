@@ -137,8 +137,7 @@ class LightGCNState(ServingState):
         items_before = np.empty(0, dtype=np.int64)
         for k in range(1, self.n_layers + 1):
             self._set_item_rows(k, items)
-            moved = np.setdiff1d(self._items_of(users_before), items)
-            self._add_to_item_rows(k, moved, users_before, rows_before)
+            moved = self._add_to_item_rows(k, users_before, rows_before, items)
             items_before = np.union1d(items, moved)
             if k < self.n_layers:
                 users_before = np.union1d(reweighted, self._holders_of(items_before))
@@ -149,32 +148,38 @@ class LightGCNState(ServingState):
         self.item_final[items_before] = np.mean(layers, axis=0).astype(np.float32)
 
     def _add_to_item_rows(
-        self, k: int, items: np.ndarray, users: np.ndarray, rows_before: np.ndarray
-    ) -> None:
-        """Item layer k of ``items``, whose edges and degree did not change, by the change
-        of their holders' layer k-1 (``users``' rows went from ``rows_before`` to their
-        current ones): the sum over holders, less the changed terms' old values, plus
-        their new ones. Items hold few rows, so their layers are float64 and the
-        differences of any number of injections add no visible rounding."""
-        if len(items) == 0:
-            return
+        self, k: int, users: np.ndarray, rows_before: np.ndarray, recomputed: np.ndarray
+    ) -> np.ndarray:
+        """Item layer k of the items of ``users`` outside ``recomputed`` (their edges and
+        degree did not change), by the change of those holders' layer k-1 (from
+        ``rows_before`` to their current rows): the sum over holders, less the changed
+        terms' old values, plus their new ones. Returns the items updated. Items are few,
+        so their layers are float64 and the differences of any number of injections add
+        no visible rounding."""
         indptr, held = self.graph.profiles_of(users)
         lengths = np.diff(indptr)
-        keep = np.isin(held, items)
-        rows = np.repeat(np.arange(len(users)), lengths)[keep]
-        change = (self.user_rows(k - 1, users) - rows_before) * inverse_sqrt(lengths)[:, None]
+        skip = np.zeros(self.graph.n_items, dtype=bool)
+        skip[recomputed] = True
+        keep = ~skip[held]
+        present = np.zeros(self.graph.n_items, dtype=bool)
+        present[held[keep]] = True
+        items = np.flatnonzero(present)
+        if len(items) == 0:
+            return items
+        # sparse (items x users) incidence of the kept edges; positions without sorting
+        position = np.cumsum(present) - 1
         spread = sp.csr_matrix(
-            (np.ones(len(rows), dtype=np.float64), (np.searchsorted(items, held[keep]), rows)),
+            (
+                np.ones(int(keep.sum())),
+                (position[held[keep]], np.repeat(np.arange(len(users)), lengths)[keep]),
+            ),
             shape=(len(items), len(users)),
         )
+        change = (self.user_rows(k - 1, users) - rows_before) * inverse_sqrt(lengths)[:, None]
+        added = spread @ change.astype(np.float64)
         table = self.item_layers[k - 1]
-        added = (spread @ change.astype(np.float64)) * inverse_sqrt(self.graph.degree[items])[
-            :, None
-        ]
-        table[items] = table[items] + added
-
-    def _items_of(self, users: np.ndarray) -> np.ndarray:
-        return np.unique(self.graph.profiles_of(users)[1])
+        table[items] = table[items] + added * inverse_sqrt(self.graph.degree[items])[:, None]
+        return items
 
     def _holders_of(self, items: np.ndarray) -> np.ndarray:
         return np.unique(self.graph.holders_of(items)[1])
