@@ -4,12 +4,14 @@ On a scenario (the real target) or a synthetic preset (``ml20m``: MovieLens-20M 
 for a victim family (``--victim``, default PinSage). The cost does not depend on trained
 weights, so the model is freshly initialised unless ``--artifact`` is given: PinSage in
 its default configuration, MF (nothing to recompute: the full build only wraps the
-tables) with BPR-MF's default size, item-kNN with ``--neighbours`` and ``--shrink``
-(counts and lists depend on the graph only). Prints JSON: median seconds of each, their
-ratio, what an injection recomputed (item-kNN), and the process's peak RSS.
+tables) with BPR-MF's default size, LightGCN in its default configuration (with the rows
+an injection reaches: the holders of its items and their items), item-kNN with
+``--neighbours`` and ``--shrink`` (counts and lists depend on the graph only). Prints
+JSON: median seconds of each, their ratio, what an injection recomputed (item-kNN), and
+the process's peak RSS.
 
     python benchmarks/refresh_speed.py --scenario DIR
-    python benchmarks/refresh_speed.py --synthetic ml20m [--victim itemknn]
+    python benchmarks/refresh_speed.py --synthetic ml20m [--victim itemknn|lightgcn|mf]
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from recsys_server.artifact import ModelArtifact
 from recsys_server.baselines import BPRMF, BPRConfig
 from recsys_server.data import TargetData
 from recsys_server.graph import InteractionGraph
+from recsys_server.lightgcn.model import LightGCN, LightGCNConfig
+from recsys_server.lightgcn.refresh import LightGCNState
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.victims.base import ServingState
 from recsys_server.victims.itemknn import NeighbourState
+from recsys_server.victims.lightgcn import LightGCNVictim
 from recsys_server.victims.mf import MFState
 from recsys_server.victims.registry import VICTIMS
 from shared.datasets.pair import load_pair
@@ -79,9 +84,11 @@ def main() -> None:
     lengths = np.diff(scenario.source_indptr)
     long_profiles = np.flatnonzero(lengths >= PROFILE_LENGTH)
     rng = np.random.default_rng(0)
-    add, remove, updates = [], [], []
+    add, remove, updates, reach = [], [], [], []
     for index in rng.choice(long_profiles, args.injections, replace=False).tolist():
         profile = scenario.source_profile(index)[:PROFILE_LENGTH]
+        holders = np.unique(graph.holders_of(profile)[1])
+        reach.append([len(holders), len(np.unique(graph.profiles_of(holders)[1]))])
         started = time.perf_counter()
         user = state.add_user(profile)
         add.append(time.perf_counter() - started)
@@ -108,6 +115,9 @@ def main() -> None:
                 "add_seconds_all": [round(t, 5) for t in add],
                 "full_seconds_all": [round(t, 3) for t in full],
                 "add_updates": updates,
+                # LightGCN recomputes these: holders of the profile (user layers 1..L-1)
+                # and their items (item layers 2..L)
+                "holders_and_their_items": reach if args.victim == "lightgcn" else None,
                 "setup_seconds": round(setup_seconds, 1),
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                 "machine": machine(),
@@ -129,6 +139,9 @@ def state_builder(
         return lambda: EmbeddingState(model, graph, data.content)
     if args.victim == "itemknn":
         return lambda: NeighbourState(graph, args.neighbours, args.shrink)
+    if args.victim == "lightgcn":
+        lightgcn = LightGCNVictim(LightGCN(LightGCNConfig(), data.n_users, data.n_items))
+        return lambda: lightgcn.serving_state(data, graph)
     bpr = BPRMF(data.n_users, data.n_items, BPRConfig())
     return lambda: MFState(bpr, graph)
 
@@ -138,6 +151,8 @@ def settings_of(state: ServingState) -> dict[str, object]:
         return {"degree_steps_per_octave": state.config.degree_steps_per_octave}
     if isinstance(state, NeighbourState):
         return {"neighbours": state.neighbours, "shrink": state.shrink}
+    if isinstance(state, LightGCNState):
+        return state.model.config.to_dict()
     return {}
 
 

@@ -87,11 +87,19 @@ class InteractionGraph:
         lengths = self.profile_length(users)
         indptr = np.zeros(len(users) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
-        if (users < self.n_base_users).all():
+        base = users < self.n_base_users
+        if base.all():
             # one vectorised gather: each item's position in the base arrays
             return indptr, self._base_items[_ranges(self._base_indptr[users], lengths)]
-        items = [self.profile(int(u)) for u in users]
-        return indptr, np.concatenate(items) if items else np.empty(0, dtype=np.int64)
+        # training users in one gather as above, the few injected ones one by one
+        items = np.empty(indptr[-1], dtype=np.int64)
+        starts = self._base_indptr[users[base]]
+        items[_ranges(indptr[:-1][base], lengths[base])] = self._base_items[
+            _ranges(starts, lengths[base])
+        ]
+        for row in np.flatnonzero(~base).tolist():
+            items[indptr[row] : indptr[row + 1]] = self._injected[int(users[row])]
+        return indptr, items
 
     def add_user(self, items: np.ndarray) -> int:
         """Add a user holding ``items`` (oldest first, no repeats); return its id."""

@@ -20,6 +20,7 @@ from recsys_server.pinsage.sampler import (
     neighbourhoods_of,
     unit_of,
 )
+from recsys_server.victims.base import ServingState
 from tests.injection_operations import operation_lists, replay
 from tests.pinsage_fixtures import tiny_data
 
@@ -108,7 +109,11 @@ def test_injection_changes_other_users_lists_only_through_the_graph() -> None:
 def test_scores_of_chosen_items_equal_the_catalogue_scores() -> None:
     """``scores_of`` (each user's own candidates, as the sampled evaluation asks) agrees
     with the whole-catalogue scores, before and after injections."""
-    state = fresh_state(CONFIGS["default"])
+    assert_scores_of_equal_the_catalogue_scores(fresh_state(CONFIGS["default"]))
+
+
+def assert_scores_of_equal_the_catalogue_scores(state: ServingState) -> None:
+    """Before and after each of three injections (seeded)."""
     rng = np.random.default_rng(3)
     users = np.arange(DATA.n_users)
     for _ in range(3):
