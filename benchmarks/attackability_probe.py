@@ -115,6 +115,7 @@ class Probe:
         self.pretend = np.sort(np.random.default_rng(0).choice(pool, N_PRETEND, replace=False))
         lengths = self.graph.profile_length(np.arange(self.data.n_users))
         self.established = np.flatnonzero(lengths >= 3)
+        self._holding: dict[int, list[int]] = {}
 
     def cases(self, target: int, split: bool) -> TargetCases:
         """With ``split``, a seeded half of the users for choosing and the other half for
@@ -136,7 +137,11 @@ class Probe:
         return [int(i) for i in self.rng.choice(candidates, self.budget, replace=replace)]
 
     def holding(self, target: int) -> list[int]:
-        return [i for i, p in enumerate(self.profiles) if target in p]
+        """The source profiles holding ``target``: scanned once per target, not once per
+        method."""
+        if target not in self._holding:
+            self._holding[target] = [i for i, p in enumerate(self.profiles) if target in p]
+        return self._holding[target]
 
     def injections(
         self, method: str, target: int, state: ServingState, cases: TargetCases
