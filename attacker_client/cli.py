@@ -45,6 +45,7 @@ from attacker_client.readiness import READY_TIMEOUT
 from shared import cli as shared_cli
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
+from shared.profiles import WINDOW_SHARES
 
 
 def add_attack_commands(commands: argparse._SubParsersAction) -> None:
@@ -140,6 +141,13 @@ def _add_attack_options(parser: argparse.ArgumentParser) -> None:
         default=CopyAttackArgs.entropy,
         help="weight of the policies' entropy bonus",
     )
+    parser.add_argument(
+        "--crafting-prior",
+        type=float,
+        choices=WINDOW_SHARES,
+        metavar="SHARE",
+        help="the window share crafting starts preferring, of 0.1 .. 1.0 (default: uniform)",
+    )
     parser.add_argument("--online", action="store_true", help="no world resets")
 
 
@@ -151,6 +159,7 @@ def _attack_args(args: argparse.Namespace) -> CopyAttackArgs:
         depth=args.depth,
         lr=args.lr,
         entropy=args.entropy,
+        crafting_prior=args.crafting_prior,
         online=args.online,
     )
 

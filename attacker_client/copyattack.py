@@ -52,6 +52,10 @@ class CopyAttackArgs:
     gamma: float = 0.6
     online: bool = False
     entropy: float = 0.0  # weight of an entropy bonus on the policies (0: the paper)
+    # the window share crafting starts preferring (None: uniform over W, the paper); the
+    # fixed-share baselines show whole profiles push hardest on some victims, and a
+    # uniform start spends the first episodes cutting profiles to half on average
+    crafting_prior: float | None = None
 
 
 # --- policies ---------------------------------------------------------------------------
@@ -105,12 +109,22 @@ class SelectionPolicy(nn.Module):
             node = int(children[choice])
 
 
+# the prior share's logit bonus: with 10 shares, e^3 / (e^3 + 9) = 0.69 of the mass at
+# the start, leaving every other share tried now and then
+PRIOR_LOGIT = 3.0
+
+
 class CraftingPolicy(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, prior: float | None = None) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Linear(hidden, len(WINDOW_SHARES))
         )
+        if prior is not None:
+            if prior not in WINDOW_SHARES:
+                raise ValueError(f"crafting prior {prior} is not one of {WINDOW_SHARES}")
+            with torch.no_grad():
+                self.mlp[-1].bias[WINDOW_SHARES.index(prior)] += PRIOR_LOGIT
 
     def sample(
         self, user_vector: torch.Tensor, target_vector: torch.Tensor, generator: torch.Generator
@@ -191,7 +205,7 @@ class CopyAttackPolicy(nn.Module):
         self.item_vectors = torch.from_numpy(embeddings.items)
         dim = embeddings.users.shape[1]
         self.selection = SelectionPolicy(tree, dim, args.hidden)
-        self.crafting = CraftingPolicy(dim, args.hidden)
+        self.crafting = CraftingPolicy(dim, args.hidden, args.crafting_prior)
 
     def task(self, target: int, holders: np.ndarray) -> TargetTask:
         allowed = holders if self.args.masking else np.arange(self.tree.n_users)

@@ -171,3 +171,20 @@ def test_source_mf_is_cached_per_profiles_and_settings(tmp_path, monkeypatch) ->
         path.write_bytes(b"torn")
     refit = source_mf.cached_source_mf(view, config, tmp_path)
     np.testing.assert_array_equal(first.users, refit.users)
+
+
+def test_crafting_prior_starts_on_its_share_and_leaves_the_others_reachable() -> None:
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.randn(50, 2, 4)
+    uniform, prior = CraftingPolicy(4, 16), CraftingPolicy(4, 16, prior=1.0)
+    with torch.no_grad():
+        shares = {
+            name: [policy.sample(u, t, generator)[0] for u, t in vectors]
+            for name, policy in (("uniform", uniform), ("prior", prior))
+        }
+    whole = {name: np.mean([s == 1.0 for s in drawn]) for name, drawn in shares.items()}
+    assert whole["uniform"] < 0.3 and whole["prior"] > 0.5, whole
+    assert len(set(shares["prior"])) > 1  # the other shares are still tried
+    with pytest.raises(ValueError, match="0.95 is not one of"):
+        CraftingPolicy(4, 16, prior=0.95)
