@@ -186,5 +186,5 @@ def test_crafting_prior_starts_on_its_share_and_leaves_the_others_reachable() ->
     whole = {name: np.mean([s == 1.0 for s in drawn]) for name, drawn in shares.items()}
     assert whole["uniform"] < 0.3 and whole["prior"] > 0.5, whole
     assert len(set(shares["prior"])) > 1  # the other shares are still tried
-    with pytest.raises(ValueError, match="0.95 is not one of"):
+    with pytest.raises(ValueError, match=r"0\.95 is not one of"):
         CraftingPolicy(4, 16, prior=0.95)
