@@ -287,6 +287,9 @@ def run_key(
     )
     for name in free:
         settings.pop(name)
+    # an attack option left unset is the behaviour from before the option existed, so a
+    # run recorded by an earlier version (without the field) resumes
+    settings["attack"] = {k: v for k, v in settings["attack"].items() if v is not None}
     return {
         **settings,
         "scenario": model.scenario_fingerprint,

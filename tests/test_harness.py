@@ -22,6 +22,7 @@ from attacker_client.harness import (
     format_table2,
     paired_test,
     read_cells,
+    run_key,
     run_table2,
     summarise,
     write_outputs,
@@ -29,6 +30,7 @@ from attacker_client.harness import (
 from shared.errors import CopyAttackError
 from shared.process import ServerProcess
 from shared.scenario import save_scenario
+from shared.schemas import ModelInfo
 from tests.pinsage_fixtures import tiny_scenario
 from tests.service_fixtures import ADMIN_TOKEN
 
@@ -336,3 +338,25 @@ def test_table2_says_what_the_interval_is_and_flags_too_few_targets() -> None:
     # enough targets everywhere: no flag, no footnote
     summary["methods"]["WithoutAttack"] = _summary_row(5, None)
     assert "†" not in format_table2(summary)
+
+
+def test_an_attack_option_left_unset_keeps_earlier_runs_resumable(tmp_path: Path) -> None:
+    """A run recorded before ``crafting_prior`` existed has no such field in its key: the
+    same settings now must give the same key, and setting the option must change it."""
+    model = ModelInfo(
+        version="test",
+        scenario_fingerprint="s" * 64,
+        model_fingerprint="m" * 64,
+        config={},
+        metrics={},
+        n_users=1,
+        n_items=1,
+        worlds=0,
+    )
+    config = ExperimentConfig(
+        server="http://127.0.0.1:1", admin_token=ADMIN_TOKEN, scenario=tmp_path, out=tmp_path
+    )
+    earlier = run_key(config, model, {})["attack"]
+    assert "crafting_prior" not in earlier
+    prior = dataclasses.replace(config, attack=CopyAttackArgs(crafting_prior=1.0))
+    assert run_key(prior, model, {})["attack"] == {**earlier, "crafting_prior": 1.0}
