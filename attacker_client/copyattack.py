@@ -292,10 +292,12 @@ def seed_everything(seed: int) -> tuple[np.random.Generator, torch.Generator]:
 
 
 def reward_summary(rounds: list[float]) -> dict[str, Any]:
+    if not rounds:  # nothing asked (a pretrained policy spent as it is): no density at all
+        return {"reward_rounds": 0}
     return {
         "reward_rounds": len(rounds),
-        "reward_density": float(np.mean([r > 0 for r in rounds])) if rounds else 0.0,
-        "mean_reward": float(np.mean(rounds)) if rounds else 0.0,
+        "reward_density": float(np.mean([r > 0 for r in rounds])),
+        "mean_reward": float(np.mean(rounds)),
     }
 
 

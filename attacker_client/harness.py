@@ -437,7 +437,7 @@ def summarise(cells: list[dict[str, Any]], config: ExperimentConfig) -> dict[str
             "queries": float(np.mean([c["queries"] for c in group])),
             "injections": float(np.mean([c["injections"] for c in group])),
             "seconds": float(np.mean([c["seconds"] for c in group])),
-            "reward_density": _mean_info(group, "reward_density"),
+            "reward_density": _reward_density(group),
             # a pretrained policy's training cost, shared by this table's targets
             "amortised_queries": _policy_cost_per_target(group, "training_queries"),
             "amortised_injections": _policy_cost_per_target(group, "training_injections"),
@@ -459,6 +459,13 @@ def _policy_cost_per_target(group: list[dict[str, Any]], key: str) -> float:
     resumed run with more or fewer targets would mix shares)."""
     cost = float(np.mean([c["info"].get("policy", {}).get(key, 0.0) for c in group]))
     return cost / len({c["target"] for c in group})
+
+
+def _reward_density(group: list[dict[str, Any]]) -> float | None:
+    """Over the cells that asked anything (cells recorded before a spend that asked
+    nothing stopped reporting a density of 0 still hold one)."""
+    asked = [c for c in group if c["info"].get("reward_rounds", 1) > 0]
+    return _mean_info(asked, "reward_density")
 
 
 def _mean_info(group: list[dict[str, Any]], key: str) -> float | None:

@@ -214,6 +214,9 @@ def test_surrogate_policy_attacks_with_no_query_before_its_first_injection(
     assert cells["CopyAttack-Surrogate"]["queries"] == 0
     assert cells["CopyAttack-Surrogate"]["injections"] == 6
     assert cells["CopyAttack-Surrogate"]["info"]["policy"]["training_queries"] == 0
+    # it asked nothing, so it has no reward density (not a density of 0)
+    assert summary["methods"]["CopyAttack-Surrogate"]["reward_density"] is None
+    assert 0 <= summary["methods"]["CopyAttack-Surrogate+FT"]["reward_density"] <= 1
     # fine-tuned: one episode and the final spend, each asking after every 3 profiles
     assert cells["CopyAttack-Surrogate+FT"]["queries"] == 2 * 2 * 5
     learners = {t["learner"] for t in summary["paired_tests"]}
