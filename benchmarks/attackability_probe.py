@@ -20,6 +20,11 @@ Methods:
   40%; ``--greedy-holders`` of them, seeded) whose injection most raises the target's
   sampled HR@20 over half of the evaluation users. With it, every method is reported on
   the other half, and ``room`` = GreedyOracle HR@20 / TargetAttack100 HR@20 per budget.
+- ObservedGreedyOracle: the same greedy choice made on what a black-box attacker can
+  observe instead: the target's rank reward ((k - position) / k) in its pretend users'
+  top-k (``--observed-k``, 1000 by default: a server serving ``--max-k 1000``). Its
+  HR@20 / TargetAttack100's is ``observed_room``: the room a learner of that reward could
+  take at best.
 
 Reported per method and budget: HR@20 of the target over evaluation users who never had
 it (sampled-100 and full ranking), the target's median full rank, and pretend users with
@@ -40,6 +45,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +86,16 @@ METHODS = (
     "InDomainControl",
     "SelectionOracle",
     "GreedyOracle",
+    "ObservedGreedyOracle",
 )
-DEFAULT_METHODS = METHODS[:-1]  # the greedy oracle costs a trial injection per candidate
+GREEDY = ("GreedyOracle", "ObservedGreedyOracle")  # a trial injection per candidate each
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in GREEDY)
 N_PRETEND = 50
 GREEDY_CROP = 0.4  # the greedy oracle's candidates: each holder whole and cropped to this
+
+
+# a greedy oracle's measure of a trial state: larger is better, compared as a tuple
+Criterion = Callable[[ServingState], tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,7 @@ class Probe:
     budget: int
     rng: np.random.Generator
     greedy_holders: int = 20
+    observed_k: int = 1000
 
     def __post_init__(self) -> None:
         n = len(self.scenario.source_indptr) - 1
@@ -176,17 +189,53 @@ class Probe:
             chosen = (ranked * self.budget)[: self.budget]
             return [self.profiles[i] for i in chosen]
         if method == "GreedyOracle":
-            return self.greedy(state, target, cases, holding)
+            return self.greedy(state, target, holding, self._sampled_hr_on(cases, target))
+        if method == "ObservedGreedyOracle":
+            return self.greedy(state, target, holding, self._observed_reward(target))
         raise ValueError(method)
 
+    def _sampled_hr_on(self, cases: TargetCases, target: int) -> Criterion:
+        """The target's sampled HR@20 over the choosing users (ties: lower mean rank)."""
+
+        def criterion(trial: ServingState) -> tuple[float, float]:
+            ranks = ranks_of(
+                trial.scores,
+                cases.select_users,
+                np.full(len(cases.select_users), target),
+                self.data.known,
+                protocols=("sampled",),
+                negatives=cases.select_negatives,
+                pair_score=trial.scores_of,
+            )["sampled"]
+            return float((ranks < 20).mean()), -float(ranks.mean())
+
+        return criterion
+
+    def _observed_reward(self, target: int) -> Criterion:
+        """What the attacker's queries show: the rank reward of the target in the pretend
+        users' top-``observed_k`` (ties: lower mean full rank)."""
+        k = self.observed_k
+
+        def criterion(trial: ServingState) -> tuple[float, float]:
+            ranks = ranks_of(
+                trial.scores,
+                self.pretend,
+                np.full(len(self.pretend), target),
+                self.data.known,
+                protocols=("full",),
+            )["full"]
+            return float(np.clip((k - ranks) / k, 0.0, 1.0).mean()), -float(ranks.mean())
+
+        return criterion
+
     def greedy(
-        self, state: ServingState, target: int, cases: TargetCases, holding: list[int]
+        self, state: ServingState, target: int, holding: list[int], criterion: Criterion
     ) -> list[np.ndarray]:
         """Server-side upper bound in practice: one profile at a time, the candidate (a
         holder, whole or cropped around the target; up to ``greedy_holders`` holders,
-        drawn by the seed) whose injection most raises the target's sampled HR@20 over the
-        choosing users (ties: the lower mean rank, then the earlier candidate). A holder
-        may be chosen again, as TargetAttack copies holders with replacement."""
+        drawn by the seed) whose injection most raises ``criterion`` (ties: the earlier
+        candidate). A holder may be chosen again, as TargetAttack copies holders with
+        replacement."""
         drawn = self.rng.choice(holding, min(len(holding), self.greedy_holders), replace=False)
         candidates: list[np.ndarray] = []
         for i in drawn.tolist():
@@ -204,16 +253,7 @@ class Probe:
                 # chosen one will get, and PinSage's walks depend on user ids
                 trial = current.fork()
                 trial.add_user(profile)
-                ranks = ranks_of(
-                    trial.scores,
-                    cases.select_users,
-                    np.full(len(cases.select_users), target),
-                    self.data.known,
-                    protocols=("sampled",),
-                    negatives=cases.select_negatives,
-                    pair_score=trial.scores_of,
-                )["sampled"]
-                key = (float((ranks < 20).mean()), -float(ranks.mean()))
+                key = criterion(trial)
                 if best_key is None or key > best_key:
                     best_key, best = key, profile
             current.add_user(best)
@@ -282,11 +322,16 @@ def run_variant(
 ) -> dict:
     budgets = sorted(set(args.budgets))
     probe = Probe(
-        scenario, data, budgets[-1], np.random.default_rng(args.seed), args.greedy_holders
+        scenario,
+        data,
+        budgets[-1],
+        np.random.default_rng(args.seed),
+        args.greedy_holders,
+        args.observed_k,
     )
     state = model.serving_state(data, probe.graph)
     targets = draw_targets(scenario.cold_targets, args.targets, args.target_seed)
-    split = "GreedyOracle" in args.methods
+    split = bool(set(GREEDY) & set(args.methods))
     frozen: dict[int, dict[str, list[dict]]] = {b: {m: [] for m in args.methods} for b in budgets}
     retrained: dict[str, list[dict]] = {m: [] for m in args.methods}
     bar = progress_bar(len(targets) * len(args.methods), name, "cell", enabled=sys.stderr.isatty())
@@ -328,12 +373,12 @@ def run_variant(
         result.setdefault("lift_sampled_hr20", {})[str(budget)] = {
             m: row["hr20_sampled"] / base if base else float("inf") for m, row in table.items()
         }
-        if {"GreedyOracle", "TargetAttack100"} <= table.keys():
-            # room for selection: the greedy oracle's HR@20 over random holders'
-            greedy, random = table["GreedyOracle"], table["TargetAttack100"]
-            result.setdefault("room", {})[str(budget)] = (
-                greedy["hr20_sampled"] / random["hr20_sampled"]
-            )
+        # room for selection: a greedy oracle's HR@20 over random holders'
+        for oracle, key in (("GreedyOracle", "room"), ("ObservedGreedyOracle", "observed_room")):
+            if {oracle, "TargetAttack100"} <= table.keys():
+                result.setdefault(key, {})[str(budget)] = (
+                    table[oracle]["hr20_sampled"] / table["TargetAttack100"]["hr20_sampled"]
+                )
     return result
 
 
@@ -350,7 +395,7 @@ def main() -> None:
         nargs="+",
         default=list(DEFAULT_METHODS),
         choices=METHODS,
-        help="GreedyOracle splits each target's users: half to choose on, half reported",
+        help="a greedy oracle splits each target's users: half to choose on, half reported",
     )
     parser.add_argument(
         "--budgets", nargs="+", type=int, default=[30],
@@ -360,6 +405,12 @@ def main() -> None:
         type=int,
         default=20,
         help="the greedy oracle's candidates: this many holders (seeded), whole and cropped",
+    )
+    parser.add_argument(
+        "--observed-k",
+        type=int,
+        default=Probe.observed_k,
+        help="ObservedGreedyOracle's top-k of the pretend users (the attacker's query)",
     )
     parser.add_argument("--retrain-targets", type=int, default=0)
     parser.add_argument("--retrain-epochs", type=int, default=3)

@@ -61,20 +61,38 @@ def test_greedy_oracle_chooses_the_best_candidate_on_users_it_is_not_reported_on
     assert int(target) in chosen
     assert key(chosen) == max(key(p) for p in holders + crops)
 
+    # the observed oracle chooses on the pretend users' top-k instead: what an attacker's
+    # queries show
+    [observed] = probe.injections("ObservedGreedyOracle", int(target), state, cases)
+
+    def reward(profile: np.ndarray) -> float:
+        trial = state.fork()
+        trial.add_user(profile)
+        reward = 0.0
+        for user in probe.pretend:
+            top = trial.topk(int(user), probe.observed_k).tolist()
+            if int(target) in top:
+                reward += (probe.observed_k - top.index(int(target))) / probe.observed_k
+        return reward / len(probe.pretend)
+
+    assert reward(observed) == pytest.approx(max(reward(p) for p in holders + crops))
+
 
 def test_probe_reports_the_room_at_each_budget(artifact: Path, scenario_dir: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(SCRIPT), "--scenario", str(scenario_dir), "--artifact",
          str(artifact), "--targets", "2", "--budgets", "1", "3", "--greedy-holders", "3",
-         "--methods", "WithoutAttack", "TargetAttack100", "GreedyOracle"],
+         "--methods", "WithoutAttack", "TargetAttack100", "GreedyOracle",
+         "ObservedGreedyOracle", "--observed-k", "50"],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     [result] = summary["results"]
     assert result["victim"] == "pinsage" and result["split_users"]
-    assert set(result["room"]) == {"1", "3"}
+    assert set(result["room"]) == set(result["observed_room"]) == {"1", "3"}
     for budget in ("1", "3"):
         table = result["frozen"][budget]
-        ratio = table["GreedyOracle"]["hr20_sampled"] / table["TargetAttack100"]["hr20_sampled"]
-        assert result["room"][budget] == pytest.approx(ratio)
-        assert len(result["per_target_hr20_sampled"][budget]["GreedyOracle"]) == 2
+        for oracle, room in (("GreedyOracle", "room"), ("ObservedGreedyOracle", "observed_room")):
+            ratio = table[oracle]["hr20_sampled"] / table["TargetAttack100"]["hr20_sampled"]
+            assert result[room][budget] == pytest.approx(ratio)
+            assert len(result["per_target_hr20_sampled"][budget][oracle]) == 2
