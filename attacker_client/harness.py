@@ -771,6 +771,16 @@ async def run_learning_curve(
 PRETRAINED_NAME = {kind: name for name, (kind, fine_tune) in PRETRAINED.items() if not fine_tune}
 
 
+def learning_curve_x(rows: list[dict[str, Any]]) -> tuple[str, list[int]]:
+    """The curve's x axis: target queries spent training, or, for a policy trained on
+    the surrogate (zero target queries at every snapshot), its updates."""
+    if all(row["training_queries"] == 0 for row in rows):
+        return "policy updates on the surrogate (zero target queries)", [
+            row["update"] for row in rows
+        ]
+    return "target queries spent training the policy", [row["training_queries"] for row in rows]
+
+
 def plot_learning_curve(
     rows: list[dict[str, Any]], flat: dict[str, float], method: str, path: Path
 ) -> None:
@@ -780,7 +790,7 @@ def plot_learning_curve(
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    x = [row["training_queries"] for row in rows]
+    x_label, x = learning_curve_x(rows)
     axis.errorbar(
         x,
         [r["HR@20"] for r in rows],
@@ -792,7 +802,7 @@ def plot_learning_curve(
     )
     for name, level in flat.items():
         axis.axhline(level, linestyle="--", linewidth=1, label=name, color=f"C{len(axis.lines)}")
-    axis.set_xlabel("target queries spent training the policy")
+    axis.set_xlabel(x_label)
     axis.set_ylabel("HR@20 (sampled), evaluated targets")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)

@@ -20,6 +20,7 @@ from attacker_client.harness import (
     Experiment,
     ExperimentConfig,
     format_table2,
+    learning_curve_x,
     paired_test,
     read_cells,
     run_key,
@@ -360,3 +361,11 @@ def test_an_attack_option_left_unset_keeps_earlier_runs_resumable(tmp_path: Path
     assert "crafting_prior" not in earlier
     prior = dataclasses.replace(config, attack=CopyAttackArgs(crafting_prior=1.0))
     assert run_key(prior, model, {})["attack"] == {**earlier, "crafting_prior": 1.0}
+
+
+def test_a_surrogate_policys_learning_curve_runs_over_its_updates() -> None:
+    server = [{"update": u, "training_queries": 500 * u} for u in (0, 4, 8)]
+    surrogate = [{"update": u, "training_queries": 0} for u in (0, 4, 8)]
+    assert learning_curve_x(server) == ("target queries spent training the policy", [0, 2000, 4000])
+    label, x = learning_curve_x(surrogate)
+    assert x == [0, 4, 8] and "zero target queries" in label
