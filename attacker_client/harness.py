@@ -75,6 +75,9 @@ PAIRED_METRICS = (
     ("all", "sampled", "NDCG@20"),
     ("all", "full", "HR@20"),
 )
+# budgets below the full one where the learners are also tested on sampled HR@20 (a
+# learner may lead early and lose the lead, or the reverse), when the run checks them
+PAIRED_BUDGETS = (10,)
 
 
 @dataclass(frozen=True)
@@ -443,8 +446,14 @@ def summarise(cells: list[dict[str, Any]], config: ExperimentConfig) -> dict[str
             "amortised_injections": _policy_cost_per_target(group, "training_injections"),
             "budget_curve": curve,
         }
+    early = [b for b in PAIRED_BUDGETS if b in config.checkpoints() and b < config.budget]
     tests = [
-        paired_test(by_method, metric, learner) for learner in LEARNERS for metric in PAIRED_METRICS
+        paired_test(by_method, metric, learner, budget)
+        for learner in LEARNERS
+        for metric, budget in [
+            *((m, None) for m in PAIRED_METRICS),
+            *((PAIRED_METRICS[0], b) for b in early),
+        ]
     ]
     return {
         "methods": rows,
@@ -477,37 +486,52 @@ def paired_test(
     by_method: dict[str, list[dict[str, Any]]],
     metric: tuple[str, str, str],
     learner: str = "CopyAttack",
+    budget: int | None = None,
 ) -> dict[str, Any] | None:
     """``learner`` against the best method that is not one of the learners on ``metric``
     (cohort, protocol, name), paired by (target, seed): Wilcoxon signed-rank and paired t;
-    and its gain over WithoutAttack as a multiple of that method's gain."""
+    and its gain over WithoutAttack as a multiple of that method's gain. With ``budget``,
+    at that checkpoint of the budget curve (sampled protocol only), not after the spend."""
     others = [m for m in by_method if m not in LEARNERS]
     if learner not in by_method or not others:
         return None
     cohort, protocol, name = metric
 
     def series(method: str) -> dict[tuple[int, int], float]:
+        if budget is None:
+            measured = [(c, c["after"]) for c in by_method[method]]
+        else:  # a WithoutAttack cell injects nothing: every checkpoint is its clean state
+            measured = [
+                (c, c["after"] if c["profiles"] == 0 else c["checkpoints"].get(str(budget)))
+                for c in by_method[method]
+            ]
         return {
-            (c["target"], c["seed"]): c["after"][cohort][protocol][name] for c in by_method[method]
+            (c["target"], c["seed"]): after[cohort][protocol][name]
+            for c, after in measured
+            if after is not None
         }
 
     ours = series(learner)
-    other = {m: series(m) for m in others}
+    other = {m: values for m in others if (values := series(m))}
+    if not ours or not other:
+        return None
     best = max(other, key=lambda m: np.mean(list(other[m].values())))
-    keys = sorted(ours)
+    keys = sorted(ours.keys() & other[best].keys())
     a = np.array([ours[k] for k in keys])
     b = np.array([other[best][k] for k in keys])
     differences = a - b
     result: dict[str, Any] = {
         "learner": learner,
         "metric": "/".join(metric),
+        "budget": budget,
         "best_other": best,
         "pairs": len(keys),
         "mean_difference": float(differences.mean()),
         "copyattack_wins": int((differences > 0).sum()),
         "ties": int((differences == 0).sum()),
     }
-    if "WithoutAttack" in other and best != "WithoutAttack":
+    clean_known = "WithoutAttack" in other and set(keys) <= other["WithoutAttack"].keys()
+    if clean_known and best != "WithoutAttack":
         clean = np.array([other["WithoutAttack"][k] for k in keys])
         gain = float((b - clean).mean())
         result["gain_ratio"] = float((a - clean).mean()) / gain if gain > 0 else None
@@ -617,7 +641,9 @@ def format_table2(summary: dict[str, Any]) -> str:
     for test in summary["paired_tests"]:
         p = test.get("wilcoxon_p")
         lines.append(
-            f"Paired test on {test['metric']}: {test['learner']} - {test['best_other']} = "
+            f"Paired test on {test['metric']}"
+            + (f" at budget {test['budget']}" if test.get("budget") else "")
+            + f": {test['learner']} - {test['best_other']} = "
             f"{test['mean_difference']:+.4f} over {test['pairs']} pairs "
             f"({test['copyattack_wins']} wins, {test['ties']} ties"
             + (f"; Wilcoxon p = {p:.3g}, paired t p = {test['paired_t_p']:.3g})" if p else ")")

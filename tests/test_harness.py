@@ -369,3 +369,45 @@ def test_a_surrogate_policys_learning_curve_runs_over_its_updates() -> None:
     assert learning_curve_x(server) == ("target queries spent training the policy", [0, 2000, 4000])
     label, x = learning_curve_x(surrogate)
     assert x == [0, 4, 8] and "zero target queries" in label
+
+
+def test_learners_are_also_tested_at_budget_10_of_the_budget_curve(tmp_path: Path) -> None:
+    """A learner ahead at budget 10 and behind after the spend gets both tests, each on
+    its own measures (WithoutAttack's clean state stands at every budget)."""
+
+    def cell(method: str, target: int, at10: float, final: float) -> dict:
+        def measured(hr: float) -> dict:
+            return {"all": {"sampled": {"HR@20": hr, "NDCG@20": hr / 3}, "full": {"HR@20": 0.0}}}
+
+        checkpoints = {} if method == "WithoutAttack" else {"10": measured(at10)}
+        return {
+            "method": method, "target": target, "seed": 0, "after": measured(final),
+            "before": measured(0.1), "checkpoints": checkpoints, "items_per_profile": 10,
+            "profiles": 0 if method == "WithoutAttack" else 30, "queries": 0,
+            "injections": 30, "seconds": 1.0, "info": {},
+        }  # fmt: skip
+
+    cells = [
+        c
+        for t in range(8)
+        for c in (
+            cell("WithoutAttack", t, 0.0, 0.1),
+            cell("TargetAttack100", t, 0.4, 0.6 + 0.01 * t),
+            cell("CopyAttack", t, 0.5 + 0.01 * t, 0.55),
+        )
+    ]
+    config = ExperimentConfig(
+        server="", admin_token="", scenario=tmp_path, out=tmp_path, targets=8, checkpoint_every=5
+    )
+    tests = {
+        (t["metric"], t["budget"]): t
+        for t in summarise(cells, config)["paired_tests"]
+        if t["learner"] == "CopyAttack"
+    }
+    final, early = tests[("all/sampled/HR@20", None)], tests[("all/sampled/HR@20", 10)]
+    assert final["copyattack_wins"] == 0 and early["copyattack_wins"] == 8
+    assert early["mean_difference"] == pytest.approx(0.135)
+    assert early["gain_ratio"] == pytest.approx((0.535 - 0.1) / (0.4 - 0.1))
+    assert "at budget 10: CopyAttack - TargetAttack100 = +0.1350" in format_table2(
+        {"methods": {}, "paired_tests": list(tests.values())}
+    )
