@@ -44,6 +44,7 @@ def load_registry(settings: Settings, metrics: ServiceMetrics) -> WorldRegistry:
         artifact,
         ledger,
         max_profile_length=settings.max_profile_length,
+        query_lease=settings.query_lease,
         eval_seed=settings.eval_seed,
         metrics=metrics,
     )

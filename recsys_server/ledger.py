@@ -4,8 +4,10 @@ every acknowledged injection, in SQLite (WAL).
 A restarted server rebuilds each world by replaying its injections in order, so the
 ledger is the source of truth: an injection is acknowledged only after its row is
 committed, and the budget check and the write are one statement or one transaction, so
-nothing is counted twice or past a budget. All calls come from the event loop's thread;
-each is a short local transaction.
+nothing is counted twice or past a budget. Queries are counted in leases: a block of
+them is counted as spent before any of it is answered (:meth:`Ledger.lease_queries`),
+so a crash can only overcount, by the unanswered rest of a lease, never undercount.
+All calls come from the event loop's thread; each is a short local transaction.
 """
 
 from __future__ import annotations
@@ -156,15 +158,34 @@ class Ledger:
 
     # --- counted actions -----------------------------------------------------------
 
-    def consume_query(self, world_id: str) -> bool:
-        """Count one query if the budget allows it; False (and nothing counted) if not."""
-        cursor = self._db.execute(
-            "UPDATE worlds SET used_queries = used_queries + 1, "
-            "total_queries = total_queries + 1 "
-            "WHERE world_id = ? AND used_queries < budget_queries",
-            (world_id,),
+    def lease_queries(self, world_id: str, wanted: int) -> int:
+        """Count up to ``wanted`` more queries as spent, in one committed write, and
+        return how many the budget allowed (0: it is spent, and nothing was counted).
+
+        The server answers that many queries from memory afterwards, so the counters
+        are never below what was answered, and never above the budget."""
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT budget_queries - used_queries FROM worlds WHERE world_id = ?",
+                (world_id,),
+            ).fetchone()
+            granted = 0 if row is None else max(0, min(wanted, row[0]))
+            if granted:
+                self._db.execute(
+                    "UPDATE worlds SET used_queries = used_queries + ?1, "
+                    "total_queries = total_queries + ?1 WHERE world_id = ?2",
+                    (granted, world_id),
+                )
+        return granted
+
+    def return_queries(self, world_id: str, unused: int) -> None:
+        """Uncount the unanswered rest of a lease (a clean shutdown, a reset), so the
+        counters say exactly how many queries were answered."""
+        self._db.execute(
+            "UPDATE worlds SET used_queries = used_queries - ?1, "
+            "total_queries = total_queries - ?1 WHERE world_id = ?2",
+            (unused, world_id),
         )
-        return cursor.rowcount == 1
 
     def record_injection(
         self, world_id: str, user_id: int, items: list[int], idempotency_key: str | None
