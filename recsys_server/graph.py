@@ -37,7 +37,8 @@ class InteractionGraph:
         self.n_base_users = n_users
         self.n_items = n_items
         self._injected: dict[int, np.ndarray] = {}  # user id -> profile, insertion order
-        self._injected_holders: dict[int, list[int]] = {}  # item -> injected users
+        # item -> injected users; tuples, replaced on change, so forks share them
+        self._injected_holders: dict[int, tuple[int, ...]] = {}
         self._next_user = n_users
         self.degree = np.diff(self._holder_indptr).astype(np.int64)
         self.train_degree = self.degree.copy()
@@ -46,9 +47,7 @@ class InteractionGraph:
         """An independent graph sharing this one's (never written) training arrays."""
         other = copy.copy(self)
         other._injected = dict(self._injected)
-        other._injected_holders = {
-            item: list(users) for item, users in self._injected_holders.items()
-        }
+        other._injected_holders = dict(self._injected_holders)
         other.degree = self.degree.copy()
         return other
 
@@ -108,7 +107,7 @@ class InteractionGraph:
         self._next_user += 1
         self._injected[user] = items
         for item in items.tolist():
-            self._injected_holders.setdefault(item, []).append(user)
+            self._injected_holders[item] = (*self._injected_holders.get(item, ()), user)
         self.degree[items] += 1
         return user
 
@@ -118,9 +117,10 @@ class InteractionGraph:
             raise KeyError(f"user {user} is not an injected user")
         items = self._injected.pop(user)
         for item in items.tolist():
-            holders = self._injected_holders[item]
-            holders.remove(user)
-            if not holders:
+            holders = tuple(u for u in self._injected_holders[item] if u != user)
+            if holders:
+                self._injected_holders[item] = holders
+            else:
                 del self._injected_holders[item]
         self.degree[items] -= 1
         return items
