@@ -83,6 +83,9 @@ class InteractionGraph:
 
     def profiles_of(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The users' profiles as CSR arrays: (indptr, items), profiles in time order."""
+        if len(users) == 1:  # a /topk: the profile itself, not the batch gathers' overhead
+            items = self.profile(int(users[0]))
+            return np.array([0, len(items)], dtype=np.int64), items
         lengths = self.profile_length(users)
         indptr = np.zeros(len(users) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
