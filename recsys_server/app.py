@@ -44,9 +44,9 @@ def load_registry(settings: Settings, metrics: ServiceMetrics) -> WorldRegistry:
         artifact,
         ledger,
         max_profile_length=settings.max_profile_length,
-        query_lease=settings.query_lease,
         eval_seed=settings.eval_seed,
         metrics=metrics,
+        query_lease=settings.query_lease,
     )
     metrics.worlds.set(registry.n_worlds)
     return registry

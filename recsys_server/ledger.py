@@ -4,10 +4,8 @@ every acknowledged injection, in SQLite (WAL).
 A restarted server rebuilds each world by replaying its injections in order, so the
 ledger is the source of truth: an injection is acknowledged only after its row is
 committed, and the budget check and the write are one statement or one transaction, so
-nothing is counted twice or past a budget. Queries are counted in leases: a block of
-them is counted as spent before any of it is answered (:meth:`Ledger.lease_queries`),
-so a crash can only overcount, by the unanswered rest of a lease, never undercount.
-All calls come from the event loop's thread; each is a short local transaction.
+nothing is counted twice or past a budget. All calls come from the event loop's thread;
+each is a short local transaction.
 """
 
 from __future__ import annotations
@@ -162,8 +160,9 @@ class Ledger:
         """Count up to ``wanted`` more queries as spent, in one committed write, and
         return how many the budget allowed (0: it is spent, and nothing was counted).
 
-        The server answers that many queries from memory afterwards, so the counters
-        are never below what was answered, and never above the budget."""
+        Queries are counted in such leases: the server answers that many from memory
+        afterwards, so the counters are never below what was answered (a crash can only
+        over-count, by the unanswered rest of a lease) and never above the budget."""
         with self._transaction():
             row = self._db.execute(
                 "SELECT budget_queries - used_queries FROM worlds WHERE world_id = ?",

@@ -762,3 +762,29 @@ async def test_a_failed_ledger_write_leaves_no_trace(artifact: Path, tmp_path: P
             answers = (await client.get(f"/topk/{user}", params={"k": 30}, headers=key)).json()
     async with serving(settings) as client:  # replays the ledger: the same world
         assert (await client.get(f"/topk/{user}", params={"k": 30}, headers=key)).json() == answers
+
+
+async def test_a_lease_not_given_back_at_shutdown_stays_spent(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """A graceful stop while another process holds the ledger: the stop still completes,
+    and the unanswered rest of the lease stays counted as spent, as after a crash."""
+    settings = settings_for(
+        artifact, tmp_path / "ledger.db", rate_limit="100000/second", query_lease=8
+    )
+    blocker = sqlite3.connect(settings.ledger_path, timeout=0)
+    try:
+        async with running_app(settings) as app:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=IN_PROCESS_URL) as client:
+                world, key = await new_world(client, budgets={"queries": 100})
+                user = world["pretend_users"][0]
+                for _ in range(3):
+                    assert (await client.get(f"/topk/{user}", headers=key)).status_code == 200
+            blocker.execute("BEGIN IMMEDIATE")
+            app.state.registry.ledger._db.execute("PRAGMA busy_timeout = 0")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    async with serving(settings) as client:
+        assert (await usage(client, world["world_id"]))["used"]["queries"] == 8
