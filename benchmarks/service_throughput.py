@@ -3,7 +3,7 @@ the same app, in the same run, over 127.0.0.1.
 
 Starts ``recsys-server serve`` on the given artifact, creates a world, then alternates
 rounds of ``GET /livez`` (no auth, no model: the no-op baseline) and ``GET /topk/{user}``
-(auth, rate limit, budget, ledger write, model) at each concurrency, and finally times
+(auth, rate limit, the query lease, model) at each concurrency, and finally times
 ``POST /inject_user`` with the incremental refresh. The client runs in this process, the
 server in another; both share the machine, so only ratios within one run are compared.
 Medians over rounds are reported. The last line is JSON.

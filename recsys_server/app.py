@@ -46,6 +46,7 @@ def load_registry(settings: Settings, metrics: ServiceMetrics) -> WorldRegistry:
         max_profile_length=settings.max_profile_length,
         eval_seed=settings.eval_seed,
         metrics=metrics,
+        query_lease=settings.query_lease,
     )
     metrics.worlds.set(registry.n_worlds)
     return registry

@@ -52,6 +52,7 @@ SERVE_FLAGS = {
     "ledger_path": "--ledger",
     "max_k": "--max-k",
     "rate_limit": "--rate-limit",
+    "query_lease": "--query-lease",
     "compute_threads": "--compute-threads",
 }
 ADMIN_TOKEN_VARIABLE = "RECSYS_ADMIN_TOKEN"
@@ -132,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-k", type=int, help="largest k of /topk (default: 100)")
     serve.add_argument(
         "--rate-limit", help="per key, e.g. '200/second;6000/minute' (default: 200/second)"
+    )
+    serve.add_argument(
+        "--query-lease",
+        type=int,
+        help="queries of a world counted in one ledger write; a crash can cost a world at "
+        "most this many minus one (default: 64; 1: one write per query)",
     )
     serve.add_argument(
         "--compute-threads", type=int, help="BLAS/torch threads of each worker (default: 1)"

@@ -37,7 +37,8 @@ class InteractionGraph:
         self.n_base_users = n_users
         self.n_items = n_items
         self._injected: dict[int, np.ndarray] = {}  # user id -> profile, insertion order
-        self._injected_holders: dict[int, list[int]] = {}  # item -> injected users
+        # item -> injected users; tuples, replaced on change, so forks share them
+        self._injected_holders: dict[int, tuple[int, ...]] = {}
         self._next_user = n_users
         self.degree = np.diff(self._holder_indptr).astype(np.int64)
         self.train_degree = self.degree.copy()
@@ -46,9 +47,7 @@ class InteractionGraph:
         """An independent graph sharing this one's (never written) training arrays."""
         other = copy.copy(self)
         other._injected = dict(self._injected)
-        other._injected_holders = {
-            item: list(users) for item, users in self._injected_holders.items()
-        }
+        other._injected_holders = dict(self._injected_holders)
         other.degree = self.degree.copy()
         return other
 
@@ -84,6 +83,9 @@ class InteractionGraph:
 
     def profiles_of(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The users' profiles as CSR arrays: (indptr, items), profiles in time order."""
+        if len(users) == 1:  # a /topk: the profile itself, not the batch gathers' overhead
+            items = self.profile(int(users[0]))
+            return np.array([0, len(items)], dtype=np.int64), items
         lengths = self.profile_length(users)
         indptr = np.zeros(len(users) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
@@ -108,7 +110,7 @@ class InteractionGraph:
         self._next_user += 1
         self._injected[user] = items
         for item in items.tolist():
-            self._injected_holders.setdefault(item, []).append(user)
+            self._injected_holders[item] = (*self._injected_holders.get(item, ()), user)
         self.degree[items] += 1
         return user
 
@@ -118,9 +120,10 @@ class InteractionGraph:
             raise KeyError(f"user {user} is not an injected user")
         items = self._injected.pop(user)
         for item in items.tolist():
-            holders = self._injected_holders[item]
-            holders.remove(user)
-            if not holders:
+            holders = tuple(u for u in self._injected_holders[item] if u != user)
+            if holders:
+                self._injected_holders[item] = holders
+            else:
                 del self._injected_holders[item]
         self.degree[items] -= 1
         return items

@@ -156,15 +156,35 @@ class Ledger:
 
     # --- counted actions -----------------------------------------------------------
 
-    def consume_query(self, world_id: str) -> bool:
-        """Count one query if the budget allows it; False (and nothing counted) if not."""
-        cursor = self._db.execute(
-            "UPDATE worlds SET used_queries = used_queries + 1, "
-            "total_queries = total_queries + 1 "
-            "WHERE world_id = ? AND used_queries < budget_queries",
-            (world_id,),
+    def lease_queries(self, world_id: str, wanted: int) -> int:
+        """Count up to ``wanted`` more queries as spent, in one committed write, and
+        return how many the budget allowed (0: it is spent, and nothing was counted).
+
+        Queries are counted in such leases: the server answers that many from memory
+        afterwards, so the counters are never below what was answered (a crash can only
+        over-count, by the unanswered rest of a lease) and never above the budget."""
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT budget_queries - used_queries FROM worlds WHERE world_id = ?",
+                (world_id,),
+            ).fetchone()
+            granted = 0 if row is None else max(0, min(wanted, row[0]))
+            if granted:
+                self._db.execute(
+                    "UPDATE worlds SET used_queries = used_queries + ?1, "
+                    "total_queries = total_queries + ?1 WHERE world_id = ?2",
+                    (granted, world_id),
+                )
+        return granted
+
+    def return_queries(self, world_id: str, unused: int) -> None:
+        """Uncount the unanswered rest of a lease (a clean shutdown, a reset), so the
+        counters say exactly how many queries were answered."""
+        self._db.execute(
+            "UPDATE worlds SET used_queries = used_queries - ?1, "
+            "total_queries = total_queries - ?1 WHERE world_id = ?2",
+            (unused, world_id),
         )
-        return cursor.rowcount == 1
 
     def record_injection(
         self, world_id: str, user_id: int, items: list[int], idempotency_key: str | None

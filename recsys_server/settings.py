@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     # NORMAL: an acknowledged write survives a killed server (WAL in the OS page cache),
     # not a power cut; FULL also survives a power cut, one fsync per write
     ledger_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # queries of a world counted as spent in one ledger write, then answered from memory:
+    # a crash can cost a world at most this many minus one unanswered queries; 1 writes
+    # once per query (exact across crashes, at the cost README "Service speed" measures)
+    query_lease: int = Field(default=64, ge=1)
     max_k: int = Field(default=100, ge=1)
     max_profile_length: int = Field(default=1_000, ge=1)
     # Largest request body read, in bytes; past it 413, and a body under it parses in a

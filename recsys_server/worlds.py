@@ -20,7 +20,9 @@ the world still exists.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +56,7 @@ from shared.schemas import (
     COHORTS,
     PROTOCOLS,
     CohortEvaluation,
+    Counts,
     CreateWorldRequest,
     EvaluationReport,
     InjectedProfile,
@@ -65,6 +68,7 @@ from shared.schemas import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("recsys_server")
 
 
 @dataclass
@@ -75,6 +79,8 @@ class World:
     state: ServingState
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # serialises writers
     embedding_epoch: int = 0  # refreshes applied to ``state``
+    # queries the ledger already counts as spent and this process has not answered yet
+    query_lease: int = 0
     deleted: bool = False
 
 
@@ -87,8 +93,11 @@ class WorldRegistry:
         max_profile_length: int,
         eval_seed: int = 0,
         metrics: ServiceMetrics | None = None,
+        query_lease: int,
     ) -> None:
-        """Build the clean state from the artifact and replay every world in the ledger."""
+        """Build the clean state from the artifact and replay every world in the ledger.
+
+        ``query_lease``: how many queries one ledger write counts ahead (see :meth:`topk`)."""
         if artifact.data is None:
             raise ArtifactError(
                 "the model artifact carries no serving data; write it with "
@@ -100,6 +109,7 @@ class WorldRegistry:
         self.max_profile_length = max_profile_length
         self.eval_seed = eval_seed
         self.metrics = metrics or ServiceMetrics()
+        self.query_lease = query_lease
         self.clean = artifact.victim.serving_state(self.data)
         self._holders = self.data.known.tocsc()
         self._train_counts = np.bincount(self.data.train[:, 0], minlength=self.data.n_users)
@@ -114,6 +124,15 @@ class WorldRegistry:
             self._restore(record)
 
     def close(self) -> None:
+        """Give back every world's unanswered lease (the counters become exact), then stop
+        the compute threads."""
+        try:
+            for world in self._worlds.values():
+                self._return_lease(world)
+        except sqlite3.OperationalError as exc:
+            # a ledger held by another process: the rest stays counted as spent, as after
+            # a crash, which over-counts but never lets a budget be passed
+            log.warning("unanswered query leases not given back: %s", exc)
         self._refresher.shutdown(wait=True)
         self._evaluator.shutdown(wait=True)
 
@@ -168,6 +187,9 @@ class WorldRegistry:
     async def reset(self, world: World, restore_budgets: bool) -> WorldUsage:
         async with world.lock:
             _still_there(world)
+            # given back first: a restored budget must not keep an old lease, and the
+            # lifetime total must not keep its unanswered rest
+            self._return_lease(world)
             self.ledger.reset_world(world.world_id, restore_budgets)
             world.state = self.clean.fork()
             world.embedding_epoch = 0
@@ -185,14 +207,16 @@ class WorldRegistry:
         return self.usage(world)
 
     def usage(self, world: World) -> WorldUsage:
+        """The live counts: the ledger's, less the queries leased but not yet answered."""
         record = self.ledger.world(world.world_id)
+        lease = world.query_lease
         return WorldUsage(
             world_id=world.world_id,
             pretend_users=sorted(world.pretend_users),
             budgets=record.budgets,
-            used=record.used,
-            total=record.total,
-            remaining=record.remaining(),
+            used=_less_queries(record.used, lease),
+            total=_less_queries(record.total, lease),
+            remaining=_less_queries(record.remaining(), -lease),
             injected_users=len(world.state.graph.injected_users),
             embedding_epoch=world.embedding_epoch,
         )
@@ -235,15 +259,23 @@ class WorldRegistry:
 
     def topk(self, world: World, user: int, k: int) -> list[int]:
         """Synchronous on purpose: check, count and answer with no await in between, so
-        nothing can change the world halfway (about 0.1 ms of numpy)."""
+        nothing can change the world halfway (about 0.1 ms of numpy).
+
+        A query is answered from the world's lease: queries the ledger already counts
+        as spent. An empty lease is refilled first with up to ``query_lease`` queries
+        in one committed write, so there is one write per lease, not per query, and an
+        answered query was always committed before it was answered."""
         if world.deleted:
             raise Unauthorized("unknown API key")
         state = world.state
         # the attacker may query its pretend users and the users it injected, nothing else
         if user not in world.pretend_users and not state.graph.is_injected(user):
             raise NotFound(f"no user {user}")
-        if not self.ledger.consume_query(world.world_id):
-            raise QuotaExceeded("the query budget of this world is spent")
+        if world.query_lease == 0:
+            world.query_lease = self.ledger.lease_queries(world.world_id, self.query_lease)
+            if world.query_lease == 0:
+                raise QuotaExceeded("the query budget of this world is spent")
+        world.query_lease -= 1
         self.metrics.queries.labels(world.world_id).inc()
         return state.topk(user, k).tolist()
 
@@ -286,6 +318,11 @@ class WorldRegistry:
     def _add(self, world: World) -> None:
         self._worlds[world.world_id] = world
         self._by_key[world.key_hash] = world
+
+    def _return_lease(self, world: World) -> None:
+        if world.query_lease:
+            self.ledger.return_queries(world.world_id, world.query_lease)
+            world.query_lease = 0
 
     def _restore(self, record: WorldRecord) -> None:
         world = World(
@@ -422,3 +459,7 @@ def _mean(reports: list[dict[str, Metrics]]) -> dict[str, Metrics]:
         }
         for protocol in reports[0]
     }
+
+
+def _less_queries(counts: Counts, n: int) -> Counts:
+    return counts.model_copy(update={"queries": counts.queries - n})

@@ -441,6 +441,69 @@ async def test_budgets_are_exact_under_concurrency(
         assert_problem(gone, 404, "not-found")
 
 
+@pytest.mark.parametrize("budget", [1, 8, 16, 21])
+async def test_a_budget_answers_exactly_its_size_across_leases(
+    artifact: Path, tmp_path: Path, transport: str, budget: int
+) -> None:
+    """Leases of 8 queries: a budget answers exactly its size, whether it ends inside a
+    lease or on its boundary, also when the queries arrive at once; then the documented
+    429. A refused query counts nothing."""
+    settings = settings_for(
+        artifact, tmp_path / "ledger.db", rate_limit="100000/second", query_lease=8
+    )
+    async with serving(settings, transport) as client:
+        world, key = await new_world(client, budgets={"queries": budget})
+        user = world["pretend_users"][0]
+        one_by_one = [await client.get(f"/topk/{user}", headers=key) for _ in range(budget + 3)]
+        assert [r.status_code for r in one_by_one] == [200] * budget + [429] * 3
+        assert_problem(one_by_one[-1], 429, "quota-exceeded", "query budget")
+        spent = await usage(client, world["world_id"])
+        assert spent["used"]["queries"] == spent["total"]["queries"] == budget
+        assert spent["remaining"]["queries"] == 0
+
+        other, other_key = await new_world(client, budgets={"queries": budget}, seed=1)
+        at_once = await asyncio.gather(
+            *(
+                client.get(f"/topk/{other['pretend_users'][0]}", headers=other_key)
+                for _ in range(budget + 20)
+            )
+        )
+        statuses = [r.status_code for r in at_once]
+        assert statuses.count(200) == budget and statuses.count(429) == 20
+        assert (await usage(client, other["world_id"]))["used"]["queries"] == budget
+
+
+async def test_queries_are_committed_a_lease_at_a_time(artifact: Path, tmp_path: Path) -> None:
+    """One ledger write per lease of 8 queries, not one per query; the ledger counts the
+    whole lease before its first query is answered, the usage route what was answered;
+    a reset gives the unanswered rest back, so the lifetime total stays exact."""
+    settings = settings_for(
+        artifact, tmp_path / "ledger.db", rate_limit="100000/second", query_lease=8
+    )
+    async with running_app(settings) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=IN_PROCESS_URL) as client:
+            world, key = await new_world(client, budgets={"queries": 100})
+            ledger = app.state.registry.ledger
+            user = world["pretend_users"][0]
+            writes = ledger._db.total_changes
+            for _ in range(11):
+                assert (await client.get(f"/topk/{user}", headers=key)).status_code == 200
+            assert ledger._db.total_changes - writes == 2  # leases of 8: queries 1 and 9
+            assert ledger.world(world["world_id"]).used.queries == 16
+            live = await usage(client, world["world_id"])
+            assert live["used"]["queries"] == live["total"]["queries"] == 11
+            assert live["remaining"]["queries"] == 89
+            reset = await client.post(
+                f"/admin/worlds/{world['world_id']}/reset",
+                json={"restore_budgets": True},
+                headers=ADMIN,
+            )
+            assert reset.json()["used"]["queries"] == 0
+            assert reset.json()["total"]["queries"] == 11
+            assert ledger.world(world["world_id"]).total.queries == 11
+
+
 async def test_rate_limit_headers(artifact: Path, tmp_path: Path, transport: str) -> None:
     # a window of a minute: every request of the test falls in it, however slow the machine
     settings = settings_for(artifact, tmp_path / "ledger.db", rate_limit="5/minute")
@@ -474,6 +537,7 @@ def test_a_key_gets_through_once_its_window_moved_on(monkeypatch: pytest.MonkeyP
     ``Retry-After`` gets through; the window moves per key."""
     now = [1_000.0]
     monkeypatch.setattr(time, "time", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
     limiter = KeyRateLimiter("2/second")
     assert [limiter.check("a").allowed for _ in range(2)] == [True, True]
     refused = limiter.check("a")
@@ -635,7 +699,10 @@ def test_artifact_without_serving_data_is_refused(artifact: Path, tmp_path: Path
     bare = ModelArtifact.load(tmp_path / "bare.pt")
     with pytest.raises(ArtifactError, match="no serving data"):
         WorldRegistry(
-            bare, Ledger(tmp_path / "l.db", bare.scenario_fingerprint), max_profile_length=10
+            bare,
+            Ledger(tmp_path / "l.db", bare.scenario_fingerprint),
+            max_profile_length=10,
+            query_lease=1,
         )
     assert json.dumps(loaded.metrics) == '{"note": "tiny test model"}'
 
@@ -695,3 +762,29 @@ async def test_a_failed_ledger_write_leaves_no_trace(artifact: Path, tmp_path: P
             answers = (await client.get(f"/topk/{user}", params={"k": 30}, headers=key)).json()
     async with serving(settings) as client:  # replays the ledger: the same world
         assert (await client.get(f"/topk/{user}", params={"k": 30}, headers=key)).json() == answers
+
+
+async def test_a_lease_not_given_back_at_shutdown_stays_spent(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """A graceful stop while another process holds the ledger: the stop still completes,
+    and the unanswered rest of the lease stays counted as spent, as after a crash."""
+    settings = settings_for(
+        artifact, tmp_path / "ledger.db", rate_limit="100000/second", query_lease=8
+    )
+    blocker = sqlite3.connect(settings.ledger_path, timeout=0)
+    try:
+        async with running_app(settings) as app:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=IN_PROCESS_URL) as client:
+                world, key = await new_world(client, budgets={"queries": 100})
+                user = world["pretend_users"][0]
+                for _ in range(3):
+                    assert (await client.get(f"/topk/{user}", headers=key)).status_code == 200
+            blocker.execute("BEGIN IMMEDIATE")
+            app.state.registry.ledger._db.execute("PRAGMA busy_timeout = 0")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    async with serving(settings) as client:
+        assert (await usage(client, world["world_id"]))["used"]["queries"] == 8

@@ -109,7 +109,9 @@ def test_answers_survive_sigkill(artifact: Path, tmp_path: Path) -> None:
         assert topk_lists(second.url, key, asked) == before
         usage = httpx.get(f"{second.url}/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
         assert usage.json()["used"]["injections"] == 12
-        assert usage.json()["used"]["queries"] == 2 * len(asked)
+        # the first server's one lease (64 by default; 13 of it answered) and the 13
+        # queries of the second
+        assert usage.json()["used"]["queries"] == 64 + len(asked)
         exported = httpx.get(
             f"{second.url}/admin/worlds/{world['world_id']}/injections", headers=ADMIN
         ).json()
@@ -120,6 +122,44 @@ def test_answers_survive_sigkill(artifact: Path, tmp_path: Path) -> None:
         assert second.stop() in (0, -signal.SIGTERM)
     # the shutdown closed the ledger: SQLite checkpointed the write-ahead log and removed it
     assert ledger.exists() and not Path(f"{ledger}-wal").exists()
+
+
+def answer_codes(url: str, key: dict[str, str], user: int, n: int) -> list[int]:
+    with httpx.Client(base_url=url, headers=key) as client:
+        return [client.get(f"/topk/{user}").status_code for _ in range(n)]
+
+
+def test_a_kill_counts_the_unanswered_lease_as_spent(artifact: Path, tmp_path: Path) -> None:
+    """Leases of 8 queries, SIGKILL after 11 answers: the restarted server counts the 11
+    and the 5 unanswered of the second lease as spent (never fewer than were answered),
+    and the budget answers no more than its size in all. A graceful stop (SIGTERM) gives
+    the unanswered rest back: then the count is exact."""
+    ledger = tmp_path / "ledger.db"
+    env = {**NO_RATE_LIMIT, "RECSYS_QUERY_LEASE": "8"}
+    first = tiny_server(artifact, ledger, **env).start()
+    try:
+        world, key = create_world(first.url, budgets={"queries": 40})
+        user = world["pretend_users"][0]
+        assert answer_codes(first.url, key, user, 11) == [200] * 11
+    finally:
+        first.kill()
+    second = tiny_server(artifact, ledger, **env).start()
+    try:
+        used = httpx.get(f"{second.url}/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
+        assert used.json()["used"]["queries"] == used.json()["total"]["queries"] == 16
+        assert used.json()["remaining"]["queries"] == 24
+        assert answer_codes(second.url, key, user, 30) == [200] * 24 + [429] * 6
+        other, other_key = create_world(second.url, budgets={"queries": 40}, seed=1)
+        assert answer_codes(second.url, other_key, other["pretend_users"][0], 3) == [200] * 3
+    finally:
+        assert second.stop() in (0, -signal.SIGTERM)
+    third = tiny_server(artifact, ledger, **env).start()
+    try:
+        for spent, n in ((world, 40), (other, 3)):
+            url = f"{third.url}/admin/worlds/{spent['world_id']}/usage"
+            assert httpx.get(url, headers=ADMIN).json()["used"]["queries"] == n
+    finally:
+        third.stop()
 
 
 def test_a_kill_mid_stream_loses_nothing_acknowledged(artifact: Path, tmp_path: Path) -> None:
