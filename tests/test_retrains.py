@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,7 @@ from recsys_server.artifact import ModelArtifact
 from recsys_server.cancellation import Cancelled, check_cancelled, run_cancellable
 from recsys_server.data import TargetData
 from recsys_server.pinsage.refresh import EmbeddingState
+from recsys_server.settings import Settings
 from recsys_server.victims.base import ServingState
 from tests.pinsage_fixtures import tiny_data
 from tests.service_fixtures import (
@@ -83,6 +85,17 @@ def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldRetrain]:
         gate.release.set()  # whatever failed, no thread stays held
 
 
+@asynccontextmanager
+async def serving_held(settings: Settings, held: HeldRetrain) -> AsyncIterator[httpx.AsyncClient]:
+    """The service in-process; a held fine-tune is released before the service stops (a
+    service that waits for its fine-tunes as it stops must not hang a failing test)."""
+    async with serving(settings) as client:
+        try:
+            yield client
+        finally:
+            held.release.set()
+
+
 async def new_world(client: httpx.AsyncClient, inject: bool = True) -> tuple[str, dict]:
     created = (await client.post("/admin/worlds", json={}, headers=ADMIN)).json()
     key = {"X-API-Key": created["api_key"]}
@@ -116,7 +129,7 @@ async def test_a_running_retrain_holds_up_no_evaluation_and_jobs_are_bounded(
     artifact: Path, tmp_path: Path, held: HeldRetrain
 ) -> None:
     settings = settings_for(artifact, tmp_path / "ledger.db", max_retrain_jobs=1)
-    async with serving(settings) as client:
+    async with serving_held(settings, held) as client:
         tuned, key = await new_world(client)
         other, _ = await new_world(client)
         started = await start(client, tuned)
@@ -165,7 +178,7 @@ async def test_cancelling_a_job_or_deleting_its_world_stops_the_fine_tune(
     artifact: Path, tmp_path: Path, held: HeldRetrain
 ) -> None:
     settings = settings_for(artifact, tmp_path / "ledger.db", max_retrain_jobs=2)
-    async with serving(settings) as client:
+    async with serving_held(settings, held) as client:
         running_world, _ = await new_world(client)
         queued_world, _ = await new_world(client)
         running = await start(client, running_world)
