@@ -80,6 +80,9 @@ class _Call(Generic[T]):
     # safe to repeat after a lost answer or a 5xx (reads, idempotent writes)
     idempotent: bool = True
     on_success: Callable[[T], None] | None = None
+    # a 429 too-many-jobs is retried for as long as it lasts, beyond max_retries: a place
+    # in the server's job queue frees whenever a job ends
+    wait_for_place: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,9 @@ class _BaseClient:
                     call.on_success(result)
                 return result
             error: Exception = status_error(outcome)
+            if call.wait_for_place and _no_place(error):
+                self.stats.retries += 1
+                return _Retry(self._delay(attempt, outcome))
             # a rate-limited request was never processed: always safe to send again
             retryable = isinstance(error, RateLimitError) or (
                 isinstance(error, InternalServerError) and call.idempotent
@@ -141,6 +147,13 @@ class _BaseClient:
         # full jitter on the upper half: spreads retries of concurrent callers apart
         backoff = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
         return backoff * (0.5 + 0.5 * self._jitter.random())
+
+
+def _no_place(error: Exception) -> bool:
+    """A retrain refused because the server has too many jobs: nothing was started."""
+    if not isinstance(error, RateLimitError):
+        return False
+    return error.problem is not None and error.problem.type == "too-many-jobs"
 
 
 class _SyncHTTP(_BaseClient):
@@ -300,7 +313,9 @@ class _AdminCalls(_BaseClient):
         )
 
     @staticmethod
-    def _start_retrain_call(world_id: str, epochs: int) -> _Call[RetrainJob]:
+    def _start_retrain_call(
+        world_id: str, epochs: int, wait_for_place: bool = False
+    ) -> _Call[RetrainJob]:
         # not resent after a lost answer: it may have started a job (a 429 too-many-jobs
         # started nothing and is retried, after the server's Retry-After)
         return _Call(
@@ -309,6 +324,7 @@ class _AdminCalls(_BaseClient):
             _model(RetrainJob),
             json={"epochs": epochs},
             idempotent=False,
+            wait_for_place=wait_for_place,
         )
 
     @staticmethod
@@ -483,9 +499,10 @@ class AdminClient(_AdminCalls, _SyncHTTP):
         self, world_id: str, epochs: int = 3, *, poll_interval: float = POLL_CAP
     ) -> RetrainJob:
         """Fine-tune the model on the world's polluted graph (scheduled retraining) and
-        wait for it: a job started, then polled until it finished (seconds to minutes).
-        The succeeded job; :class:`RetrainError` if it failed or was cancelled."""
-        job = self.start_retrain(world_id, epochs)
+        wait for it: a job started (waiting for a place while the server has too many),
+        then polled until it finished (seconds to minutes). The succeeded job;
+        :class:`RetrainError` if it failed or was cancelled."""
+        job = self._execute(self._start_retrain_call(world_id, epochs, wait_for_place=True))
         delays = self._poll_delays(poll_interval)
         while not job.finished:
             time.sleep(next(delays))
@@ -571,7 +588,7 @@ class AsyncAdminClient(_AdminCalls, _AsyncHTTP):
         self, world_id: str, epochs: int = 3, *, poll_interval: float = POLL_CAP
     ) -> RetrainJob:
         """See :meth:`AdminClient.retrain_world`."""
-        job = await self.start_retrain(world_id, epochs)
+        job = await self._execute(self._start_retrain_call(world_id, epochs, wait_for_place=True))
         delays = self._poll_delays(poll_interval)
         while not job.finished:
             await asyncio.sleep(next(delays))

@@ -26,6 +26,7 @@ from attacker_client import (
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
+    RateLimitError,
     RetrainError,
     UnprocessableEntityError,
 )
@@ -331,13 +332,17 @@ def test_a_retrain_is_a_job_the_admin_client_starts_and_polls(
 ) -> None:
     world = admin.create_world()
     path = f"/admin/worlds/{world.world_id}/retrain"
-    # the first start is refused (too many jobs: nothing started), then retried
-    busy = FaultyTransport({("POST", path): [answer(429, "too-many-jobs", **{"Retry-After": "0"})]})
-    with AdminClient(server.url, ADMIN_TOKEN, transport=busy) as client:
+    # refused while the server has too many jobs (nothing started): start_retrain gives
+    # up after max_retries, retrain_world waits for a place as long as it takes
+    no_place = answer(429, "too-many-jobs", **{"Retry-After": "0"})
+    busy = FaultyTransport({("POST", path): [no_place] * 5})
+    with AdminClient(server.url, ADMIN_TOKEN, transport=busy, max_retries=1) as client:
+        with pytest.raises(RateLimitError, match="injected too-many-jobs"):
+            client.start_retrain(world.world_id, epochs=1)
         job = client.retrain_world(world.world_id, epochs=1)
     assert job.status == "succeeded" and job.embedding_epoch == 1
-    assert busy.sent[:2] == [f"POST {path}"] * 2
-    assert set(busy.sent[2:]) <= {f"GET {path}/{job.job_id}"}
+    assert busy.sent[:6] == [f"POST {path}"] * 6
+    assert set(busy.sent[6:]) <= {f"GET {path}/{job.job_id}"}
     assert admin.usage(world.world_id).embedding_epoch == 1
     assert admin.retrain_job(world.world_id, job.job_id) == job
     with pytest.raises(ConflictError, match="already succeeded"):
