@@ -457,7 +457,9 @@ class WorldRegistry:
                 raise LedgerError(
                     f"replaying world {world.world_id}: a retrain ({retrain.epochs} epochs "
                     f"after {injected} injections) gave other scores than when it ran; was "
-                    "the model served with other compute threads or another torch version?"
+                    "the model served with other compute threads or another torch version? "
+                    "Serve it as it ran, or drop the world's retrains from the ledger "
+                    f"(DELETE FROM retrains WHERE world_id = '{world.world_id}')"
                 )
             world.state = state
             world.embedding_epoch += 1
