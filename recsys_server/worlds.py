@@ -149,7 +149,9 @@ class WorldRegistry:
         # and retrains run on a third, one at a time, off the evaluations' thread
         self._retrainer = ThreadPoolExecutor(1, thread_name_prefix="retrain")
         self._retrain_slot = asyncio.Semaphore(1)
-        self._unfinished: dict[str, Retrain] = {}  # retrain jobs queued or running
+        # retrain jobs whose task has not ended yet (what a shutdown waits for); which of
+        # them count against the limit is their status, the same one their route shows
+        self._retrains: dict[str, Retrain] = {}
         for record in ledger.worlds():
             self._restore(record)
 
@@ -161,7 +163,7 @@ class WorldRegistry:
     async def stop_retrains(self) -> None:
         """Cancel every unfinished retrain job and wait until each has stopped (shutdown:
         a fine-tune would otherwise hold the process for minutes)."""
-        jobs = list(self._unfinished.values())
+        jobs = list(self._retrains.values())
         for job in jobs:
             self._stop(job)
         if jobs:
@@ -240,9 +242,10 @@ class WorldRegistry:
                 f"world {world.world_id!r} already has retrain job {earlier.view.job_id} "
                 f"({earlier.view.status}); wait for it or cancel it"
             )
-        if len(self._unfinished) >= self.max_retrain_jobs:
+        unfinished = sum(not job.view.finished for job in self._retrains.values())
+        if unfinished >= self.max_retrain_jobs:
             raise TooManyJobs(
-                f"{len(self._unfinished)} retrain jobs are queued or running, the limit "
+                f"{unfinished} retrain jobs are queued or running, the limit "
                 f"(RECSYS_MAX_RETRAIN_JOBS); retry when one has finished",
                 RETRAIN_RETRY_AFTER,
             )
@@ -253,9 +256,9 @@ class WorldRegistry:
             status="queued",
             created_at=time.time(),
         )
-        job = world.retrains[view.job_id] = self._unfinished[view.job_id] = Retrain(view)
+        job = world.retrains[view.job_id] = self._retrains[view.job_id] = Retrain(view)
         job.task = asyncio.create_task(self._retrain(world, job))
-        job.task.add_done_callback(lambda task: self._retrain_ended(job, task))
+        job.task.add_done_callback(lambda _: self._retrain_ended(job))
         return view
 
     def retrain_job(self, world: World, job_id: str) -> Retrain:
@@ -378,39 +381,47 @@ class WorldRegistry:
 
     async def _retrain(self, world: World, job: Retrain) -> None:
         # the slot first: a queued job holds neither the thread nor its world's lock
-        async with self._retrain_slot, world.lock:
-            if world.deleted:  # deleted while the job was queued
-                job.finish("cancelled", "the world was deleted")
-                return
-            job.view.status, job.view.started_at = "running", time.time()
-            try:
-                state, digest = await self._run(
-                    self._retrainer,
-                    run_cancellable,
-                    job.cancel,
-                    _retrained,
-                    world.state,
-                    self.data,
-                    job.view.epochs,
-                    _probe_users(world),
-                )
-                after = len(world.state.graph.injected_users)
-                self.ledger.record_retrain(world.world_id, after, job.view.epochs, digest)
-            except Cancelled:
-                job.finish("cancelled", "cancelled while running; the world kept its model")
-                return
-            except Exception as exc:  # the job reports it; the service goes on
-                log.exception("retrain job %s of world %s failed", job.view.job_id, world.world_id)
-                job.finish("failed", f"{type(exc).__name__}: {exc}")
-                return
-            world.state = state
-            world.embedding_epoch += 1
-            job.view.embedding_epoch = world.embedding_epoch
-            job.finish("succeeded")
+        try:
+            async with self._retrain_slot, world.lock:
+                if world.deleted:  # deleted while the job was queued
+                    job.finish("cancelled", "the world was deleted")
+                    return
+                job.view.status, job.view.started_at = "running", time.time()
+                await self._fine_tune(world, job)
+        except asyncio.CancelledError:  # only ever while queued (see _stop)
+            job.finish("cancelled", "cancelled before it started")
+            raise
 
-    def _retrain_ended(self, job: Retrain, task: asyncio.Task[None]) -> None:
-        del self._unfinished[job.view.job_id]
-        if task.cancelled():  # cancelled while queued: its coroutine never got to say so
+    async def _fine_tune(self, world: World, job: Retrain) -> None:
+        """Run the job's fine-tune, record it, install it; the job says how it ended."""
+        try:
+            state, digest = await self._run(
+                self._retrainer,
+                run_cancellable,
+                job.cancel,
+                _retrained,
+                world.state,
+                self.data,
+                job.view.epochs,
+                _probe_users(world),
+            )
+            after = len(world.state.graph.injected_users)
+            self.ledger.record_retrain(world.world_id, after, job.view.epochs, digest)
+        except Cancelled:
+            job.finish("cancelled", "cancelled while running; the world kept its model")
+            return
+        except Exception as exc:  # the job reports it; the service goes on
+            log.exception("retrain job %s of world %s failed", job.view.job_id, world.world_id)
+            job.finish("failed", f"{type(exc).__name__}: {exc}")
+            return
+        world.state = state
+        world.embedding_epoch += 1
+        job.view.embedding_epoch = world.embedding_epoch
+        job.finish("succeeded")
+
+    def _retrain_ended(self, job: Retrain) -> None:
+        del self._retrains[job.view.job_id]
+        if not job.view.finished:  # cancelled before its first step: its code never ran
             job.finish("cancelled", "cancelled before it started")
 
     def _stop(self, job: Retrain) -> None:
