@@ -209,7 +209,7 @@ class WorldRegistry:
 
     async def delete(self, world: World) -> None:
         # its running fine-tune stops at its next batch and gives the lock up
-        self._stop_retrains_of(world)
+        await self._stop_retrain_of(world)
         async with world.lock:
             _still_there(world)
             self.ledger.delete_world(world.world_id)
@@ -221,7 +221,7 @@ class WorldRegistry:
 
     async def reset(self, world: World, restore_budgets: bool) -> WorldUsage:
         # a retrain of the attacked graph would be dropped by the reset: stop it instead
-        self._stop_retrains_of(world)
+        await self._stop_retrain_of(world)
         async with world.lock:
             _still_there(world)
             self.ledger.reset_world(world.world_id, restore_budgets)
@@ -275,9 +275,7 @@ class WorldRegistry:
                 f"retrain job {job.view.job_id} already {job.view.status}; nothing to cancel "
                 "(a reset of the world drops a finished retrain)"
             )
-        self._stop(job)
-        assert job.task is not None  # set when the job was accepted
-        await asyncio.wait([job.task])
+        await self._stopped(job)
         return job.view
 
     def usage(self, world: World) -> WorldUsage:
@@ -429,10 +427,16 @@ class WorldRegistry:
         if job.view.status == "queued" and job.task is not None:
             job.task.cancel()  # waiting for the slot or the lock: nothing runs yet
 
-    def _stop_retrains_of(self, world: World) -> None:
+    async def _stopped(self, job: Retrain) -> None:
+        """Stop the job and wait until its task has ended (its status says how)."""
+        self._stop(job)
+        assert job.task is not None  # set when the job was accepted
+        await asyncio.wait([job.task])
+
+    async def _stop_retrain_of(self, world: World) -> None:
         job = world.unfinished_retrain()
         if job is not None:
-            self._stop(job)
+            await self._stopped(job)
 
     def _add(self, world: World) -> None:
         self._worlds[world.world_id] = world
