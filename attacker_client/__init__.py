@@ -30,6 +30,7 @@ from attacker_client._exceptions import (
     PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
+    RetrainError,
     UnprocessableEntityError,
 )
 from shared.schemas import (
@@ -39,6 +40,7 @@ from shared.schemas import (
     InjectedProfile,
     InjectUserResponse,
     ModelInfo,
+    RetrainJob,
     TopKResponse,
     WorldCreated,
     WorldUsage,
@@ -67,6 +69,8 @@ __all__ = [
     "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
+    "RetrainError",
+    "RetrainJob",
     "TopKResponse",
     "UnprocessableEntityError",
     "WorldCreated",

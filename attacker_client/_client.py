@@ -12,10 +12,11 @@ a lost answer only when repeating it is safe: an injection carries an
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -28,6 +29,7 @@ from attacker_client._exceptions import (
     APITimeoutError,
     InternalServerError,
     RateLimitError,
+    RetrainError,
     retry_after_seconds,
     status_error,
 )
@@ -40,6 +42,7 @@ from shared.schemas import (
     InjectUserResponse,
     ModelInfo,
     Protocol,
+    RetrainJob,
     TopKResponse,
     WorldCreated,
     WorldUsage,
@@ -51,6 +54,8 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 3
 BACKOFF_BASE = 0.25  # seconds before the first retry, doubled each time
 BACKOFF_CAP = 8.0
+POLL_FIRST = 0.05  # seconds before the first look at a retrain job, doubled up to the cap
+POLL_CAP = 2.0
 
 
 @dataclass
@@ -75,6 +80,9 @@ class _Call(Generic[T]):
     # safe to repeat after a lost answer or a 5xx (reads, idempotent writes)
     idempotent: bool = True
     on_success: Callable[[T], None] | None = None
+    # a 429 too-many-jobs is retried for as long as it lasts, beyond max_retries: a place
+    # in the server's job queue frees whenever a job ends
+    wait_for_place: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,9 @@ class _BaseClient:
                     call.on_success(result)
                 return result
             error: Exception = status_error(outcome)
+            if call.wait_for_place and _no_place(error):
+                self.stats.retries += 1
+                return _Retry(self._delay(attempt, outcome))
             # a rate-limited request was never processed: always safe to send again
             retryable = isinstance(error, RateLimitError) or (
                 isinstance(error, InternalServerError) and call.idempotent
@@ -136,6 +147,13 @@ class _BaseClient:
         # full jitter on the upper half: spreads retries of concurrent callers apart
         backoff = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
         return backoff * (0.5 + 0.5 * self._jitter.random())
+
+
+def _no_place(error: Exception) -> bool:
+    """A retrain refused because the server has too many jobs: nothing was started."""
+    if not isinstance(error, RateLimitError):
+        return False
+    return error.problem is not None and error.problem.type == "too-many-jobs"
 
 
 class _SyncHTTP(_BaseClient):
@@ -295,13 +313,40 @@ class _AdminCalls(_BaseClient):
         )
 
     @staticmethod
-    def _retrain_call(world_id: str, epochs: int) -> _Call[WorldUsage]:
+    def _start_retrain_call(
+        world_id: str, epochs: int, wait_for_place: bool = False
+    ) -> _Call[RetrainJob]:
+        # not resent after a lost answer: it may have started a job (a 429 too-many-jobs
+        # started nothing and is retried, after the server's Retry-After)
         return _Call(
             "POST",
             f"/admin/worlds/{world_id}/retrain",
-            _model(WorldUsage),
+            _model(RetrainJob),
             json={"epochs": epochs},
+            idempotent=False,
+            wait_for_place=wait_for_place,
         )
+
+    @staticmethod
+    def _retrain_job_call(world_id: str, job_id: str) -> _Call[RetrainJob]:
+        return _Call("GET", f"/admin/worlds/{world_id}/retrain/{job_id}", _model(RetrainJob))
+
+    @staticmethod
+    def _cancel_retrain_call(world_id: str, job_id: str) -> _Call[RetrainJob]:
+        return _Call("DELETE", f"/admin/worlds/{world_id}/retrain/{job_id}", _model(RetrainJob))
+
+    @staticmethod
+    def _poll_delays(cap: float) -> Iterator[float]:
+        """Waits between looks at a job: short first (a fine-tune of a small model ends
+        in a second), then every ``cap`` seconds."""
+        for attempt in itertools.count():
+            yield min(cap, POLL_FIRST * 2**attempt)
+
+    @staticmethod
+    def _succeeded(job: RetrainJob) -> RetrainJob:
+        if job.status != "succeeded":
+            raise RetrainError(job)
+        return job
 
     @staticmethod
     def _delete_call(world_id: str) -> _Call[None]:
@@ -438,9 +483,31 @@ class AdminClient(_AdminCalls, _SyncHTTP):
         """Drop the world's injections (and, if asked, zero its budget counters)."""
         return self._execute(self._reset_call(world_id, restore_budgets))
 
-    def retrain_world(self, world_id: str, epochs: int = 3) -> WorldUsage:
-        """Fine-tune the model on the world's polluted graph (scheduled retraining)."""
-        return self._execute(self._retrain_call(world_id, epochs))
+    def start_retrain(self, world_id: str, epochs: int = 3) -> RetrainJob:
+        """Start a retrain job of the world; it runs in the background."""
+        return self._execute(self._start_retrain_call(world_id, epochs))
+
+    def retrain_job(self, world_id: str, job_id: str) -> RetrainJob:
+        """The job's status now."""
+        return self._execute(self._retrain_job_call(world_id, job_id))
+
+    def cancel_retrain(self, world_id: str, job_id: str) -> RetrainJob:
+        """Cancel an unfinished job; answered once it has stopped."""
+        return self._execute(self._cancel_retrain_call(world_id, job_id))
+
+    def retrain_world(
+        self, world_id: str, epochs: int = 3, *, poll_interval: float = POLL_CAP
+    ) -> RetrainJob:
+        """Fine-tune the model on the world's polluted graph (scheduled retraining) and
+        wait for it: a job started (waiting for a place while the server has too many),
+        then polled until it finished (seconds to minutes). The succeeded job;
+        :class:`RetrainError` if it failed or was cancelled."""
+        job = self._execute(self._start_retrain_call(world_id, epochs, wait_for_place=True))
+        delays = self._poll_delays(poll_interval)
+        while not job.finished:
+            time.sleep(next(delays))
+            job = self.retrain_job(world_id, job.job_id)
+        return self._succeeded(job)
 
     def delete_world(self, world_id: str) -> None:
         return self._execute(self._delete_call(world_id))
@@ -505,9 +572,28 @@ class AsyncAdminClient(_AdminCalls, _AsyncHTTP):
         """See :meth:`AdminClient.reset_world`."""
         return await self._execute(self._reset_call(world_id, restore_budgets))
 
-    async def retrain_world(self, world_id: str, epochs: int = 3) -> WorldUsage:
+    async def start_retrain(self, world_id: str, epochs: int = 3) -> RetrainJob:
+        """See :meth:`AdminClient.start_retrain`."""
+        return await self._execute(self._start_retrain_call(world_id, epochs))
+
+    async def retrain_job(self, world_id: str, job_id: str) -> RetrainJob:
+        """See :meth:`AdminClient.retrain_job`."""
+        return await self._execute(self._retrain_job_call(world_id, job_id))
+
+    async def cancel_retrain(self, world_id: str, job_id: str) -> RetrainJob:
+        """See :meth:`AdminClient.cancel_retrain`."""
+        return await self._execute(self._cancel_retrain_call(world_id, job_id))
+
+    async def retrain_world(
+        self, world_id: str, epochs: int = 3, *, poll_interval: float = POLL_CAP
+    ) -> RetrainJob:
         """See :meth:`AdminClient.retrain_world`."""
-        return await self._execute(self._retrain_call(world_id, epochs))
+        job = await self._execute(self._start_retrain_call(world_id, epochs, wait_for_place=True))
+        delays = self._poll_delays(poll_interval)
+        while not job.finished:
+            await asyncio.sleep(next(delays))
+            job = await self.retrain_job(world_id, job.job_id)
+        return self._succeeded(job)
 
     async def delete_world(self, world_id: str) -> None:
         return await self._execute(self._delete_call(world_id))

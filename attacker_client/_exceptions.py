@@ -10,8 +10,9 @@
     │   ├── RateLimitError             429 rate-limited (retried, honouring Retry-After)
     │   ├── QuotaExceededError         429 quota-exceeded (a budget is spent; never retried)
     │   └── InternalServerError        5xx
-    └── APIConnectionError        no answer: refused, reset, dropped
-        └── APITimeoutError       no answer in time
+    ├── APIConnectionError        no answer: refused, reset, dropped
+    │   └── APITimeoutError       no answer in time
+    └── RetrainError              a retrain job ended failed or cancelled
 
 Messages carry the server's problem detail, so ``str(error)`` says what was wrong.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 import httpx
 from pydantic import ValidationError
 
-from shared.schemas import Problem
+from shared.schemas import Problem, RetrainJob
 
 
 class APIError(Exception):
@@ -84,6 +85,15 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError):
     pass
+
+
+class RetrainError(APIError):
+    """A retrain job the client waited for ended without a tuned model; ``job`` says how."""
+
+    def __init__(self, job: RetrainJob) -> None:
+        super().__init__(f"retrain job {job.job_id} of world {job.world_id} {job.status}: "
+                         f"{job.detail}")  # fmt: skip
+        self.job = job
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

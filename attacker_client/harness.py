@@ -96,7 +96,8 @@ class ExperimentConfig:
     checkpoint_every: int = 5
     # "frozen": the paper's fixed model; "retrain": a scheduled fine-tune on the polluted
     # graph after the attack, evaluated after the retrain (no budget curve: one retrain
-    # per cell)
+    # per cell). The retrain is a job on the server, started and polled until it
+    # succeeded; a cell stopped meanwhile deletes its world, which cancels the job.
     threat_model: Literal["frozen", "retrain"] = "frozen"
     retrain_epochs: int = 3
     attack: CopyAttackArgs = field(default_factory=CopyAttackArgs)

@@ -44,6 +44,7 @@ def load_registry(settings: Settings, metrics: ServiceMetrics) -> WorldRegistry:
         artifact,
         ledger,
         max_profile_length=settings.max_profile_length,
+        max_retrain_jobs=settings.max_retrain_jobs,
         eval_seed=settings.eval_seed,
         metrics=metrics,
         query_lease=settings.query_lease,
@@ -73,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await loading
             if app.state.registry is not None:
+                await app.state.registry.stop_retrains()
                 app.state.registry.close()
                 app.state.registry.ledger.close()
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recsys_server.cancellation import check_cancelled
 from recsys_server.data import TargetData
 from recsys_server.training import (
     History,
@@ -114,6 +115,7 @@ class BPRMF(nn.Module):
             for users, positives, negatives in bpr_batches(
                 pairs, data.n_items, train.batch_size, rng
             ):
+                check_cancelled()
                 u = self.users(users)
                 pos, neg = self.items(positives), self.items(negatives)
                 positive = (u * pos).sum(1) + self.item_bias(positives).squeeze(1)

@@ -1,7 +1,8 @@
-"""The durable record of the service: worlds, their hashed keys, budget counters and
-every acknowledged injection, in SQLite (WAL).
+"""The durable record of the service: worlds, their hashed keys, budget counters, every
+acknowledged injection and every finished retrain, in SQLite (WAL).
 
-A restarted server rebuilds each world by replaying its injections in order, so the
+A restarted server rebuilds each world by replaying its injections and retrains in order
+(a retrain is seeded, so its replay is the same fine-tune), so the
 ledger is the source of truth: an injection is acknowledged only after its row is
 committed, and the budget check and the write are one statement or one transaction, so
 nothing is counted twice or past a budget. All calls come from the event loop's thread;
@@ -50,6 +51,17 @@ CREATE TABLE IF NOT EXISTS injections (
     PRIMARY KEY (world_id, user_id),
     UNIQUE (world_id, idempotency_key)
 );
+-- every finished retrain, in order (rowid): replayed on restart after the first
+-- ``after_injections`` injections of its world; the sha256 of the scores it gave the
+-- world's pretend users checks that the replay is the same fine-tune
+CREATE TABLE IF NOT EXISTS retrains (
+    world_id TEXT NOT NULL REFERENCES worlds(world_id) ON DELETE CASCADE,
+    after_injections INTEGER NOT NULL,
+    epochs INTEGER NOT NULL,
+    scores_sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS retrains_of_world ON retrains (world_id);
 """
 
 
@@ -72,6 +84,13 @@ class WorldRecord:
             injections=self.budgets.injections - self.used.injections,
             items=self.budgets.items - self.used.items,
         )
+
+
+@dataclass(frozen=True)
+class RetrainRecord:
+    after_injections: int  # how many of the world's injections the fine-tune saw
+    epochs: int
+    scores_sha256: str
 
 
 @dataclass(frozen=True)
@@ -144,9 +163,11 @@ class Ledger:
         return [_world_record(row) for row in rows]
 
     def reset_world(self, world_id: str, restore_budgets: bool) -> None:
-        """Drop the world's injections (and, if asked, zero its budget counters)."""
+        """Drop the world's injections and retrains (and, if asked, zero its budget
+        counters)."""
         with self._transaction():
             self._db.execute("DELETE FROM injections WHERE world_id = ?", (world_id,))
+            self._db.execute("DELETE FROM retrains WHERE world_id = ?", (world_id,))
             if restore_budgets:
                 self._db.execute(
                     "UPDATE worlds SET used_queries = 0, used_injections = 0, used_items = 0 "
@@ -223,6 +244,24 @@ class Ledger:
             (world_id, idempotency_key),
         ).fetchone()
         return None if row is None else InjectionRecord(row[0], json.loads(row[1]), row[2], row[3])
+
+    # --- retrains --------------------------------------------------------------------
+
+    def record_retrain(
+        self, world_id: str, after_injections: int, epochs: int, scores_sha256: str
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO retrains VALUES (?, ?, ?, ?, ?)",
+            (world_id, after_injections, epochs, scores_sha256, time.time()),
+        )
+
+    def retrains(self, world_id: str) -> list[RetrainRecord]:
+        rows = self._db.execute(
+            "SELECT after_injections, epochs, scores_sha256 FROM retrains "
+            "WHERE world_id = ? ORDER BY rowid",
+            (world_id,),
+        )
+        return [RetrainRecord(*row) for row in rows]
 
     # --- internals -----------------------------------------------------------------
 

@@ -76,6 +76,13 @@ class QuotaExceeded(ServiceProblem):
         super().__init__(detail, headers={"x-should-retry": "false"})
 
 
+class TooManyJobs(ServiceProblem):
+    status, type, title = 429, "too-many-jobs", "Too many retrain jobs queued or running"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
 class NotReady(ServiceProblem):
     status, type, title = 503, "not-ready", "The model is still loading"
 

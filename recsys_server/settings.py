@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     # moving window each, so up to the per-second amount may arrive at once (the burst)
     rate_limit: str = "200/second"
     eval_seed: int = Field(default=0, ge=0, description="Seed of the evaluation's negatives.")
+    # Retrain jobs accepted and not finished (queued or running), over all worlds; past
+    # it POST .../retrain answers 429 too-many-jobs. They run one at a time on their own
+    # thread (a fine-tune uses every compute thread it is given, and one at a time keeps
+    # torch's process-wide seed each one sets from being drawn by another).
+    max_retrain_jobs: int = Field(
+        default=4, ge=1, description="Retrain jobs queued or running at once (all worlds)."
+    )
     compute_threads: int = Field(
         default=1, ge=1, description="BLAS/torch threads of each of the two compute workers."
     )

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from recsys_server.cancellation import check_cancelled
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -82,6 +84,7 @@ def fit_with_early_stopping(
     )
     with bar:
         for epoch in range(config.max_epochs):
+            check_cancelled()
             model.train()
             history.loss.append(run_epoch())
             model.eval()

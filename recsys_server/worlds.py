@@ -13,16 +13,25 @@ it on the refresh thread and installs the fork only after the ledger has committ
 injection. So a ``/topk`` or an evaluation reads one consistent state without waiting,
 sees the world before or after an injection and never halfway, and an injection that
 fails leaves no trace (not even a used-up user id). Writers of a world (injections,
-resets, deletion) are serialised by its lock, and re-check after waiting for it that
-the world still exists.
+resets, deletion, a running retrain) are serialised by its lock, and re-check after
+waiting for it that the world still exists.
+
+A retrain is a job (:meth:`WorldRegistry.start_retrain`): accepted at once, run in the
+background on a thread of its own, one job at a time, so evaluations and other worlds
+never wait for a fine-tune. A queued job holds nothing; a running one holds its world's
+lock (the fine-tune reads the world's graph). Cancelling a job (or resetting or deleting
+its world) stops its fine-tune at the next training batch. A finished retrain is
+recorded in the ledger and replayed on restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,14 +41,16 @@ from typing import TypeVar
 import numpy as np
 
 from recsys_server.artifact import ArtifactError, ModelArtifact
+from recsys_server.cancellation import Cancelled, run_cancellable
 from recsys_server.data import TargetData
-from recsys_server.ledger import Ledger, LedgerError, WorldRecord
+from recsys_server.ledger import Ledger, LedgerError, RetrainRecord, WorldRecord
 from recsys_server.observability import ServiceMetrics
 from recsys_server.problems import (
     Conflict,
     InvalidRequest,
     NotFound,
     QuotaExceeded,
+    TooManyJobs,
     Unauthorized,
 )
 from recsys_server.security import hash_key, new_api_key
@@ -61,7 +72,9 @@ from shared.schemas import (
     EvaluationReport,
     InjectedProfile,
     InjectUserResponse,
+    JobStatus,
     Metrics,
+    RetrainJob,
     TargetEvaluation,
     WorldCreated,
     WorldUsage,
@@ -69,6 +82,21 @@ from shared.schemas import (
 
 T = TypeVar("T")
 log = logging.getLogger("recsys_server")
+# seconds a refused retrain is told to wait: a fine-tune takes seconds to minutes
+RETRAIN_RETRY_AFTER = 10
+
+
+@dataclass
+class Retrain:
+    """A retrain job as the registry runs it; ``view`` is what its route answers."""
+
+    view: RetrainJob
+    cancel: threading.Event = field(default_factory=threading.Event)  # read by the thread
+    task: asyncio.Task[None] | None = None
+
+    def finish(self, status: JobStatus, detail: str | None = None) -> None:
+        self.view.status, self.view.detail = status, detail
+        self.view.finished_at = time.time()
 
 
 @dataclass
@@ -82,6 +110,10 @@ class World:
     # queries the ledger already counts as spent and this process has not answered yet
     query_lease: int = 0
     deleted: bool = False
+    retrains: dict[str, Retrain] = field(default_factory=dict)  # its jobs, by id
+
+    def unfinished_retrain(self) -> Retrain | None:
+        return next((job for job in self.retrains.values() if not job.view.finished), None)
 
 
 class WorldRegistry:
@@ -91,6 +123,7 @@ class WorldRegistry:
         ledger: Ledger,
         *,
         max_profile_length: int,
+        max_retrain_jobs: int = 4,
         eval_seed: int = 0,
         metrics: ServiceMetrics | None = None,
         query_lease: int,
@@ -107,6 +140,7 @@ class WorldRegistry:
         self.artifact = artifact
         self.ledger = ledger
         self.max_profile_length = max_profile_length
+        self.max_retrain_jobs = max_retrain_jobs
         self.eval_seed = eval_seed
         self.metrics = metrics or ServiceMetrics()
         self.query_lease = query_lease
@@ -120,6 +154,12 @@ class WorldRegistry:
         # one thread mutates world states, one evaluates: neither blocks the event loop
         self._refresher = ThreadPoolExecutor(1, thread_name_prefix="refresh")
         self._evaluator = ThreadPoolExecutor(1, thread_name_prefix="evaluate")
+        # and retrains run on a third, one at a time, off the evaluations' thread
+        self._retrainer = ThreadPoolExecutor(1, thread_name_prefix="retrain")
+        self._retrain_slot = asyncio.Semaphore(1)
+        # retrain jobs whose task has not ended yet (what a shutdown waits for); which of
+        # them count against the limit is their status, the same one their route shows
+        self._retrains: dict[str, Retrain] = {}
         for record in ledger.worlds():
             self._restore(record)
 
@@ -135,6 +175,16 @@ class WorldRegistry:
             log.warning("unanswered query leases not given back: %s", exc)
         self._refresher.shutdown(wait=True)
         self._evaluator.shutdown(wait=True)
+        self._retrainer.shutdown(wait=True)
+
+    async def stop_retrains(self) -> None:
+        """Cancel every unfinished retrain job and wait until each has stopped (shutdown:
+        a fine-tune would otherwise hold the process for minutes)."""
+        jobs = list(self._retrains.values())
+        for job in jobs:
+            self._stop(job)
+        if jobs:
+            await asyncio.wait([job.task for job in jobs if job.task is not None])
 
     @property
     def n_worlds(self) -> int:
@@ -175,6 +225,8 @@ class WorldRegistry:
         )
 
     async def delete(self, world: World) -> None:
+        # its running fine-tune stops at its next batch and gives the lock up
+        await self._stop_retrain_of(world)
         async with world.lock:
             _still_there(world)
             self.ledger.delete_world(world.world_id)
@@ -185,6 +237,8 @@ class WorldRegistry:
                 counter.remove(world.world_id)
 
     async def reset(self, world: World, restore_budgets: bool) -> WorldUsage:
+        # a retrain of the attacked graph would be dropped by the reset: stop it instead
+        await self._stop_retrain_of(world)
         async with world.lock:
             _still_there(world)
             # given back first: a restored budget must not keep an old lease, and the
@@ -195,16 +249,54 @@ class WorldRegistry:
             world.embedding_epoch = 0
         return self.usage(world)
 
-    async def retrain(self, world: World, epochs: int) -> WorldUsage:
-        """The second threat model: a scheduled fine-tune of the model on the world's
-        polluted graph (training users plus its injected ones), as a nightly job would
-        do; the world then serves the tuned model, refreshed on the same graph."""
-        async with world.lock:
-            _still_there(world)
-            state = world.state
-            world.state = await self._run(self._evaluator, state.retrained, self.data, epochs)
-            world.embedding_epoch += 1
-        return self.usage(world)
+    def start_retrain(self, world: World, epochs: int) -> RetrainJob:
+        """The second threat model, as a job: a scheduled fine-tune of the model on the
+        world's polluted graph (training users plus its injected ones), as a nightly job
+        would do; once it succeeded the world serves the tuned model, refreshed on the
+        same graph. Answers at once; the job runs in the background."""
+        _still_there(world)
+        earlier = world.unfinished_retrain()
+        if earlier is not None:
+            # a second fine-tune would start from the first one's model: one at a time
+            raise Conflict(
+                f"world {world.world_id!r} already has retrain job {earlier.view.job_id} "
+                f"({earlier.view.status}); wait for it or cancel it"
+            )
+        unfinished = sum(not job.view.finished for job in self._retrains.values())
+        if unfinished >= self.max_retrain_jobs:
+            raise TooManyJobs(
+                f"{unfinished} retrain jobs are queued or running, the limit "
+                f"(RECSYS_MAX_RETRAIN_JOBS); retry when one has finished",
+                RETRAIN_RETRY_AFTER,
+            )
+        view = RetrainJob(
+            job_id="j_" + secrets.token_hex(8),
+            world_id=world.world_id,
+            epochs=epochs,
+            status="queued",
+            created_at=time.time(),
+        )
+        job = world.retrains[view.job_id] = self._retrains[view.job_id] = Retrain(view)
+        job.task = asyncio.create_task(self._retrain(world, job))
+        job.task.add_done_callback(lambda _: self._retrain_ended(job))
+        return view
+
+    def retrain_job(self, world: World, job_id: str) -> Retrain:
+        try:
+            return world.retrains[job_id]
+        except KeyError:
+            raise NotFound(f"world {world.world_id!r} has no retrain job {job_id!r}") from None
+
+    async def cancel_retrain(self, job: Retrain) -> RetrainJob:
+        """Stop an unfinished job and answer once it has stopped (a running fine-tune
+        stops at its next batch); the world keeps the model it had."""
+        if job.view.finished:
+            raise Conflict(
+                f"retrain job {job.view.job_id} already {job.view.status}; nothing to cancel "
+                "(a reset of the world drops a finished retrain)"
+            )
+        await self._stopped(job)
+        return job.view
 
     def usage(self, world: World) -> WorldUsage:
         """The live counts: the ledger's, less the queries leased but not yet answered."""
@@ -315,6 +407,67 @@ class WorldRegistry:
 
     # --- internals -----------------------------------------------------------------
 
+    async def _retrain(self, world: World, job: Retrain) -> None:
+        # the slot first: a queued job holds neither the thread nor its world's lock
+        try:
+            async with self._retrain_slot, world.lock:
+                if world.deleted:  # deleted while the job was queued
+                    job.finish("cancelled", "the world was deleted")
+                    return
+                job.view.status, job.view.started_at = "running", time.time()
+                await self._fine_tune(world, job)
+        except asyncio.CancelledError:  # only ever while queued (see _stop)
+            job.finish("cancelled", "cancelled before it started")
+            raise
+
+    async def _fine_tune(self, world: World, job: Retrain) -> None:
+        """Run the job's fine-tune, record it, install it; the job says how it ended."""
+        try:
+            state, digest = await self._run(
+                self._retrainer,
+                run_cancellable,
+                job.cancel,
+                _retrained,
+                world.state,
+                self.data,
+                job.view.epochs,
+                _probe_users(world),
+            )
+            after = len(world.state.graph.injected_users)
+            self.ledger.record_retrain(world.world_id, after, job.view.epochs, digest)
+        except Cancelled:
+            job.finish("cancelled", "cancelled while running; the world kept its model")
+            return
+        except Exception as exc:  # the job reports it; the service goes on
+            log.exception("retrain job %s of world %s failed", job.view.job_id, world.world_id)
+            job.finish("failed", f"{type(exc).__name__}: {exc}")
+            return
+        world.state = state
+        world.embedding_epoch += 1
+        job.view.embedding_epoch = world.embedding_epoch
+        job.finish("succeeded")
+
+    def _retrain_ended(self, job: Retrain) -> None:
+        del self._retrains[job.view.job_id]
+        if not job.view.finished:  # cancelled before its first step: its code never ran
+            job.finish("cancelled", "cancelled before it started")
+
+    def _stop(self, job: Retrain) -> None:
+        job.cancel.set()  # a running fine-tune raises Cancelled at its next check
+        if job.view.status == "queued" and job.task is not None:
+            job.task.cancel()  # waiting for the slot or the lock: nothing runs yet
+
+    async def _stopped(self, job: Retrain) -> None:
+        """Stop the job and wait until its task has ended (its status says how)."""
+        self._stop(job)
+        assert job.task is not None  # set when the job was accepted
+        await asyncio.wait([job.task])
+
+    async def _stop_retrain_of(self, world: World) -> None:
+        job = world.unfinished_retrain()
+        if job is not None:
+            await self._stopped(job)
+
     def _add(self, world: World) -> None:
         self._worlds[world.world_id] = world
         self._by_key[world.key_hash] = world
@@ -328,7 +481,10 @@ class WorldRegistry:
         world = World(
             record.world_id, record.key_hash, frozenset(record.pretend_users), self.clean.fork()
         )
-        for injection in self.ledger.injections(record.world_id):
+        retrains = self.ledger.retrains(record.world_id)
+        injections = self.ledger.injections(record.world_id)
+        for position, injection in enumerate(injections):
+            retrains = self._replay_retrains(world, retrains, position)
             user = world.state.add_user(np.asarray(injection.items, dtype=np.int64))
             if user != injection.user_id:
                 raise LedgerError(
@@ -336,7 +492,28 @@ class WorldRegistry:
                     f"{injection.user_id} came back as user {user}"
                 )
             world.embedding_epoch += 1
+        self._replay_retrains(world, retrains, len(injections))
         self._add(world)
+
+    def _replay_retrains(
+        self, world: World, retrains: list[RetrainRecord], injected: int
+    ) -> list[RetrainRecord]:
+        """Redo the retrains recorded after the world's first ``injected`` injections (the
+        same seeded fine-tune on the same graph); the ones still to come are returned."""
+        while retrains and retrains[0].after_injections <= injected:
+            retrain, *retrains = retrains
+            state, digest = _retrained(world.state, self.data, retrain.epochs, _probe_users(world))
+            if digest != retrain.scores_sha256:
+                raise LedgerError(
+                    f"replaying world {world.world_id}: a retrain ({retrain.epochs} epochs "
+                    f"after {injected} injections) gave other scores than when it ran; was "
+                    "the model served with other compute threads or another torch version? "
+                    "Serve it as it ran, or drop the world's retrains from the ledger "
+                    f"(DELETE FROM retrains WHERE world_id = '{world.world_id}')"
+                )
+            world.state = state
+            world.embedding_epoch += 1
+        return retrains
 
     def _injected(self, world: World, user: int, n_items: int) -> InjectUserResponse:
         return InjectUserResponse(
@@ -440,6 +617,20 @@ def _with_user(state: ServingState, items: list[int]) -> tuple[ServingState, int
     """A fork of ``state`` with one more user (``state`` itself is left as it was)."""
     refreshed = state.fork()
     return refreshed, refreshed.add_user(np.asarray(items, dtype=np.int64))
+
+
+def _probe_users(world: World) -> np.ndarray:
+    """Whose scores fingerprint a retrain: the users its attacker sees."""
+    return np.array(sorted(world.pretend_users), dtype=np.int64)
+
+
+def _retrained(
+    state: ServingState, data: TargetData, epochs: int, probe: np.ndarray
+) -> tuple[ServingState, str]:
+    """The fine-tuned state, and the sha256 of its scores of ``probe``: what the ledger
+    records, and what a replay must give again."""
+    tuned = state.retrained(data, epochs)
+    return tuned, hashlib.sha256(tuned.scores(probe).tobytes()).hexdigest()
 
 
 def _still_there(world: World) -> None:

@@ -128,6 +128,31 @@ class RetrainRequest(_Strict):
     epochs: int = Field(default=3, ge=1, le=50, description="Fine-tuning epochs.")
 
 
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINISHED: frozenset[JobStatus] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class RetrainJob(BaseModel):
+    """A scheduled retrain of one world, run in the background: poll it until its status
+    is finished (succeeded, failed or cancelled)."""
+
+    job_id: str
+    world_id: str
+    epochs: int
+    status: JobStatus
+    created_at: float = Field(description="Unix time the job was accepted.")
+    started_at: float | None = Field(default=None, description="When the fine-tune began.")
+    finished_at: float | None = None
+    embedding_epoch: int | None = Field(
+        default=None, description="The world's embedding epoch once it serves the tuned model."
+    )
+    detail: str | None = Field(default=None, description="Why it failed or was cancelled.")
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
 class InjectedProfile(BaseModel):
     user_id: UserId
     items: list[ItemId]

@@ -95,3 +95,24 @@ async def loaded(app: FastAPI) -> None:
 
 def tiny_server(artifact: Path, ledger: Path, **env: str) -> ServerProcess:
     return ServerProcess(artifact, ledger, admin_token=ADMIN_TOKEN, env=env)
+
+
+async def finished_job(client: httpx.AsyncClient, location: str) -> dict:
+    """Poll a retrain job until it finished (the bound only catches a hang)."""
+    for _ in range(60_000):  # 0.01 s apart: 10 minutes at the least
+        job = (await client.get(location, headers=ADMIN)).json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"retrain job {location} never finished: {job}")
+
+
+async def retrain(client: httpx.AsyncClient, world_id: str, epochs: int) -> dict:
+    """Start a retrain of the world and wait for the job to succeed; the finished job."""
+    started = await client.post(
+        f"/admin/worlds/{world_id}/retrain", json={"epochs": epochs}, headers=ADMIN
+    )
+    assert started.status_code == 202, started.text
+    job = await finished_job(client, started.headers["location"])
+    assert job["status"] == "succeeded", job
+    return job

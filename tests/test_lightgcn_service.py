@@ -15,7 +15,7 @@ from recsys_server.lightgcn.train import train_lightgcn
 from recsys_server.training import TrainConfig
 from recsys_server.victims.lightgcn import LightGCNVictim
 from tests.pinsage_fixtures import tiny_data
-from tests.service_fixtures import ADMIN, serving, settings_for
+from tests.service_fixtures import ADMIN, retrain, serving, settings_for
 
 pytestmark = pytest.mark.anyio
 DATA = tiny_data()
@@ -59,11 +59,8 @@ async def test_a_world_on_a_lightgcn_artifact_injects_serves_and_retrains(
         after = (await client.get(f"/topk/{user}", params={"k": 20}, headers=key)).json()
         assert after["items"] == local.topk(user, 20).tolist()
 
-        retrained = await client.post(
-            f"/admin/worlds/{created['world_id']}/retrain", json={"epochs": 1}, headers=ADMIN
-        )
-        assert retrained.status_code == 200, retrained.text
-        assert retrained.json()["embedding_epoch"] == 2  # one for the injection, one now
+        job = await retrain(client, created["world_id"], epochs=1)
+        assert job["embedding_epoch"] == 2  # one for the injection, one now
         tuned = local.retrained(DATA, epochs=1)  # same seed: the same fine-tune
         answer = (await client.get(f"/topk/{user}", params={"k": 20}, headers=key)).json()
         assert answer["items"] == tuned.topk(user, 20).tolist()

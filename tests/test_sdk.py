@@ -26,6 +26,8 @@ from attacker_client import (
     NotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
+    RateLimitError,
+    RetrainError,
     UnprocessableEntityError,
 )
 from attacker_client._transport import KeepAliveTransport
@@ -317,3 +319,39 @@ def test_the_sdk_refuses_what_the_server_refuses() -> None:
         with pytest.raises(ValidationError, match="queries"):
             AdminClient._create_world_call(50, 0, {"queries": wrong})
     assert AdminClient._create_world_call(50, 0, {"queries": 5}).json["budgets"]["queries"] == 5
+
+
+def cancelled_job(request: httpx.Request, send: Callable[[], httpx.Response]) -> httpx.Response:
+    """The job as the server says, except that it ended cancelled."""
+    job = send().json() | {"status": "cancelled", "detail": "cancelled while running"}
+    return httpx.Response(200, json=job, request=request)
+
+
+def test_a_retrain_is_a_job_the_admin_client_starts_and_polls(
+    server: ServerProcess, admin: AdminClient
+) -> None:
+    world = admin.create_world()
+    path = f"/admin/worlds/{world.world_id}/retrain"
+    # refused while the server has too many jobs (nothing started): start_retrain gives
+    # up after max_retries, retrain_world waits for a place as long as it takes
+    no_place = answer(429, "too-many-jobs", **{"Retry-After": "0"})
+    busy = FaultyTransport({("POST", path): [no_place] * 5})
+    with AdminClient(server.url, ADMIN_TOKEN, transport=busy, max_retries=1) as client:
+        with pytest.raises(RateLimitError, match="injected too-many-jobs"):
+            client.start_retrain(world.world_id, epochs=1)
+        job = client.retrain_world(world.world_id, epochs=1)
+    assert job.status == "succeeded" and job.embedding_epoch == 1
+    assert busy.sent[:6] == [f"POST {path}"] * 6
+    assert set(busy.sent[6:]) <= {f"GET {path}/{job.job_id}"}
+    assert admin.usage(world.world_id).embedding_epoch == 1
+    assert admin.retrain_job(world.world_id, job.job_id) == job
+    with pytest.raises(ConflictError, match="already succeeded"):
+        admin.cancel_retrain(world.world_id, job.job_id)
+    # a job that ends without a tuned model is an error naming it
+    stopped = FaultyTransport({("GET", f"{path}/"): [cancelled_job]})
+    with (
+        AdminClient(server.url, ADMIN_TOKEN, transport=stopped) as client,
+        pytest.raises(RetrainError, match="cancelled while running") as raised,
+    ):
+        client.retrain_world(world.world_id, epochs=1)
+    assert raised.value.job.status == "cancelled"

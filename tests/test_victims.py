@@ -12,7 +12,7 @@ import pytest
 from recsys_server.artifact import ModelArtifact
 from recsys_server.cli import main as recsys_main
 from tests.pinsage_fixtures import tiny_data
-from tests.service_fixtures import ADMIN, serving, settings_for
+from tests.service_fixtures import ADMIN, retrain, serving, settings_for
 
 DATA = tiny_data()
 # the CLI's cheapest training: a grid is still tuned (item-kNN's N and shrinkage, MF's L2)
@@ -76,11 +76,10 @@ async def test_the_service_serves_the_victim(
             top = await client.get(f"/topk/{asked}", params={"k": 20}, headers=key)
             assert top.status_code == 200
             assert top.json()["items"] == state.topk(asked, 20).tolist()
-        retrain = await client.post(
-            f"/admin/worlds/{world['world_id']}/retrain", json={"epochs": 1}, headers=ADMIN
-        )
-        assert retrain.status_code == 200, retrain.text
-        assert retrain.json()["embedding_epoch"] == 2 and retrain.json()["injected_users"] == 1
+        job = await retrain(client, world["world_id"], epochs=1)
+        assert job["embedding_epoch"] == 2
+        usage = await client.get(f"/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
+        assert usage.json()["embedding_epoch"] == 2 and usage.json()["injected_users"] == 1
         tuned = state.retrained(DATA, 1)
         after = await client.get(f"/topk/{user}", params={"k": 20}, headers=key)
         assert after.json()["items"] == tuned.topk(user, 20).tolist()

@@ -11,6 +11,7 @@ import copy
 import numpy as np
 import torch
 
+from recsys_server.cancellation import check_cancelled
 from recsys_server.data import TargetData
 from recsys_server.graph import InteractionGraph
 from recsys_server.lightgcn.model import LightGCN, LightGCNConfig, LightGCNGrid
@@ -45,6 +46,7 @@ def train_lightgcn(
     def run_epoch() -> float:
         total = 0.0
         for users, positives, negatives in bpr_batches(pairs, data.n_items, train.batch_size, rng):
+            check_cancelled()
             user_final, item_final = model.final(propagation)
             u = user_final[users]
             loss = bpr_loss((u * item_final[positives]).sum(1), (u * item_final[negatives]).sum(1))

@@ -10,6 +10,7 @@ import copy
 import numpy as np
 import torch
 
+from recsys_server.cancellation import check_cancelled
 from recsys_server.data import TargetData
 from recsys_server.graph import InteractionGraph
 from recsys_server.pinsage.model import (
@@ -67,6 +68,7 @@ def train_pinsage(
         total = 0.0
         batches = bpr_batches(pairs, data.n_items, train.batch_size, rng)
         for users, positives, negatives in batches:
+            check_cancelled()
             z, bias = model.item_table(tensors, drop_ids=config.id_dropout)
             sums = torch.sparse.mm(user_items, z)
             others = (lengths[users] - 1).unsqueeze(1)

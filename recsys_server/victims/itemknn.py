@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recsys_server.cancellation import check_cancelled
 from recsys_server.data import TargetData
 from recsys_server.graph import InteractionGraph
 from recsys_server.pinsage.overlay import RowOverlay
@@ -425,6 +426,7 @@ def tune(
     best: NeighbourState | None = None
     with progress_bar(len(grid), "item-kNN", "grid point", enabled=progress) as bar:
         for neighbours, shrink in grid:
+            check_cancelled()
             state = NeighbourState(graph, neighbours, shrink)
             score = data.validation_hr10(state.scores)
             validation[f"N {neighbours}, shrink {shrink:g}"] = score

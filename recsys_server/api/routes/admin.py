@@ -3,17 +3,21 @@ profiles, and the evaluation of target items on them."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
 
 from recsys_server import __version__
 from recsys_server.api.deps import AdminDep, AdminRoute, MetricsDep, RegistryDep, WorldDep
 from recsys_server.problems import (
+    Conflict,
     ContentTooLarge,
     Forbidden,
     InvalidRequest,
     LedgerUnavailable,
     NotFound,
     NotReady,
+    TooManyJobs,
     Unauthorized,
     problem_responses,
 )
@@ -24,6 +28,7 @@ from shared.schemas import (
     InjectedProfile,
     ModelInfo,
     ResetRequest,
+    RetrainJob,
     RetrainRequest,
     WorldCreated,
     WorldUsage,
@@ -86,13 +91,38 @@ async def reset_world(
     return await registry.reset(world, (body or ResetRequest()).restore_budgets)
 
 
-@router.post("/worlds/{world_id}/retrain", responses=WORLD_BODY_PROBLEMS)
+@router.post(
+    "/worlds/{world_id}/retrain",
+    status_code=202,
+    responses=problem_responses(NotFound, InvalidRequest, ContentTooLarge, Conflict, TooManyJobs),
+)
 async def retrain_world(
-    world: WorldDep, registry: RegistryDep, body: RetrainRequest | None = None
-) -> WorldUsage:
-    """Scheduled retraining (the second threat model): fine-tune the model on the world's
-    polluted graph; the world then serves the tuned model. Takes seconds to minutes."""
-    return await registry.retrain(world, (body or RetrainRequest()).epochs)
+    world: WorldDep, registry: RegistryDep, response: Response, body: RetrainRequest | None = None
+) -> RetrainJob:
+    """Scheduled retraining (the second threat model) as a job: fine-tune the model on the
+    world's polluted graph; once the job succeeded the world serves the tuned model. The
+    fine-tune takes seconds to minutes: poll the job (its URL is in ``Location``)."""
+    job = registry.start_retrain(world, (body or RetrainRequest()).epochs)
+    response.headers["Location"] = f"/admin/worlds/{world.world_id}/retrain/{job.job_id}"
+    return job
+
+
+JobId = Annotated[str, Path(description="A retrain job of the world.")]
+
+
+@router.get("/worlds/{world_id}/retrain/{job_id}", responses=problem_responses(NotFound))
+async def retrain_job(world: WorldDep, registry: RegistryDep, job_id: JobId) -> RetrainJob:
+    """The job's status: queued, running, then succeeded, failed or cancelled."""
+    return registry.retrain_job(world, job_id).view
+
+
+@router.delete(
+    "/worlds/{world_id}/retrain/{job_id}", responses=problem_responses(NotFound, Conflict)
+)
+async def cancel_retrain(world: WorldDep, registry: RegistryDep, job_id: JobId) -> RetrainJob:
+    """Cancel a queued or running job; answers once it has stopped (a running fine-tune
+    stops at its next training batch), the world keeping the model it had."""
+    return await registry.cancel_retrain(registry.retrain_job(world, job_id))
 
 
 @router.delete("/worlds/{world_id}", status_code=204, responses=WORLD_PROBLEMS)
