@@ -194,19 +194,32 @@ class Probe:
             return self.greedy(state, target, holding, self._observed_reward(target))
         raise ValueError(method)
 
+    def _target_ranks(
+        self,
+        trial: ServingState,
+        users: np.ndarray,
+        target: int,
+        protocol: str,
+        negatives: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The target's 0-based rank for each of ``users`` in ``trial``, under one protocol."""
+        return ranks_of(
+            trial.scores,
+            users,
+            np.full(len(users), target),
+            self.data.known,
+            protocols=(protocol,),
+            negatives=negatives,
+            pair_score=trial.scores_of,
+        )[protocol]
+
     def _sampled_hr_on(self, cases: TargetCases, target: int) -> Criterion:
         """The target's sampled HR@20 over the choosing users (ties: lower mean rank)."""
 
         def criterion(trial: ServingState) -> tuple[float, float]:
-            ranks = ranks_of(
-                trial.scores,
-                cases.select_users,
-                np.full(len(cases.select_users), target),
-                self.data.known,
-                protocols=("sampled",),
-                negatives=cases.select_negatives,
-                pair_score=trial.scores_of,
-            )["sampled"]
+            ranks = self._target_ranks(
+                trial, cases.select_users, target, "sampled", cases.select_negatives
+            )
             return float((ranks < 20).mean()), -float(ranks.mean())
 
         return criterion
@@ -217,13 +230,7 @@ class Probe:
         k = self.observed_k
 
         def criterion(trial: ServingState) -> tuple[float, float]:
-            ranks = ranks_of(
-                trial.scores,
-                self.pretend,
-                np.full(len(self.pretend), target),
-                self.data.known,
-                protocols=("full",),
-            )["full"]
+            ranks = self._target_ranks(trial, self.pretend, target, "full")
             return float(np.clip((k - ranks) / k, 0.0, 1.0).mean()), -float(ranks.mean())
 
         return criterion
