@@ -72,10 +72,14 @@ class ItemKNNConfig:
         if self.shrink is not None and self.shrink < 0:
             raise ValueError(f"shrink must be >= 0, got {self.shrink}")
 
+    def neighbour_grid(self) -> tuple[int, ...]:
+        return self.NEIGHBOUR_GRID if self.neighbours is None else (self.neighbours,)
+
+    def shrink_grid(self) -> tuple[float, ...]:
+        return self.SHRINK_GRID if self.shrink is None else (self.shrink,)
+
     def grid(self) -> list[tuple[int, float]]:
-        neighbours = self.NEIGHBOUR_GRID if self.neighbours is None else (self.neighbours,)
-        shrinks = self.SHRINK_GRID if self.shrink is None else (self.shrink,)
-        return [(n, s) for s in shrinks for n in neighbours]
+        return [(n, s) for s in self.shrink_grid() for n in self.neighbour_grid()]
 
     def to_dict(self) -> dict[str, Any]:
         return {"neighbours": self.neighbours, "shrink": self.shrink}
@@ -450,6 +454,10 @@ class ItemKNNVictim(Victim):
     index: np.ndarray
     value: np.ndarray
     validation: dict[str, float] = field(default_factory=dict)
+    # the grid N and the shrinkage were chosen from; None for an artifact written before
+    # the grid was stored (format 3 without these fields), which did not record it
+    neighbour_grid: tuple[int, ...] | None = None
+    shrink_grid: tuple[float, ...] | None = None
     name: ClassVar[str] = "itemknn"
     label: ClassVar[str] = "ItemKNN"
 
@@ -463,12 +471,9 @@ class ItemKNNVictim(Victim):
     ) -> tuple[ItemKNNVictim, History]:
         graph = InteractionGraph(data.train, data.n_users, data.n_items)
         state, history, validation = tune(data, graph, config, progress=train.progress)
-        return cls.of_state(state, validation), history
-
-    @classmethod
-    def of_state(cls, state: NeighbourState, validation: dict[str, float]) -> ItemKNNVictim:
-        index, value = state.neighbour_lists(np.arange(state.graph.n_items))
-        return cls(state.neighbours, state.shrink, index, value, validation)
+        index, value = state.neighbour_lists(np.arange(graph.n_items))
+        grids = config.neighbour_grid(), config.shrink_grid()
+        return cls(state.neighbours, state.shrink, index, value, validation, *grids), history
 
     def serving_state(
         self, data: TargetData, graph: InteractionGraph | None = None
@@ -480,8 +485,8 @@ class ItemKNNVictim(Victim):
         return {
             "neighbours": self.neighbours,
             "shrink": self.shrink,
-            "neighbour_grid": list(ItemKNNConfig.NEIGHBOUR_GRID),
-            "shrink_grid": list(ItemKNNConfig.SHRINK_GRID),
+            "neighbour_grid": _listed(self.neighbour_grid),
+            "shrink_grid": _listed(self.shrink_grid),
             "validation_hr10": self.validation,
         }
 
@@ -490,18 +495,26 @@ class ItemKNNVictim(Victim):
             "neighbours": self.neighbours,
             "shrink": self.shrink,
             "validation": self.validation,
+            "neighbour_grid": _listed(self.neighbour_grid),
+            "shrink_grid": _listed(self.shrink_grid),
             **self.tensors(),
         }
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Self:
+        grids = (payload.get("neighbour_grid"), payload.get("shrink_grid"))
         return cls(
             payload["neighbours"],
             payload["shrink"],
             payload["index"].numpy(),
             payload["value"].numpy(),
             dict(payload["validation"]),
+            *(None if grid is None else tuple(grid) for grid in grids),
         )
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"index": torch.from_numpy(self.index), "value": torch.from_numpy(self.value)}
+
+
+def _listed(grid: tuple[Any, ...] | None) -> list[Any] | None:
+    return None if grid is None else list(grid)
