@@ -77,6 +77,13 @@ class RowOverlay:
             self._n_private = needed
         self._private[self._slot[rows]] = values
 
+    def column(self, index: int) -> np.ndarray:
+        """Column ``index`` of every row (a table of at least two dimensions)."""
+        out = self.base[:, index].copy()
+        n = self._n_private
+        out[self._row_of[:n]] = self._private[:n, index]
+        return out
+
     def private_rows(self) -> np.ndarray:
         """Rows this owner has written (sorted)."""
         return np.flatnonzero(self._slot >= 0)
