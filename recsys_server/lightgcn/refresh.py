@@ -167,12 +167,15 @@ class LightGCNState(ServingState):
         old = [self._scaled(0, items, before), self._scaled(1, items, before)]
         self.sums[0][items] = self.sums[0][items] + sign * np.sqrt(1 / len(items)) * ego
         new = [self._scaled(0, items, None), self._scaled(1, items, None)]
-        touched = items
+        touched, rows = items, None
         for k in range(2, self.n_layers + 1):
-            rows = changed[k - 2]
-            columns = self._cooccurrence_rows(rows)  # C[rows, :], that is C[:, rows]'
-            reach = np.union1d(items, np.flatnonzero((columns != 0).any(axis=0)))
-            update = columns[:, reach].T @ (new[k - 2] - old[k - 2])
+            if changed[k - 2] is not rows:  # Z_0 and Z_1 share theirs: read C's once
+                rows = changed[k - 2]
+                columns = self._cooccurrence_rows(rows)  # C[rows, :], that is C[:, rows]'
+                reach = np.union1d(items, np.flatnonzero((columns != 0).any(axis=0)))
+                if len(reach) < self.graph.n_items:
+                    columns = columns[:, reach]
+            update = columns.T @ (new[k - 2] - old[k - 2])
             # the user's own term of C, on the rows of P
             own = new[k - 2][np.searchsorted(rows, items)].sum(axis=0)
             update[np.searchsorted(reach, items)] += weight * own
