@@ -122,9 +122,9 @@ class LightGCNState(ServingState):
         for k in range(2, self.n_layers + 1):  # M_k = C Z_(k-2), through the users
             sums.append(matrix.T @ (per_user[:, None] * (matrix @ scaled[k - 2])))
             scaled.append(per_item * sums[-1])
-        self.sums = [RowOverlay(np.asarray(table, dtype=np.float64)) for table in sums]
-        items = np.arange(graph.n_items)
-        partial, final = self._item_means(items)
+        sums = [np.asarray(table, dtype=np.float64) for table in sums]
+        partial, final = self._item_means(np.arange(graph.n_items), sums)
+        self.sums = [RowOverlay(table) for table in sums]
         self.item_partial, self.item_final = RowOverlay(partial), RowOverlay(final)
 
     # --- incremental ---------------------------------------------------------------
@@ -168,6 +168,7 @@ class LightGCNState(ServingState):
         self.sums[0][items] = self.sums[0][items] + sign * np.sqrt(1 / len(items)) * ego
         new = [self._scaled(0, items, None), self._scaled(1, items, None)]
         touched, rows = items, None
+        fresh: list[tuple[np.ndarray, np.ndarray]] = []  # rows and new values of M_2..M_L
         for k in range(2, self.n_layers + 1):
             if changed[k - 2] is not rows:  # Z_0 and Z_1 share theirs: read C's once
                 rows = changed[k - 2]
@@ -180,12 +181,18 @@ class LightGCNState(ServingState):
             own = new[k - 2][np.searchsorted(rows, items)].sum(axis=0)
             update[np.searchsorted(reach, items)] += weight * own
             current = self.sums[k - 1][reach]
-            self.sums[k - 1][reach] = current + update
-            changed.append(reach)
-            old.append(_inverse(before[reach])[:, None] * current)
-            new.append(_inverse(self.graph.degree[reach])[:, None] * (current + update))
+            fresh.append((reach, current + update))
+            self.sums[k - 1][reach] = fresh[-1][1]
+            if k + 2 <= self.n_layers:  # Z_k feeds layer k + 2
+                changed.append(reach)
+                old.append(_inverse(before[reach])[:, None] * current)
+                new.append(_inverse(self.graph.degree[reach])[:, None] * fresh[-1][1])
             touched = np.union1d(touched, reach)
-        self.item_partial[touched], self.item_final[touched] = self._item_means(touched)
+        # the sums just written are not read again where they cover the touched rows
+        tables = [self.sums[0][touched]]
+        for k, (rows, values) in enumerate(fresh, start=2):
+            tables.append(values if np.array_equal(rows, touched) else self.sums[k - 1][touched])
+        self.item_partial[touched], self.item_final[touched] = self._item_means(touched, tables)
 
     def _cooccurrence_rows(self, rows: np.ndarray) -> np.ndarray:
         """Rows of the current graph's C, dense: the built table and the corrections."""
@@ -205,13 +212,14 @@ class LightGCNState(ServingState):
             return np.sqrt(_inverse(degree))[:, None] * self.item_ego[items]
         return _inverse(degree)[:, None] * self.sums[0][items]
 
-    def _item_means(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``T`` (layers 0..L-1 summed) and the final embeddings of ``items``."""
+    def _item_means(
+        self, items: np.ndarray, sums: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``T`` (layers 0..L-1 summed) and the final embeddings of ``items``, from their
+        rows of ``Y``, ``M_2``, ..., ``M_L`` (``sums``)."""
         scale = np.sqrt(_inverse(self.graph.degree[items]))[:, None]
-        partial = self.item_ego[items].copy()
-        for table in self.sums[:-1]:
-            partial += scale * table[items]
-        final = (partial + scale * self.sums[-1][items]) / (self.n_layers + 1)
+        partial = self.item_ego[items] + scale * np.sum(sums[:-1], axis=0)
+        final = (partial + scale * sums[-1]) / (self.n_layers + 1)
         return partial.astype(np.float32), final.astype(np.float32)
 
     # --- reading -------------------------------------------------------------------
