@@ -218,7 +218,9 @@ class LightGCNState(ServingState):
         """``T`` (layers 0..L-1 summed) and the final embeddings of ``items``, from their
         rows of ``Y``, ``M_2``, ..., ``M_L`` (``sums``)."""
         scale = np.sqrt(_inverse(self.graph.degree[items]))[:, None]
-        partial = self.item_ego[items] + scale * np.sum(sums[:-1], axis=0)
+        partial = self.item_ego[items]
+        for table in sums[:-1]:
+            partial += scale * table
         final = (partial + scale * sums[-1]) / (self.n_layers + 1)
         return partial.astype(np.float32), final.astype(np.float32)
 

@@ -44,6 +44,8 @@ class RowOverlay:
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
         """A copy of ``rows`` (any integer array shape, like numpy fancy indexing)."""
         rows = np.asarray(rows, dtype=np.int64)
+        if self._n_private == len(self.base):  # every row written: the base is never read
+            return self._private[self._slot[rows]]
         if self._n_private and rows.size >= len(self.base):
             # a gather as large as the table (a layer's neighbours of thousands of rows):
             # patching the masked rows costs more than copying the table (3,000 x 50
