@@ -81,13 +81,18 @@ class BPRMF(nn.Module):
         """Untrained: normal(0, 0.1) factors, zero biases (see :meth:`trained`)."""
         super().__init__()
         use_deterministic_torch()
-        torch.manual_seed(seed)
-        self.users = nn.Embedding(n_users, config.dim)
-        self.items = nn.Embedding(n_items, config.dim)
-        self.item_bias = nn.Embedding(n_items, 1)
-        for parameter in (self.users.weight, self.items.weight):
-            nn.init.normal_(parameter, std=0.1)
-        nn.init.zeros_(self.item_bias.weight)
+        # a generator of its own: building (or loading) a model leaves the process's
+        # global RNG alone. It draws what the global-seed version drew, in its order (each
+        # table's N(0, 1) default init, then the factors' N(0, 0.1)), so a seed gives the
+        # same model as before and the README's BPR-MF and MF numbers still reproduce.
+        generator = torch.Generator().manual_seed(seed)
+        for shape in ((n_users, config.dim), (n_items, config.dim), (n_items, 1)):
+            torch.empty(shape).normal_(generator=generator)
+        users = torch.empty(n_users, config.dim).normal_(std=0.1, generator=generator)
+        items = torch.empty(n_items, config.dim).normal_(std=0.1, generator=generator)
+        self.users = nn.Embedding(n_users, config.dim, _weight=users)
+        self.items = nn.Embedding(n_items, config.dim, _weight=items)
+        self.item_bias = nn.Embedding(n_items, 1, _weight=torch.zeros(n_items, 1))
         self.config = config
         self.l2 = config.l2
         self.history = History()

@@ -131,21 +131,22 @@ def test_best_of_rows_ranks_by_similarity_then_id(values: list[int], width: int)
         assert (floor_value[0], floor_id[0]) == (0.0, -1)
 
 
-def test_a_reserve_that_runs_short_is_recomputed_from_its_counts() -> None:
-    """Repeated injections of one row's whole reserve push each reserve item's
-    similarity to it below the floor (its holders grow, its co-occurrences with the row
-    do not): the row must be recomputed, and lands on items it had never kept."""
+def test_a_row_whose_candidates_run_short_is_recomputed_from_its_counts() -> None:
+    """Repeated injections of one row's list and reserve push each one's similarity to
+    it below the floor (their holders grow, their co-occurrences with the row do not):
+    the row must be recomputed, and lands on items it had never kept."""
     state = fresh_state("one-neighbour")
     items = np.arange(DATA.n_items)
-    reserve, value = state.reserve_index[items], state.reserve_value[items]
+    candidates = np.concatenate([state.list_index[items], state.reserve[items]], axis=1)
+    value = state.similarities(items, candidates)
     floor = state.floor_value[items]
-    # injections until a reserve item of similarity v and degree d falls below floor f:
+    # injections until a candidate of similarity v and degree d falls below floor f:
     # v sqrt(d / (d + t)) < f, so t > d (v^2 / f^2 - 1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        needed = (state.graph.degree[reserve] * (value**2 / floor[:, None] ** 2 - 1)).max(axis=1)
-    needed[(floor == 0) | (reserve < 0).any(axis=1)] = np.inf
+        needed = (state.graph.degree[candidates] * (value**2 / floor[:, None] ** 2 - 1)).max(axis=1)
+    needed[(floor == 0) | (candidates < 0).any(axis=1)] = np.inf
     row = int(np.argmin(needed))
-    profile = reserve[row]
+    profile = candidates[row]
     recomputed = 0
     for _ in range(int(needed[row]) + 1):
         state.add_user(profile)

@@ -3,9 +3,13 @@ scheduled retraining on the polluted graph does."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
+from recsys_server.artifact import ModelArtifact
 from recsys_server.training import TrainConfig
 from recsys_server.victims.mf import MFConfig, MFState, MFVictim
 from tests.pinsage_fixtures import tiny_data
@@ -62,3 +66,17 @@ def test_retraining_on_the_polluted_graph_moves_other_users_lists(victim: MFVict
     assert len(tuned.user_rows) == tuned.graph.n_users
     assert not np.allclose(tuned.user_vectors(injected), tuned.fold_in(profile))
     assert (after[:, target] > before[:, target]).mean() > 0.5  # the copies pulled it up
+
+
+def test_loading_an_mf_artifact_leaves_the_global_rng_alone(
+    victim: MFVictim, tmp_path: Path
+) -> None:
+    """Loading builds a BPRMF before its weights are read in; that build draws from a
+    generator of its own, so a caller's seeded global stream goes on as if nothing ran."""
+    path = tmp_path / "mf.pt"
+    ModelArtifact(victim, DATA.fingerprint, {"note": "tiny"}, DATA).save(path)
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    loaded = ModelArtifact.load(path, DATA.fingerprint).victim
+    assert torch.equal(torch.get_rng_state(), before)
+    assert loaded.fingerprint() == victim.fingerprint()

@@ -11,6 +11,8 @@ import pytest
 
 from recsys_server.artifact import ModelArtifact
 from recsys_server.cli import main as recsys_main
+from recsys_server.training import TrainConfig
+from recsys_server.victims.itemknn import ItemKNNConfig, ItemKNNVictim
 from tests.pinsage_fixtures import tiny_data
 from tests.service_fixtures import ADMIN, retrain, serving, settings_for
 
@@ -83,3 +85,23 @@ async def test_the_service_serves_the_victim(
         tuned = state.retrained(DATA, 1)
         after = await client.get(f"/topk/{user}", params={"k": 20}, headers=key)
         assert after.json()["items"] == tuned.topk(user, 20).tolist()
+
+
+def test_item_knn_reports_the_grid_it_was_trained_with(tmp_path: Path) -> None:
+    """The artifact stores the grid the model was chosen from, not the code's default;
+    a format-3 file from before the grid was stored still loads and says it is unknown."""
+    fixed = ItemKNNConfig(neighbours=7, shrink=3.0)
+    victim = ItemKNNVictim.train(DATA, fixed, TrainConfig(progress=False))[0]
+    path = tmp_path / "itemknn.pt"
+    ModelArtifact(victim, DATA.fingerprint, {}, DATA).save(path)
+    config = ModelArtifact.load(path).victim.config_dict()
+    assert (config["neighbour_grid"], config["shrink_grid"]) == ([7], [3.0])
+    assert list(config["validation_hr10"]) == ["N 7, shrink 3"]
+    older = victim.to_payload()
+    del older["neighbour_grid"], older["shrink_grid"]
+    loaded = ItemKNNVictim.from_payload(older)
+    assert loaded.fingerprint() == victim.fingerprint()
+    assert (loaded.config_dict()["neighbour_grid"], loaded.config_dict()["shrink_grid"]) == (
+        None,
+        None,
+    )

@@ -1,30 +1,32 @@
 """The frozen LightGCN live on a graph with injected users, refreshed exactly.
 
-Stored: users' layers 0..L-1 and items' layers 1..L (item layer 0 is the frozen ego table),
-and items' final embeddings (the mean of their layers 0..L). A user's final embedding is
-computed when read: its layer L is a sum over its own items' layer L-1, so it is never
-stale and no injection has to touch the user rows of layer L.
+With ``A`` the user-item 0/1 matrix and ``D_u``, ``D_i`` the degrees, one layer of
+propagation is ``U_k = D_u^-1/2 A D_i^-1/2 I_(k-1)`` and ``I_k = D_i^-1/2 A' D_u^-1/2
+U_(k-1)``. Two layers together are item to item: ``I_k = D_i^-1/2 C D_i^-1/2 I_(k-2)`` with
+``C = A' D_u^-1 A``, the co-occurrence of items weighted by one over each holder's
+profile length. So the item layers are
 
-Adding user ``v`` with items ``P`` changes ``v``'s layer 0 (the fold-in rule), the degree
-of every item of ``P`` (so the weight ``1 / sqrt(d_u d_i)`` of every edge at those items)
-and adds the edges ``v - P``. A row of layer k >= 1 changes when its own degree, a
-neighbour's degree, its edges, or a neighbour's layer k-1 row changed, hence, layer by
-layer:
+- ``I_1 = D_i^-1/2 Y`` with ``Y = A' D_u^-1/2 U_0`` (a sum over each item's holders), and
+- ``I_k = D_i^-1/2 M_k`` with ``M_k = C Z_(k-2)``, ``Z_j = D_i^-1/2 I_j``, for k >= 2,
 
-- items of layer k: ``P``, and the items of the users whose layer k-1 changed;
-- users of layer k: the holders of ``P`` (their edge to an item of ``P`` was reweighted)
-  and the holders of the items whose layer k-1 changed.
+and a user's rows are sums over its own items: its final embedding, the mean of layers
+0..L, is ``(U_0 + D_u^-1/2 A D_i^-1/2 T) / (L + 1)`` with ``T`` the items' sum of layers
+0..L-1. Stored: ``Y`` and ``M_2..M_L`` (float64), ``T`` and the items' final embeddings;
+no user row besides layer 0 (the trained table, or the fold-in rule for a later user).
 
-With L = 3 that is ``P`` at item layer 1, the holders of ``P`` at user layers 1 and 2, and
-their items at item layers 2 and 3. Rows of ``P`` and of users are recomputed from their
-neighbours' current rows; the other items' rows (their edges and degree unchanged, often
-most of the catalogue, with large holder lists) are updated by the change of their
-changed holders' rows only, which costs the edges of those holders, not every edge of
-every reached item. Item tables are float64 so those differences add no visible rounding
-over any number of injections; the result equals :func:`full_layers` on the same graph.
-``remove_user`` is the same with ``v`` gone. Every table is a copy-on-write overlay on a
-frozen base, so :meth:`LightGCNState.fork` is cheap and a world holds only the rows its
-injections changed.
+Adding user ``v`` with items ``P`` changes ``Y`` on ``P`` (``v``'s term), the degree of the
+items of ``P``, so ``Z_0`` and ``Z_1`` on ``P`` only, and ``C`` on ``P x P`` (``v``'s
+weight ``1 / |P|``). Hence, exactly, ``M_k`` changes by ``C[:, P] dZ_(k-2)[P]`` plus
+``v``'s term on the rows of ``P``: a product of the columns of ``C`` at the profile,
+whatever share of the graph the three hops reach (at the ml20m scale, all items and
+nine in ten users; a row-by-row refresh of the reached rows costs more than a full
+recompute there). With more than 3 layers ``Z_2`` changes wherever ``M_2`` did and the
+product widens to those columns. ``remove_user`` is the same with the signs turned. ``C``
+is built once per state (dense or CSR, as item-kNN's counts) and never written: the
+users added or removed since are kept as corrections, which are few. Every other table
+is a copy-on-write overlay on a frozen base, so :meth:`LightGCNState.fork` is cheap and a
+world holds only the rows its injections changed. The result equals
+:func:`full_layers` on the same graph (the property tests check it).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class LightGCNState(ServingState):
         self.graph = graph
         self.n_layers = model.config.n_layers
         self.dim = model.config.dim
-        self.item_ego = model.item_ego.weight.detach().numpy().copy()
+        self.item_ego = model.item_ego.weight.detach().numpy().astype(np.float64)
         self.item_ego.flags.writeable = False
         self.fold_in = model.fold_in.numpy().copy()
         self.recompute_all()
@@ -83,11 +85,12 @@ class LightGCNState(ServingState):
         """An independent state sharing this one's frozen base: what a world starts from."""
         other = copy.copy(self)
         other.graph = self.graph.fork()
-        other.user_layers = [table.fork() for table in self.user_layers]
-        other.item_layers = [table.fork() for table in self.item_layers]
+        other.sums = [table.fork() for table in self.sums]
+        other.item_partial = self.item_partial.fork()
         other.item_final = self.item_final.fork()
-        # rows are replaced, never written in place, so sharing the arrays is safe
+        # rows and profiles are replaced, never written in place, so sharing them is safe
         other._late = dict(self._late)
+        other._corrections = dict(self._corrections)
         return other
 
     def retrained(self, data: TargetData, epochs: int) -> LightGCNState:
@@ -100,145 +103,167 @@ class LightGCNState(ServingState):
     # --- full recompute ------------------------------------------------------------
 
     def recompute_all(self) -> None:
-        """Every layer from the current graph, as a new base."""
-        users, items = full_layers(self.model, self.graph)
-        # users with an id from here on (injected later) keep their rows in ``_late``
-        self.n_rows = self.graph.n_users
-        self.user_layers = [RowOverlay(u) for u in users[: self.n_layers]]
-        self.item_layers = [RowOverlay(i.astype(np.float64)) for i in items[1:]]
-        self.item_final = RowOverlay(np.mean(items, axis=0, dtype=np.float32))
-        self._late: dict[int, np.ndarray] = {}  # user -> (L, dim): its layers 0..L-1
+        """Every table from the current graph, as a new base."""
+        graph = self.graph
+        # users with an id from here on (injected later) keep their layer 0 in ``_late``
+        self.n_rows = graph.n_users
+        self.user_ego = ego_users(self.model, graph)
+        self.user_ego.flags.writeable = False
+        self._late: dict[int, np.ndarray] = {}
+        matrix = graph.user_item_matrix()
+        per_user = _inverse(np.diff(matrix.indptr))
+        self.cooccurrence = graph.cooccurrence(per_user, np.float32)
+        # users added (weight 1 / |P|) or removed (-1 / |P|) since C was built: their
+        # profile and signed weight
+        self._corrections: dict[int, tuple[np.ndarray, float]] = {}
+        per_item = _inverse(graph.degree)[:, None]
+        sums = [matrix.T @ (np.sqrt(per_user)[:, None] * self.user_ego)]  # Y
+        scaled = [np.sqrt(per_item) * self.item_ego, per_item * sums[0]]  # Z_0, Z_1
+        for k in range(2, self.n_layers + 1):  # M_k = C Z_(k-2), through the users
+            sums.append(matrix.T @ (per_user[:, None] * (matrix @ scaled[k - 2])))
+            scaled.append(per_item * sums[-1])
+        sums = [np.asarray(table, dtype=np.float64) for table in sums]
+        partial, final = self._item_means(np.arange(graph.n_items), sums)
+        self.sums = [RowOverlay(table) for table in sums]
+        self.item_partial, self.item_final = RowOverlay(partial), RowOverlay(final)
 
     # --- incremental ---------------------------------------------------------------
 
     def add_user(self, items: np.ndarray) -> int:
         items = np.asarray(items, dtype=np.int64)
         user = self.graph.add_user(items)
-        rows = np.zeros((self.n_layers, self.dim), dtype=np.float32)
-        rows[0] = folded_in(self.item_ego, self.fold_in, self.graph, np.array([user]))[0]
-        self._late[user] = rows
-        self._refresh(items, np.array([user], dtype=np.int64))
+        ego = folded_in(self.item_ego, self.fold_in, self.graph, np.array([user]))[0]
+        self._late[user] = ego
+        self._refresh(items, ego, 1)
+        self._correct(user, items, 1)
         return user
 
     def remove_user(self, user: int) -> None:
         items = self.graph.remove_user(user)
-        if user >= self.n_rows:
-            del self._late[user]
-        else:  # no edges left: zero at every layer >= 1, as a full recompute gives
-            for table in self.user_layers[1:]:
-                table[np.array([user])] = 0.0
-        self._refresh(items, np.empty(0, dtype=np.int64))
+        ego = self.user_rows(0, np.array([user]))[0]
+        self._refresh(items, ego, -1)
+        self._correct(user, items, -1)
+        self._late.pop(user, None)
 
-    def _refresh(self, items: np.ndarray, new_user: np.ndarray) -> None:
-        """Recompute layer by layer the rows that an edge change at ``items`` reaches
-        (``new_user``: the added user, whose layer 0 is new; empty for a removal)."""
-        reweighted = self._holders_of(items)
-        users_before, rows_before = new_user, np.zeros((len(new_user), self.dim), np.float32)
-        items_before = np.empty(0, dtype=np.int64)
-        for k in range(1, self.n_layers + 1):
-            self._set_item_rows(k, items)
-            moved = self._add_to_item_rows(k, users_before, rows_before, items)
-            items_before = np.union1d(items, moved)
-            if k < self.n_layers:
-                users_before = np.union1d(reweighted, self._holders_of(items_before))
-                rows_before = self.user_rows(k, users_before)
-                self._set_user_rows(k, users_before)
-        layers = [self.item_ego[items_before]]
-        layers += [table[items_before] for table in self.item_layers]
-        self.item_final[items_before] = np.mean(layers, axis=0).astype(np.float32)
+    def _correct(self, user: int, items: np.ndarray, sign: int) -> None:
+        """Record (or cancel) ``user``'s term of C since it was built."""
+        if user in self._corrections:  # added since, removed now: no term either way
+            del self._corrections[user]
+        elif len(items):
+            self._corrections[user] = (items, sign / len(items))
 
-    def _add_to_item_rows(
-        self, k: int, users: np.ndarray, rows_before: np.ndarray, recomputed: np.ndarray
-    ) -> np.ndarray:
-        """Item layer k of the items of ``users`` outside ``recomputed`` (their edges and
-        degree did not change), by the change of those holders' layer k-1 (from
-        ``rows_before`` to their current rows): the sum over holders, less the changed
-        terms' old values, plus their new ones. Returns the items updated. Items are few,
-        so their layers are float64 and the differences of any number of injections add
-        no visible rounding."""
-        indptr, held = self.graph.profiles_of(users)
-        lengths = np.diff(indptr)
-        skip = np.zeros(self.graph.n_items, dtype=bool)
-        skip[recomputed] = True
-        keep = ~skip[held]
-        present = np.zeros(self.graph.n_items, dtype=bool)
-        present[held[keep]] = True
-        items = np.flatnonzero(present)
-        if len(items) == 0:
-            return items
-        # sparse (items x users) incidence of the kept edges; positions without sorting
-        position = np.cumsum(present) - 1
-        spread = sp.csr_matrix(
-            (
-                np.ones(int(keep.sum())),
-                (position[held[keep]], np.repeat(np.arange(len(users)), lengths)[keep]),
-            ),
-            shape=(len(items), len(users)),
-        )
-        change = (self.user_rows(k - 1, users) - rows_before) * inverse_sqrt(lengths)[:, None]
-        added = spread @ change.astype(np.float64)
-        table = self.item_layers[k - 1]
-        table[items] = table[items] + added * inverse_sqrt(self.graph.degree[items])[:, None]
-        return items
+    def _refresh(self, items: np.ndarray, ego: np.ndarray, sign: int) -> None:
+        """The graph has one more (``sign`` 1) or one fewer (-1) user with layer 0
+        ``ego`` holding ``items`` (the degrees already count it): update every stored
+        table by its exact change (module docstring)."""
+        if len(items) == 0:  # no edges: no item row changes
+            return
+        items = np.unique(items)
+        weight = sign / len(items)
+        before = self.graph.degree.copy()
+        before[items] -= sign
+        # Z_j where it changed (on P for j < 2): rows, and values before and after
+        changed = [items, items]
+        old = [self._scaled(0, items, before), self._scaled(1, items, before)]
+        self.sums[0][items] = self.sums[0][items] + sign * np.sqrt(1 / len(items)) * ego
+        new = [self._scaled(0, items, None), self._scaled(1, items, None)]
+        touched, rows = items, None
+        fresh: list[tuple[np.ndarray, np.ndarray]] = []  # rows and new values of M_2..M_L
+        for k in range(2, self.n_layers + 1):
+            if changed[k - 2] is not rows:  # Z_0 and Z_1 share theirs: read C's once
+                rows = changed[k - 2]
+                columns = self._cooccurrence_rows(rows)  # C[rows, :], that is C[:, rows]'
+                reach = np.union1d(items, np.flatnonzero((columns != 0).any(axis=0)))
+                if len(reach) < self.graph.n_items:
+                    columns = columns[:, reach]
+            update = columns.T @ (new[k - 2] - old[k - 2])
+            # the user's own term of C, on the rows of P
+            own = new[k - 2][np.searchsorted(rows, items)].sum(axis=0)
+            update[np.searchsorted(reach, items)] += weight * own
+            current = self.sums[k - 1][reach]
+            fresh.append((reach, current + update))
+            self.sums[k - 1][reach] = fresh[-1][1]
+            if k + 2 <= self.n_layers:  # Z_k feeds layer k + 2
+                changed.append(reach)
+                old.append(_inverse(before[reach])[:, None] * current)
+                new.append(_inverse(self.graph.degree[reach])[:, None] * fresh[-1][1])
+            touched = np.union1d(touched, reach)
+        # the sums just written are not read again where they cover the touched rows
+        tables = [self.sums[0][touched]]
+        for k, (rows, values) in enumerate(fresh, start=2):
+            tables.append(values if np.array_equal(rows, touched) else self.sums[k - 1][touched])
+        self.item_partial[touched], self.item_final[touched] = self._item_means(touched, tables)
 
-    def _holders_of(self, items: np.ndarray) -> np.ndarray:
-        return np.unique(self.graph.holders_of(items)[1])
+    def _cooccurrence_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of the current graph's C, dense: the built table and the corrections."""
+        base = self.cooccurrence[rows]
+        out = np.asarray(base if isinstance(base, np.ndarray) else base.toarray(), np.float64)
+        for profile, weight in self._corrections.values():
+            inside = np.isin(rows, profile)
+            if inside.any():
+                out[np.ix_(np.flatnonzero(inside), profile)] += weight
+        return out
 
-    def _set_item_rows(self, k: int, items: np.ndarray) -> None:
-        """Item layer k of ``items`` from their holders' layer k-1."""
-        indptr, users = self.graph.holders_of(items)
-        weights = inverse_sqrt(self.graph.profile_length(users)) * np.repeat(
-            inverse_sqrt(self.graph.degree[items]), np.diff(indptr)
-        )
-        self.item_layers[k - 1][items] = _weighted_sums(
-            indptr, users, weights, lambda rows: self.user_rows(k - 1, rows), self.graph.n_users
-        )
+    def _scaled(self, j: int, items: np.ndarray, degree: np.ndarray | None) -> np.ndarray:
+        """``Z_j = D_i^-1/2 I_j`` of ``items`` for j < 2 (float64), under ``degree``
+        (default: the graph's): ``D_i^-1/2`` times layer 0, ``D_i^-1`` times ``Y``."""
+        degree = self.graph.degree[items] if degree is None else degree[items]
+        if j == 0:
+            return np.sqrt(_inverse(degree))[:, None] * self.item_ego[items]
+        return _inverse(degree)[:, None] * self.sums[0][items]
 
-    def _set_user_rows(self, k: int, users: np.ndarray) -> None:
-        """User layer k of ``users`` from their items' layer k-1."""
-        values = self._propagated_to_users(k, users)
-        late = users >= self.n_rows
-        self.user_layers[k][users[~late]] = values[~late]
-        for user, value in zip(users[late].tolist(), values[late], strict=True):
-            rows = self._late[user].copy()  # replaced, not written: forks share the old one
-            rows[k] = value
-            self._late[user] = rows
-
-    def _propagated_to_users(self, k: int, users: np.ndarray) -> np.ndarray:
-        indptr, items = self.graph.profiles_of(users)
-        lengths = np.diff(indptr)
-        weights = np.repeat(inverse_sqrt(lengths), lengths) * inverse_sqrt(self.graph.degree[items])
-        return _weighted_sums(
-            indptr, items, weights, lambda rows: self.item_rows(k - 1, rows), self.graph.n_items
-        )
+    def _item_means(
+        self, items: np.ndarray, sums: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``T`` (layers 0..L-1 summed) and the final embeddings of ``items``, from their
+        rows of ``Y``, ``M_2``, ..., ``M_L`` (``sums``)."""
+        scale = np.sqrt(_inverse(self.graph.degree[items]))[:, None]
+        partial = self.item_ego[items]
+        for table in sums[:-1]:
+            partial += scale * table
+        final = (partial + scale * sums[-1]) / (self.n_layers + 1)
+        return partial.astype(np.float32), final.astype(np.float32)
 
     # --- reading -------------------------------------------------------------------
 
     def user_rows(self, k: int, users: np.ndarray) -> np.ndarray:
-        """User layer k < L of ``users`` (zeros for a removed user)."""
+        """User layer k <= L of ``users``: layer 0 as stored (zeros for a removed late
+        user), the others summed from their items' layer k-1."""
         users = np.asarray(users, dtype=np.int64)
+        if k > 0:
+            return self._propagated_to_users(users, lambda rows: self.item_rows(k - 1, rows))
         late = users >= self.n_rows
-        if not late.any():
-            return self.user_layers[k][users]
         out = np.zeros((len(users), self.dim), dtype=np.float32)
-        out[~late] = self.user_layers[k][users[~late]]
+        out[~late] = self.user_ego[users[~late]]
         for position in np.flatnonzero(late).tolist():
-            rows = self._late.get(int(users[position]))
-            if rows is not None:
-                out[position] = rows[k]
+            row = self._late.get(int(users[position]))
+            if row is not None:
+                out[position] = row
         return out
 
     def item_rows(self, k: int, items: np.ndarray) -> np.ndarray:
         """Item layer k <= L of ``items``."""
-        return self.item_ego[items] if k == 0 else self.item_layers[k - 1][items]
+        items = np.asarray(items, dtype=np.int64)
+        if k == 0:
+            return self.item_ego[items].astype(np.float32)
+        scale = np.sqrt(_inverse(self.graph.degree[items]))[:, None]
+        return (scale * self.sums[k - 1][items]).astype(np.float32)
+
+    def _propagated_to_users(
+        self, users: np.ndarray, rows_of: Callable[[np.ndarray], np.ndarray]
+    ) -> np.ndarray:
+        """One propagation step to ``users`` of the item rows ``rows_of`` gives."""
+        indptr, items = self.graph.profiles_of(users)
+        lengths = np.diff(indptr)
+        weights = np.repeat(inverse_sqrt(lengths), lengths) * inverse_sqrt(self.graph.degree[items])
+        return _weighted_sums(indptr, items, weights, rows_of, self.graph.n_items)
 
     def user_vectors(self, users: np.ndarray) -> np.ndarray:
-        """Final embeddings: the mean of layers 0..L, layer L summed from the users' items."""
+        """Final embeddings: the mean of layers 0..L, layers 1..L summed at once from the
+        users' items' ``T``."""
         users = np.asarray(users, dtype=np.int64)
-        total = self._propagated_to_users(self.n_layers, users)
-        for k in range(self.n_layers):
-            total += self.user_rows(k, users)
-        return total / np.float32(self.n_layers + 1)
+        total = self._propagated_to_users(users, lambda rows: self.item_partial[rows])
+        return (total + self.user_rows(0, users)) / np.float32(self.n_layers + 1)
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         return self.item_final.dot_rows(self.user_vectors(users))
@@ -248,6 +273,12 @@ class LightGCNState(ServingState):
         whole catalogue."""
         vectors = self.user_vectors(users)
         return np.matmul(self.item_final[items], vectors[:, :, None])[:, :, 0]
+
+
+def _inverse(counts: np.ndarray) -> np.ndarray:
+    """``1 / counts`` in float64, 0 where a count is 0 (a node without edges)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
 
 
 def _weighted_sums(

@@ -131,6 +131,15 @@ class RowOverlay:
             store.n = needed
         store.private[store.slot[rows]] = values
 
+    def column(self, index: int) -> np.ndarray:
+        """Column ``index`` of every row (a table of at least two dimensions)."""
+        store = self._store
+        if isinstance(store, _Dense):
+            return store.table[:, index].copy()
+        out = self.base[:, index].copy()
+        out[store.row_of[: store.n]] = store.private[: store.n, index]
+        return out
+
     def private_rows(self) -> np.ndarray:
         """Rows this owner has written (sorted)."""
         store = self._store

@@ -14,12 +14,19 @@ from a stated grid.
 An injected user changes ``c`` on the pairs of its items and ``d`` of its items only. So
 the rows of its own items change as a whole (recomputed from their count rows), and any
 other row changes only in its entries for those items: lower after an injection (their
-``d`` grew), higher after a removal. Each row keeps a *reserve*: its best ``2N`` items
-and a floor, a (similarity, id) key that no item outside the reserve beats. Another row
-is touched only if one of the injected items was or becomes above its floor; it is
-merged with the injected items' new similarities, and recomputed from its count row
-only if fewer than ``N`` items stay above the floor. The neighbour lists are then the
-same as a full build on the same graph (the property tests check it).
+``d`` grew), higher after a removal. Each row keeps its list (the best ``N``, with their
+similarities), a *reserve* of up to ``N`` more item ids (no similarities: they would go
+stale whenever one of their ``d`` moved) that rank below the list, and a floor, a
+(similarity, id) key that no item outside list and reserve beats. After an injection, a
+row is touched only if its list holds an injected item: the item's similarity is
+lowered in place and the list re-sorted, unless it fell below the list's old last entry,
+where a reserve item may now pass it; then the row is rebuilt from the exact
+similarities of its list, reserve and the injected items (read from the counts), and
+recomputed from its count row only if fewer than ``N`` of them stay above the floor. A
+removal raises the injected items' similarities: a row is re-sorted if its list holds
+one, and rebuilt as above if one enters the list or passes the floor from outside. The
+neighbour lists are then the same as a full build on the same graph (the property tests
+check it).
 
 Every table is copy-on-write (:class:`~recsys_server.pinsage.overlay.RowOverlay`, and
 :class:`CountTable` for the counts), so :meth:`NeighbourState.fork` is cheap and a world
@@ -73,10 +80,14 @@ class ItemKNNConfig:
         if self.shrink is not None and self.shrink < 0:
             raise ValueError(f"shrink must be >= 0, got {self.shrink}")
 
+    def neighbour_grid(self) -> tuple[int, ...]:
+        return self.NEIGHBOUR_GRID if self.neighbours is None else (self.neighbours,)
+
+    def shrink_grid(self) -> tuple[float, ...]:
+        return self.SHRINK_GRID if self.shrink is None else (self.shrink,)
+
     def grid(self) -> list[tuple[int, float]]:
-        neighbours = self.NEIGHBOUR_GRID if self.neighbours is None else (self.neighbours,)
-        shrinks = self.SHRINK_GRID if self.shrink is None else (self.shrink,)
-        return [(n, s) for s in shrinks for n in neighbours]
+        return [(n, s) for s in self.shrink_grid() for n in self.neighbour_grid()]
 
     def to_dict(self) -> dict[str, Any]:
         return {"neighbours": self.neighbours, "shrink": self.shrink}
@@ -103,30 +114,14 @@ class CountTable:
     @classmethod
     def of(cls, graph: InteractionGraph, dense: bool | None = None) -> CountTable:
         """``dense``: the base's form (default: the smaller one)."""
-        users = graph.user_item_matrix().astype(np.int32).tocsc()
-        lengths = np.diff(users.tocsr().indptr)
-        if dense is None:
-            # pairs counted with repeats bound the non-zeros: dense when CSR (8 bytes a
-            # non-zero) could be larger than the array (4 bytes a cell)
-            dense = int((lengths.astype(np.int64) ** 2).sum()) * 2 > graph.n_items**2
-        transposed = users.T.tocsr()
-        blocks = []
-        counts = np.zeros((graph.n_items,) * 2, dtype=np.int32) if dense else None
-        for start in range(0, graph.n_items, 4 * _BLOCK):
-            stop = min(start + 4 * _BLOCK, graph.n_items)
-            block = (transposed[start:stop] @ users).tocsr()
-            if counts is not None:
-                counts[start:stop] = block.toarray()
-            else:
-                blocks.append(block)
-        if counts is not None:
+        counts = graph.cooccurrence(dense=dense)
+        # the diagonal (each item's holders) is the degree, kept by the graph
+        if isinstance(counts, np.ndarray):
             np.fill_diagonal(counts, 0)
             return cls(counts)
-        matrix = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix(users.T @ users)
-        # the diagonal (each item's holders) is the degree, kept by the graph
-        matrix = (matrix - sp.diags(matrix.diagonal(), dtype=np.int32)).tocsr()
-        matrix.eliminate_zeros()
-        return cls(matrix.astype(np.int32))
+        counts = (counts - sp.diags(counts.diagonal(), dtype=np.int32)).tocsr()
+        counts.eliminate_zeros()
+        return cls(counts.astype(np.int32))
 
     def fork(self) -> CountTable:
         other = copy.copy(self)
@@ -142,6 +137,18 @@ class CountTable:
             if item in self._private:
                 out[position] = self._private[item]
         return out
+
+    def entries(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """``c(rows[r], columns[r, m])``, shaped as ``columns`` (a column -1 reads 0)."""
+        safe = np.maximum(columns, 0)
+        if isinstance(self.base, np.ndarray):
+            out = self.base[rows[:, None], safe]
+            for position, item in enumerate(rows.tolist()):
+                if item in self._private:
+                    out[position] = self._private[item][safe[position]]
+        else:  # few rows (a rebuild), of a catalogue small enough to read them whole
+            out = np.take_along_axis(self.rows(rows), safe, axis=1)
+        return np.where(columns >= 0, out, 0)
 
     def shift(self, items: np.ndarray, sign: int) -> np.ndarray:
         """Count one more (``sign`` 1) or one fewer (-1) user holding all of ``items``;
@@ -254,8 +261,8 @@ class NeighbourState(ServingState):
         self.graph = graph
         self.neighbours = neighbours
         self.shrink = shrink
-        # the reserve: twice the list, so that an injection rarely empties a row's
-        # reserve below N (which costs a recompute of that row)
+        # the list and the reserve: twice the list, so that an injection rarely empties a
+        # row's candidates below N (which costs a recompute of that row)
         self.width = 2 * neighbours
         self.counts = CountTable.of(graph, dense_counts)
         n = graph.n_items
@@ -274,17 +281,20 @@ class NeighbourState(ServingState):
                     block = self._recompute_rows(rows)
                     index[rows], value[rows], floor_value[rows], floor_id[rows] = block
                     bar.update(len(rows))
-        self.reserve_index, self.reserve_value = RowOverlay(index), RowOverlay(value)
+        self.list_index = RowOverlay(np.ascontiguousarray(index[:, :neighbours]))
+        self.list_value = RowOverlay(np.ascontiguousarray(value[:, :neighbours]))
+        self.reserve = RowOverlay(np.ascontiguousarray(index[:, neighbours:]))
         self.floor_value, self.floor_id = RowOverlay(floor_value), RowOverlay(floor_id)
-        # what the last add or remove did: rows merged with the injected items, and rows
-        # recomputed from their counts (the profile's own, and reserves that ran short)
+        # what the last add or remove did: rows re-sorted in place, rows rebuilt from
+        # their candidates, rows recomputed from their counts (the profile's own, and
+        # rows whose candidates ran short)
         self.last_update: dict[str, int] = {}
 
     def fork(self) -> NeighbourState:
         other = copy.copy(self)
         other.graph = self.graph.fork()
         other.counts = self.counts.fork()
-        for name in ("reserve_index", "reserve_value", "floor_value", "floor_id"):
+        for name in ("list_index", "list_value", "reserve", "floor_value", "floor_id"):
             setattr(other, name, getattr(self, name).fork())
         return other
 
@@ -296,6 +306,12 @@ class NeighbourState(ServingState):
         config = ItemKNNConfig()
         return tune(data, graph, config, progress=False)[0]
 
+    def similarities(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """The similarity of item ``rows[r]`` to each item ``columns[r, m]`` (0 for -1)."""
+        degree = self.graph.degree.astype(np.float64)
+        counts = self.counts.entries(rows, columns)
+        return similarity(counts, degree[rows, None], degree[np.maximum(columns, 0)], self.shrink)
+
     def _recompute_rows(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         degree = self.graph.degree.astype(np.float64)
         values = similarity(
@@ -305,8 +321,11 @@ class NeighbourState(ServingState):
         return best_of_rows(values, self.width)
 
     def _write_rows(self, rows: np.ndarray, block: tuple[np.ndarray, ...]) -> None:
+        """``block``: each row's best ``2N`` (ids, similarities) and floor."""
         index, value, floor_value, floor_id = block
-        self.reserve_index[rows], self.reserve_value[rows] = index, value
+        n = self.neighbours
+        self.list_index[rows], self.list_value[rows] = index[:, :n], value[:, :n]
+        self.reserve[rows] = index[:, n:]
         self.floor_value[rows], self.floor_id[rows] = floor_value, floor_id
 
     # --- incremental ---------------------------------------------------------------
@@ -334,65 +353,96 @@ class NeighbourState(ServingState):
         outside[:, items] = 0
         new = similarity(outside, degree[items, None], degree[None, :], self.shrink)
         old = similarity(outside, degree[items, None] - sign, degree[None, :], self.shrink)
-        floor_value, floor_id = self.floor_value.dense(), self.floor_id.dense()
         ids = np.broadcast_to(items[:, None], new.shape)
-        touched = (
-            _above(new, ids, floor_value, floor_id) | _above(old, ids, floor_value, floor_id)
-        ).any(axis=0)
-        rows = np.flatnonzero(touched)
-        self.last_update = {
-            "items": len(items),
-            "rows_merged": len(rows),
-            "rows_recomputed": len(items),
-        }
-        if len(rows):
-            self._merge(rows, items, new[:, rows].T)
+        last_value = self.list_value.column(self.neighbours - 1)
+        last_id = self.list_index.column(self.neighbours - 1)
+        listed = _above(old, ids, last_value, last_id) | (ids == last_id)
+        if sign > 0:  # a listed item fell below the old last entry: a reserve item may pass it
+            rebuilt = (listed & ~_above(new, ids, last_value, last_id)).any(axis=0)
+        else:  # an item enters the list, or passes the floor from outside
+            floor_value, floor_id = self.floor_value.dense(), self.floor_id.dense()
+            enters = ~listed & _above(new, ids, last_value, last_id)
+            passes = ~_above(old, ids, floor_value, floor_id) & _above(
+                new, ids, floor_value, floor_id
+            )
+            rebuilt = (enters | passes).any(axis=0)
+        rebuilt[items] = False  # recomputed above
+        resorted = listed.any(axis=0) & ~rebuilt
+        resorted[items] = False
+        self.last_update = {"items": len(items), "rows_recomputed": len(items)}
+        self._resort(np.flatnonzero(resorted), items, new)
+        self._rebuild(np.flatnonzero(rebuilt), items)
 
-    def _merge(self, rows: np.ndarray, items: np.ndarray, item_values: np.ndarray) -> None:
-        """Rows outside the profile: their reserve with ``items`` at their new
-        similarities (``item_values[r]``), what ranks above the floor, best first."""
-        index, value = self.reserve_index[rows], self.reserve_value[rows]
+    def _resort(self, rows: np.ndarray, items: np.ndarray, new: np.ndarray) -> None:
+        """Rows whose list keeps its items: the injected items' new similarities
+        (``new[j, row]``) in place, the lists re-sorted where that broke their order."""
+        index, value = self.list_index[rows], self.list_value[rows]
+        position = np.minimum(np.searchsorted(items, index), len(items) - 1)
+        injected = items[position] == index
+        value[injected] = new[
+            position[injected], np.broadcast_to(rows[:, None], index.shape)[injected]
+        ]
+        ahead_value, ahead_index = value[:, :-1], index[:, :-1]
+        ordered = (
+            (ahead_value > value[:, 1:])
+            | ((ahead_value == value[:, 1:]) & (ahead_index < index[:, 1:]))
+            | (index[:, 1:] < 0)
+        ).all(axis=1)
+        unordered = np.flatnonzero(~ordered)
+        if len(unordered):
+            order = np.lexsort((index[unordered], -value[unordered]), axis=1)
+            index[unordered] = np.take_along_axis(index[unordered], order, axis=1)
+            value[unordered] = np.take_along_axis(value[unordered], order, axis=1)
+        self.list_index[rows], self.list_value[rows] = index, value
+        self.last_update["rows_resorted"] = len(rows)
+
+    def _rebuild(self, rows: np.ndarray, items: np.ndarray) -> None:
+        """Rows whose list may take new items: from the exact similarities of their
+        list, reserve and the injected items, those above the floor, best first; a row
+        left with fewer than N of them (and items below its floor) is recomputed."""
+        self.last_update["rows_rebuilt"] = len(rows)
+        if len(rows) == 0:
+            return
+        candidates = np.concatenate(
+            [
+                self.list_index[rows],
+                self.reserve[rows],
+                np.broadcast_to(items, (len(rows), len(items))),
+            ],
+            axis=1,
+        )
+        candidates = np.sort(candidates, axis=1)
+        candidates[:, 1:][candidates[:, 1:] == candidates[:, :-1]] = -1  # each item once
+        values = self.similarities(rows, candidates)
         floor_value, floor_id = self.floor_value[rows], self.floor_id[rows]
-        stale = np.isin(index, items)
-        index = np.concatenate(
-            [np.where(stale, -1, index), np.broadcast_to(items, item_values.shape)], axis=1
+        keep = (candidates >= 0) & _above(
+            values, candidates, floor_value[:, None], floor_id[:, None]
         )
-        value = np.concatenate([np.where(stale, 0.0, value), item_values], axis=1)
-        keep = (index >= 0) & _above(value, index, floor_value[:, None], floor_id[:, None])
-        # best first within each row: kept entries by similarity, then id; the rest last
-        order = np.lexsort((index, -np.where(keep, value, -np.inf)), axis=1)
-        index = np.take_along_axis(index, order, axis=1)
-        value = np.take_along_axis(value, order, axis=1)
+        order = np.lexsort((candidates, -np.where(keep, values, -np.inf)), axis=1)
+        candidates = np.take_along_axis(np.where(keep, candidates, -1), order, axis=1)
+        values = np.take_along_axis(np.where(keep, values, 0.0), order, axis=1)
         kept = keep.sum(axis=1)
-        # a row whose reserve ran short below N (and has items below its floor) is
-        # recomputed from its counts
         short = (kept < self.neighbours) & (floor_value > 0)
-        full = kept > self.width  # a removal lifted more than the reserve holds: raise the floor
-        new_floor_value = np.where(full, value[:, min(self.width, value.shape[1] - 1)], floor_value)
-        new_floor_id = np.where(full, index[:, min(self.width, index.shape[1] - 1)], floor_id)
-        width_value = np.where(np.arange(value.shape[1]) < kept[:, None], value, 0.0)
-        padded_index, padded_value = _pad(index, width_value, self.width)
+        # more candidates above the floor than list and reserve hold: the first left out
+        # is the new floor
+        over = kept > self.width
+        if candidates.shape[1] > self.width:
+            floor_value = np.where(over, values[:, self.width], floor_value)
+            floor_id = np.where(over, candidates[:, self.width], floor_id)
+        index, value = _pad(candidates, values, self.width)
         merged = ~short
-        self._write_rows(
-            rows[merged],
-            (
-                padded_index[merged],
-                padded_value[merged],
-                new_floor_value[merged],
-                new_floor_id[merged],
-            ),
-        )
+        block = (index[merged], value[merged], floor_value[merged], floor_id[merged])
+        self._write_rows(rows[merged], block)
         if short.any():
             self._write_rows(rows[short], self._recompute_rows(rows[short]))
-            self.last_update["rows_merged"] -= int(short.sum())
+            self.last_update["rows_rebuilt"] -= int(short.sum())
             self.last_update["rows_recomputed"] += int(short.sum())
 
     # --- reading -------------------------------------------------------------------
 
     def neighbour_lists(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(len(items), N) neighbour ids (-1: none) and similarities, best first."""
-        n = self.neighbours
-        return self.reserve_index[items][:, :n], self.reserve_value[items][:, :n]
+        return self.list_index[items], self.list_value[items]
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         users = np.asarray(users, dtype=np.int64)
@@ -452,6 +502,10 @@ class ItemKNNVictim(Victim):
     index: np.ndarray
     value: np.ndarray
     validation: dict[str, float] = field(default_factory=dict)
+    # the grid N and the shrinkage were chosen from; None for an artifact written before
+    # the grid was stored (format 3 without these fields), which did not record it
+    neighbour_grid: tuple[int, ...] | None = None
+    shrink_grid: tuple[float, ...] | None = None
     name: ClassVar[str] = "itemknn"
     label: ClassVar[str] = "ItemKNN"
 
@@ -465,12 +519,9 @@ class ItemKNNVictim(Victim):
     ) -> tuple[ItemKNNVictim, History]:
         graph = InteractionGraph(data.train, data.n_users, data.n_items)
         state, history, validation = tune(data, graph, config, progress=train.progress)
-        return cls.of_state(state, validation), history
-
-    @classmethod
-    def of_state(cls, state: NeighbourState, validation: dict[str, float]) -> ItemKNNVictim:
-        index, value = state.neighbour_lists(np.arange(state.graph.n_items))
-        return cls(state.neighbours, state.shrink, index, value, validation)
+        index, value = state.neighbour_lists(np.arange(graph.n_items))
+        grids = config.neighbour_grid(), config.shrink_grid()
+        return cls(state.neighbours, state.shrink, index, value, validation, *grids), history
 
     def serving_state(
         self, data: TargetData, graph: InteractionGraph | None = None
@@ -482,8 +533,8 @@ class ItemKNNVictim(Victim):
         return {
             "neighbours": self.neighbours,
             "shrink": self.shrink,
-            "neighbour_grid": list(ItemKNNConfig.NEIGHBOUR_GRID),
-            "shrink_grid": list(ItemKNNConfig.SHRINK_GRID),
+            "neighbour_grid": _listed(self.neighbour_grid),
+            "shrink_grid": _listed(self.shrink_grid),
             "validation_hr10": self.validation,
         }
 
@@ -492,18 +543,26 @@ class ItemKNNVictim(Victim):
             "neighbours": self.neighbours,
             "shrink": self.shrink,
             "validation": self.validation,
+            "neighbour_grid": _listed(self.neighbour_grid),
+            "shrink_grid": _listed(self.shrink_grid),
             **self.tensors(),
         }
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Self:
+        grids = (payload.get("neighbour_grid"), payload.get("shrink_grid"))
         return cls(
             payload["neighbours"],
             payload["shrink"],
             payload["index"].numpy(),
             payload["value"].numpy(),
             dict(payload["validation"]),
+            *(None if grid is None else tuple(grid) for grid in grids),
         )
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"index": torch.from_numpy(self.index), "value": torch.from_numpy(self.value)}
+
+
+def _listed(grid: tuple[Any, ...] | None) -> list[Any] | None:
+    return None if grid is None else list(grid)
