@@ -410,7 +410,7 @@ def main() -> None:
     parser.add_argument(
         "--greedy-holders",
         type=int,
-        default=20,
+        default=Probe.greedy_holders,
         help="the greedy oracle's candidates: this many holders (seeded), whole and cropped",
     )
     parser.add_argument(

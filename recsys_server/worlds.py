@@ -123,7 +123,7 @@ class WorldRegistry:
         ledger: Ledger,
         *,
         max_profile_length: int,
-        max_retrain_jobs: int = 4,
+        max_retrain_jobs: int,
         eval_seed: int = 0,
         metrics: ServiceMetrics | None = None,
         query_lease: int,

@@ -702,6 +702,7 @@ def test_artifact_without_serving_data_is_refused(artifact: Path, tmp_path: Path
             bare,
             Ledger(tmp_path / "l.db", bare.scenario_fingerprint),
             max_profile_length=10,
+            max_retrain_jobs=1,
             query_lease=1,
         )
     assert json.dumps(loaded.metrics) == '{"note": "tiny test model"}'
