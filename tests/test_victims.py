@@ -105,3 +105,17 @@ def test_item_knn_reports_the_grid_it_was_trained_with(tmp_path: Path) -> None:
         None,
         None,
     )
+
+
+def test_item_knn_retrains_over_the_grid_it_was_trained_with() -> None:
+    """A scheduled retrain re-tunes N and the shrinkage over the model's own grid (3 and 7
+    are in no default grid), and so does a retrain of a retrained state."""
+    grid = ItemKNNConfig(neighbour_choices=(3, 7), shrink_choices=(1.0,))
+    victim = ItemKNNVictim.train(DATA, grid, TrainConfig(progress=False))[0]
+    state = victim.serving_state(DATA)
+    state.add_user(np.array([0, 1, 2]))
+    once = state.retrained(DATA, 1)
+    twice = once.retrained(DATA, 1)
+    for tuned in (once, twice):
+        assert tuned.neighbours in (3, 7) and tuned.shrink == 1.0
+    assert once.graph.n_users == state.graph.n_users

@@ -62,10 +62,15 @@ _NO_FLOOR = (0.0, -1)
 
 @dataclass(frozen=True)
 class ItemKNNConfig:
-    """``None``: chosen on validation HR@10 from the grid."""
+    """``None``: chosen on validation HR@10 from the grid (``*_choices``, else the
+    class's default grid)."""
 
     neighbours: int | None = None
     shrink: float | None = None
+    # a grid other than the default: a trained model's own, which its scheduled
+    # retrains re-tune over
+    neighbour_choices: tuple[int, ...] | None = None
+    shrink_choices: tuple[float, ...] | None = None
     # 20-200 neighbours is the usual range of item-to-item CF, and 5 and 10 because the
     # best of a first grid (20-200 x 0, 10) on MovieTweetings' validation split was its
     # corner (N 20, shrink 10); shrinkage 0 is the plain cosine, 10 and 50 damp pairs
@@ -81,10 +86,14 @@ class ItemKNNConfig:
             raise ValueError(f"shrink must be >= 0, got {self.shrink}")
 
     def neighbour_grid(self) -> tuple[int, ...]:
-        return self.NEIGHBOUR_GRID if self.neighbours is None else (self.neighbours,)
+        if self.neighbours is not None:
+            return (self.neighbours,)
+        return self.neighbour_choices or self.NEIGHBOUR_GRID
 
     def shrink_grid(self) -> tuple[float, ...]:
-        return self.SHRINK_GRID if self.shrink is None else (self.shrink,)
+        if self.shrink is not None:
+            return (self.shrink,)
+        return self.shrink_choices or self.SHRINK_GRID
 
     def grid(self) -> list[tuple[int, float]]:
         return [(n, s) for s in self.shrink_grid() for n in self.neighbour_grid()]
@@ -257,10 +266,13 @@ class NeighbourState(ServingState):
         *,
         dense_counts: bool | None = None,
         progress: bool = False,
+        retrain_config: ItemKNNConfig | None = None,
     ) -> None:
         self.graph = graph
         self.neighbours = neighbours
         self.shrink = shrink
+        # the grid a scheduled retrain re-tunes over: the trained model's own
+        self.retrain_config = retrain_config or ItemKNNConfig()
         # the list and the reserve: twice the list, so that an injection rarely empties a
         # row's candidates below N (which costs a recompute of that row)
         self.width = 2 * neighbours
@@ -301,10 +313,9 @@ class NeighbourState(ServingState):
     def retrained(self, data: TargetData, epochs: int) -> NeighbourState:
         """Item-kNN learns nothing by epochs: its counts already follow every injection.
         A scheduled retrain re-tunes ``N`` and the shrinkage on validation over the
-        polluted graph (``epochs`` is not used)."""
-        graph = self.graph.fork()
-        config = ItemKNNConfig()
-        return tune(data, graph, config, progress=False)[0]
+        polluted graph, over the grid the model was trained with (``epochs`` is not
+        used)."""
+        return tune(data, self.graph.fork(), self.retrain_config, progress=False)[0]
 
     def similarities(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """The similarity of item ``rows[r]`` to each item ``columns[r, m]`` (0 for -1)."""
@@ -477,7 +488,7 @@ def tune(
     with progress_bar(len(grid), "item-kNN", "grid point", enabled=progress) as bar:
         for neighbours, shrink in grid:
             check_cancelled()
-            state = NeighbourState(graph, neighbours, shrink)
+            state = NeighbourState(graph, neighbours, shrink, retrain_config=config)
             score = data.validation_hr10(state.scores)
             validation[f"N {neighbours}, shrink {shrink:g}"] = score
             history.validation_hr10.append(score)
@@ -527,7 +538,9 @@ class ItemKNNVictim(Victim):
         self, data: TargetData, graph: InteractionGraph | None = None
     ) -> NeighbourState:
         graph = graph or InteractionGraph(data.train, data.n_users, data.n_items)
-        return NeighbourState(graph, self.neighbours, self.shrink)
+        # an artifact from before the grid was stored re-tunes over the default grid
+        grid = ItemKNNConfig(neighbour_choices=self.neighbour_grid, shrink_choices=self.shrink_grid)
+        return NeighbourState(graph, self.neighbours, self.shrink, retrain_config=grid)
 
     def config_dict(self) -> dict[str, Any]:
         return {
