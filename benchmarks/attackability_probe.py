@@ -18,8 +18,10 @@ Methods:
 - GreedyOracle (``--methods ... GreedyOracle``): an upper bound in practice, with
   server-side access: one profile at a time, the candidate holder (whole or cropped to
   40%; ``--greedy-holders`` of them, seeded) whose injection most raises the target's
-  sampled HR@20 over half of the evaluation users. With it, every method is reported on
-  the other half, and ``room`` = GreedyOracle HR@20 / TargetAttack100 HR@20 per budget.
+  HR@20 over half of the evaluation users (sampled, or with ``--greedy-protocol full``
+  the full ranking: for a victim that saturates the sampled metric). With it, every
+  method is reported on the other half, and ``room`` = GreedyOracle HR@20 /
+  TargetAttack100 HR@20 per budget, under the protocol the oracle chose on.
 - ObservedGreedyOracle: the same greedy choice made on what a black-box attacker can
   observe instead: the target's rank reward ((k - position) / k) in its pretend users'
   top-k (``--observed-k``, 1000 by default: a server serving ``--max-k 1000``). Its
@@ -118,6 +120,7 @@ class Probe:
     rng: np.random.Generator
     greedy_holders: int = 20
     observed_k: int = 1000
+    greedy_protocol: str = "sampled"
 
     def __post_init__(self) -> None:
         n = len(self.scenario.source_indptr) - 1
@@ -189,7 +192,7 @@ class Probe:
             chosen = (ranked * self.budget)[: self.budget]
             return [self.profiles[i] for i in chosen]
         if method == "GreedyOracle":
-            return self.greedy(state, target, holding, self._sampled_hr_on(cases, target))
+            return self.greedy(state, target, holding, self._hr_on(cases, target))
         if method == "ObservedGreedyOracle":
             return self.greedy(state, target, holding, self._observed_reward(target))
         raise ValueError(method)
@@ -213,13 +216,14 @@ class Probe:
             pair_score=trial.scores_of,
         )[protocol]
 
-    def _sampled_hr_on(self, cases: TargetCases, target: int) -> Criterion:
-        """The target's sampled HR@20 over the choosing users (ties: lower mean rank)."""
+    def _hr_on(self, cases: TargetCases, target: int) -> Criterion:
+        """The target's HR@20 over the choosing users under ``greedy_protocol`` (ties:
+        lower mean rank)."""
+        protocol = self.greedy_protocol
+        negatives = cases.select_negatives if protocol == "sampled" else None
 
         def criterion(trial: ServingState) -> tuple[float, float]:
-            ranks = self._target_ranks(
-                trial, cases.select_users, target, "sampled", cases.select_negatives
-            )
+            ranks = self._target_ranks(trial, cases.select_users, target, protocol, negatives)
             return float((ranks < 20).mean()), -float(ranks.mean())
 
         return criterion
@@ -335,6 +339,7 @@ def run_variant(
         np.random.default_rng(args.seed),
         args.greedy_holders,
         args.observed_k,
+        args.greedy_protocol,
     )
     state = model.serving_state(data, probe.graph)
     targets = draw_targets(scenario.cold_targets, args.targets, args.target_seed)
@@ -374,17 +379,26 @@ def run_variant(
     }
     if args.retrain_targets:
         result["retrained"] = {m: summarise(r) for m, r in retrained.items()}
+    if "GreedyOracle" in args.methods:
+        result["room_protocol"] = args.greedy_protocol
     for budget in budgets:
         table = result["frozen"][str(budget)]
         base = table["WithoutAttack"]["hr20_sampled"] if "WithoutAttack" in table else 0.0
         result.setdefault("lift_sampled_hr20", {})[str(budget)] = {
             m: row["hr20_sampled"] / base if base else float("inf") for m, row in table.items()
         }
-        # room for selection: a greedy oracle's HR@20 over random holders'
-        for oracle, key in (("GreedyOracle", "room"), ("ObservedGreedyOracle", "observed_room")):
+        # room for selection: a greedy oracle's HR@20 over random holders', under the
+        # protocol it chose on
+        for oracle, key, protocol in (
+            ("GreedyOracle", "room", args.greedy_protocol),
+            ("ObservedGreedyOracle", "observed_room", "sampled"),
+        ):
             if {oracle, "TargetAttack100"} <= table.keys():
+                hr20 = f"hr20_{protocol}"
+                base = table["TargetAttack100"][hr20]
+                # undefined (None) where random holders never reach the top-20
                 result.setdefault(key, {})[str(budget)] = (
-                    table[oracle]["hr20_sampled"] / table["TargetAttack100"]["hr20_sampled"]
+                    table[oracle][hr20] / base if base else None
                 )
     return result
 
@@ -412,6 +426,12 @@ def main() -> None:
         type=int,
         default=Probe.greedy_holders,
         help="the greedy oracle's candidates: this many holders (seeded), whole and cropped",
+    )
+    parser.add_argument(
+        "--greedy-protocol",
+        choices=("sampled", "full"),
+        default=Probe.greedy_protocol,
+        help="the HR@20 GreedyOracle chooses on, and its room is measured in",
     )
     parser.add_argument(
         "--observed-k",

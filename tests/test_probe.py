@@ -61,6 +61,20 @@ def test_greedy_oracle_chooses_the_best_candidate_on_users_it_is_not_reported_on
     assert int(target) in chosen
     assert key(chosen) == max(key(p) for p in holders + crops)
 
+    # on the full ranking instead (a victim that saturates the sampled HR@20)
+    probe.greedy_protocol = "full"
+    [on_full] = probe.injections("GreedyOracle", int(target), state, cases)
+
+    def full_key(profile: np.ndarray) -> tuple[float, float]:
+        trial = state.fork()
+        trial.add_user(profile)
+        users = cases.select_users
+        ranks = ranks_of(trial.scores, users, np.full(len(users), target), data.known,
+                         protocols=("full",))["full"]  # fmt: skip
+        return float((ranks < 20).mean()), -float(ranks.mean())
+
+    assert full_key(on_full) == max(full_key(p) for p in holders + crops)
+
     # the observed oracle chooses on the pretend users' top-k instead: what an attacker's
     # queries show
     [observed] = probe.injections("ObservedGreedyOracle", int(target), state, cases)
@@ -78,21 +92,28 @@ def test_greedy_oracle_chooses_the_best_candidate_on_users_it_is_not_reported_on
     assert reward(observed) == pytest.approx(max(reward(p) for p in holders + crops))
 
 
-def test_probe_reports_the_room_at_each_budget(artifact: Path, scenario_dir: Path) -> None:
+@pytest.mark.parametrize("protocol", ["sampled", "full"])
+def test_probe_reports_the_room_at_each_budget(
+    artifact: Path, scenario_dir: Path, protocol: str
+) -> None:
     out = subprocess.run(
         [sys.executable, str(SCRIPT), "--scenario", str(scenario_dir), "--artifact",
          str(artifact), "--targets", "2", "--budgets", "1", "3", "--greedy-holders", "3",
          "--methods", "WithoutAttack", "TargetAttack100", "GreedyOracle",
-         "ObservedGreedyOracle", "--observed-k", "50"],
+         "ObservedGreedyOracle", "--observed-k", "50", "--greedy-protocol", protocol],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     [result] = summary["results"]
     assert result["victim"] == "pinsage" and result["split_users"]
+    assert result["room_protocol"] == protocol
     assert set(result["room"]) == set(result["observed_room"]) == {"1", "3"}
     for budget in ("1", "3"):
         table = result["frozen"][budget]
-        for oracle, room in (("GreedyOracle", "room"), ("ObservedGreedyOracle", "observed_room")):
-            ratio = table[oracle]["hr20_sampled"] / table["TargetAttack100"]["hr20_sampled"]
+        rooms = (("GreedyOracle", "room", protocol), ("ObservedGreedyOracle", "observed_room",
+                 "sampled"))  # fmt: skip
+        for oracle, room, on in rooms:
+            base = table["TargetAttack100"][f"hr20_{on}"]
+            ratio = table[oracle][f"hr20_{on}"] / base if base else None
             assert result[room][budget] == pytest.approx(ratio)
             assert len(result["per_target_hr20_sampled"][budget][oracle]) == 2
