@@ -21,6 +21,7 @@ from attacker_client._client import (
 from attacker_client._exceptions import (
     APIConnectionError,
     APIError,
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
@@ -49,6 +50,7 @@ from shared.schemas import (
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AdminClient",

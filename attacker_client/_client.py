@@ -2,17 +2,21 @@
 
 Each API method is written once as a :class:`_Call` (method, path, body, how to parse
 the answer, what to count); the sync and async clients differ only in how they send it.
-Retries: exponential backoff with jitter on connection errors, timeouts, 429
-rate-limited (waiting ``Retry-After`` when given) and 5xx; never on a spent budget
-(``x-should-retry: false``) or another 4xx. A call that may change state is retried after
-a lost answer only when repeating it is safe: an injection carries an
-``Idempotency-Key`` (generated once per call), so its retry injects nothing twice.
+Retries (each logged at INFO on the ``attacker_client`` logger): exponential backoff with
+jitter on connection errors, timeouts, 429 rate-limited (waiting ``Retry-After`` when
+given, unless it asks for more than ``max_retry_after`` seconds: then the 429 is raised at
+once) and 5xx; never on a spent budget (``x-should-retry: false``) or another 4xx. A call
+that may change state is retried after a lost answer only when repeating it is safe: an
+injection carries an ``Idempotency-Key`` (generated once per call), so its retry injects
+nothing twice; ``create_world`` is never sent twice. A success answer whose body is not
+the API's raises :class:`APIResponseValidationError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 import time
 import uuid
@@ -26,6 +30,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from attacker_client._exceptions import (
     APIConnectionError,
+    APIResponseValidationError,
     APITimeoutError,
     InternalServerError,
     RateLimitError,
@@ -48,10 +53,14 @@ from shared.schemas import (
     WorldUsage,
 )
 
+logger = logging.getLogger("attacker_client")
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 3
+# a server asking to wait longer than this (a daily limit, say) gets its 429 raised, not
+# a client asleep for an hour
+DEFAULT_MAX_RETRY_AFTER = 60.0
 BACKOFF_BASE = 0.25  # seconds before the first retry, doubled each time
 BACKOFF_CAP = 8.0
 POLL_FIRST = 0.05  # seconds before the first look at a retrain job, doubled up to the cap
@@ -100,10 +109,13 @@ def _models(cls: type[M]) -> Callable[[httpx.Response], list[M]]:
 
 
 class _BaseClient:
-    def __init__(self, max_retries: int, retry_seed: int | None) -> None:
+    def __init__(self, max_retries: int, retry_seed: int | None, max_retry_after: float) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
+        if max_retry_after < 0:
+            raise ValueError("max_retry_after must be >= 0")
         self.max_retries = max_retries
+        self.max_retry_after = max_retry_after
         self.stats = ClientStats()
         self._jitter = random.Random(retry_seed)
 
@@ -113,19 +125,23 @@ class _BaseClient:
         """The call's result, a :class:`_Retry`, or the error raised."""
         if isinstance(outcome, httpx.Response):
             if outcome.is_success:
-                result = call.parse(outcome)
+                try:
+                    result = call.parse(outcome)
+                except ValueError as exc:  # pydantic's ValidationError, or not JSON at all
+                    raise APIResponseValidationError(outcome, exc) from exc
                 if call.on_success is not None:
                     call.on_success(result)
                 return result
             error: Exception = status_error(outcome)
             if call.wait_for_place and _no_place(error):
-                self.stats.retries += 1
-                return _Retry(self._delay(attempt, outcome))
+                return self._retry(call, attempt, outcome, error, unbounded=True)
             # a rate-limited request was never processed: always safe to send again
             retryable = isinstance(error, RateLimitError) or (
                 isinstance(error, InternalServerError) and call.idempotent
             )
             retryable &= outcome.headers.get("x-should-retry") != "false"
+            asked = retry_after_seconds(outcome)
+            retryable &= asked is None or asked <= self.max_retry_after
         else:
             kind = (
                 APITimeoutError
@@ -136,8 +152,23 @@ class _BaseClient:
             retryable = call.idempotent
         if not retryable or attempt >= self.max_retries:
             raise error
+        return self._retry(call, attempt, outcome, error)
+
+    def _retry(
+        self,
+        call: _Call[Any],
+        attempt: int,
+        outcome: httpx.Response | Exception,
+        error: Exception,
+        *,
+        unbounded: bool = False,
+    ) -> _Retry:
+        delay = self._delay(attempt, outcome)
         self.stats.retries += 1
-        return _Retry(self._delay(attempt, outcome))
+        of = "" if unbounded else f" of {self.max_retries}"
+        logger.info("retry %d%s of %s %s in %.2f s: %s", attempt + 1, of, call.method,
+                    call.path, delay, error)  # fmt: skip
+        return _Retry(delay)
 
     def _delay(self, attempt: int, outcome: httpx.Response | Exception) -> float:
         if isinstance(outcome, httpx.Response):
@@ -165,8 +196,9 @@ class _SyncHTTP(_BaseClient):
         max_retries: int,
         transport: httpx.BaseTransport | None,
         retry_seed: int | None,
+        max_retry_after: float,
     ) -> None:
-        super().__init__(max_retries, retry_seed)
+        super().__init__(max_retries, retry_seed, max_retry_after)
         self._http = httpx.Client(
             base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
@@ -211,9 +243,10 @@ class _AsyncHTTP(_BaseClient):
         max_retries: int,
         transport: httpx.AsyncBaseTransport | None,
         retry_seed: int | None,
+        max_retry_after: float,
         max_connections: int = 8,
     ) -> None:
-        super().__init__(max_retries, retry_seed)
+        super().__init__(max_retries, retry_seed, max_retry_after)
         # a few connections, all kept alive: enough to overlap client and server work
         # (the server answers one request at a time); the lean transport costs a third
         # of httpcore's CPU per request (benchmarks/client_transport.py)
@@ -392,9 +425,16 @@ class Client(_AttackerCalls, _SyncHTTP):
         max_retries: int = DEFAULT_MAX_RETRIES,
         transport: httpx.BaseTransport | None = None,
         retry_seed: int | None = None,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
         super().__init__(
-            base_url, {"X-API-Key": api_key}, timeout, max_retries, transport, retry_seed
+            base_url,
+            {"X-API-Key": api_key},
+            timeout,
+            max_retries,
+            transport,
+            retry_seed,
+            max_retry_after,
         )
 
     def inject_user(
@@ -421,9 +461,16 @@ class AsyncClient(_AttackerCalls, _AsyncHTTP):
         max_retries: int = DEFAULT_MAX_RETRIES,
         transport: httpx.AsyncBaseTransport | None = None,
         retry_seed: int | None = None,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
         super().__init__(
-            base_url, {"X-API-Key": api_key}, timeout, max_retries, transport, retry_seed
+            base_url,
+            {"X-API-Key": api_key},
+            timeout,
+            max_retries,
+            transport,
+            retry_seed,
+            max_retry_after,
         )
 
     async def inject_user(
@@ -453,6 +500,7 @@ class AdminClient(_AdminCalls, _SyncHTTP):
         max_retries: int = DEFAULT_MAX_RETRIES,
         transport: httpx.BaseTransport | None = None,
         retry_seed: int | None = None,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
         super().__init__(
             base_url,
@@ -461,6 +509,7 @@ class AdminClient(_AdminCalls, _SyncHTTP):
             max_retries,
             transport,
             retry_seed,
+            max_retry_after,
         )
 
     def create_world(
@@ -542,6 +591,7 @@ class AsyncAdminClient(_AdminCalls, _AsyncHTTP):
         max_retries: int = DEFAULT_MAX_RETRIES,
         transport: httpx.AsyncBaseTransport | None = None,
         retry_seed: int | None = None,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
     ) -> None:
         super().__init__(
             base_url,
@@ -550,6 +600,7 @@ class AsyncAdminClient(_AdminCalls, _AsyncHTTP):
             max_retries,
             transport,
             retry_seed,
+            max_retry_after,
         )
 
     async def create_world(

@@ -1,13 +1,15 @@
 """Every error the SDK raises, in one hierarchy.
 
     APIError
+    ├── APIResponseValidationError  a success answer whose body is not what the API says
     ├── APIStatusError            the server answered with an error status
     │   ├── AuthenticationError        401
     │   ├── PermissionDeniedError      403
     │   ├── NotFoundError              404
     │   ├── ConflictError              409 (an Idempotency-Key reused for another profile)
     │   ├── UnprocessableEntityError   422
-    │   ├── RateLimitError             429 rate-limited (retried, honouring Retry-After)
+    │   ├── RateLimitError             429 rate-limited (retried, honouring Retry-After
+    │   │                                   up to the client's max_retry_after)
     │   ├── QuotaExceededError         429 quota-exceeded (a budget is spent; never retried)
     │   └── InternalServerError        5xx
     ├── APIConnectionError        no answer: refused, reset, dropped
@@ -30,6 +32,22 @@ class APIError(Exception):
         super().__init__(message)
         self.message = message
         self.request = request
+
+
+class APIResponseValidationError(APIError):
+    """The server answered with success, but the body does not parse as the API's answer
+    (a proxy's page, another service on the port, a server of another version);
+    ``response`` is that answer and ``__cause__`` says what did not parse."""
+
+    def __init__(self, response: httpx.Response, error: ValueError) -> None:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        super().__init__(
+            f"{response.status_code} answer to {response.request.method} "
+            f"{response.request.url.path} is not the API's: {first}",
+            response.request,
+        )
+        self.response = response
+        self.status_code = response.status_code
 
 
 class APIStatusError(APIError):

@@ -17,6 +17,8 @@ import select
 
 import httpx
 
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
 
 def _closed_before_answering(connection: _Connection, exc: BaseException) -> bool:
     """The peer closed or reset the connection before a byte of the answer came."""
@@ -139,11 +141,17 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                     ValueError,
                 ) as exc:
                     connection.close()
-                    if reused and _closed_before_answering(connection, exc):
+                    if (
+                        reused
+                        and _closed_before_answering(connection, exc)
+                        and _repeatable(request)
+                    ):
                         # most likely an idle connection the server closed (its keep-alive
                         # timeout) as the request went out: sent once more on a new
-                        # connection, as HTTP clients do (a server that died mid-request
-                        # is not told apart; injections carry an idempotency key)
+                        # connection, as HTTP clients do, but only a request that is safe
+                        # to repeat (RFC 9110, 9.2.2), because a server that died
+                        # mid-request is not told apart: a second create_world would make
+                        # a second world
                         reused = False
                         connection = await _connect(server, timeout.get("connect"), request)
                         continue
@@ -162,6 +170,11 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
         if self._fallback is not None:
             await self._fallback.aclose()
+
+
+def _repeatable(request: httpx.Request) -> bool:
+    """Idempotent by its method, or by the ``Idempotency-Key`` it carries (an injection)."""
+    return request.method in _IDEMPOTENT_METHODS or "idempotency-key" in request.headers
 
 
 async def _connect(

@@ -16,6 +16,8 @@ import attacker_client._client
 from attacker_client import (
     AdminClient,
     APIConnectionError,
+    APIError,
+    APIResponseValidationError,
     APITimeoutError,
     AsyncAdminClient,
     AsyncClient,
@@ -163,7 +165,10 @@ def test_a_lost_answer_after_commit_injects_once(server: ServerProcess, admin: A
 
 
 def test_rate_limited_waits_for_retry_after(
-    server: ServerProcess, admin: AdminClient, monkeypatch: pytest.MonkeyPatch
+    server: ServerProcess,
+    admin: AdminClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     world = admin.create_world()
     user = world.pretend_users[0]
@@ -171,10 +176,62 @@ def test_rate_limited_waits_for_retry_after(
     transport = FaultyTransport({("GET", "/topk"): [limited]})
     waits: list[float] = []  # what the client slept, not how long the test took
     monkeypatch.setattr(attacker_client._client, "time", SimpleNamespace(sleep=waits.append))
-    with Client(server.url, world.api_key, transport=transport) as client:
+    with (
+        caplog.at_level("INFO", logger="attacker_client"),
+        Client(server.url, world.api_key, transport=transport) as client,
+    ):
         client.topk(user)
     assert waits == [2.0]
     assert client.stats.retries == 1 and client.stats.queries == 1
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "attacker_client"]
+    assert logged.startswith(f"retry 1 of 3 of GET /topk/{user} in 2.00 s: 429")
+
+
+def test_a_retry_after_beyond_the_cap_is_raised_at_once(
+    server: ServerProcess, admin: AdminClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server asking for an hour's wait gets its 429 raised, not a client asleep for an
+    hour; a client that allows it waits."""
+    world = admin.create_world()
+    user = world.pretend_users[0]
+    waits: list[float] = []
+    monkeypatch.setattr(attacker_client._client, "time", SimpleNamespace(sleep=waits.append))
+    hour = answer(429, "rate-limited", **{"Retry-After": "3600"})
+    transport = FaultyTransport({("GET", "/topk"): [hour]})
+    with Client(server.url, world.api_key, transport=transport) as client:
+        with pytest.raises(RateLimitError) as raised:
+            client.topk(user)
+        assert raised.value.retry_after == 3600.0
+    assert waits == [] and len(transport.sent) == 1 and client.stats.retries == 0
+    transport = FaultyTransport({("GET", "/topk"): [hour]})
+    with Client(server.url, world.api_key, transport=transport, max_retry_after=3600) as client:
+        client.topk(user)
+    assert waits == [3600.0] and client.stats.queries == 1
+    with pytest.raises(ValueError, match="max_retry_after"):
+        Client(server.url, world.api_key, max_retry_after=-1)
+
+
+@pytest.mark.parametrize(
+    "body", [b"<html>502 from a proxy</html>", b'{"user_id": 3}', b'{"user_id": 3, "items": ["a"]}']
+)
+def test_a_success_answer_that_is_not_the_apis_is_a_response_validation_error(
+    server: ServerProcess, admin: AdminClient, body: bytes
+) -> None:
+    """Within the SDK's one hierarchy (an APIError), not pydantic's, and never retried."""
+    world = admin.create_world()
+
+    def wrong(request: httpx.Request, send: Callable[[], httpx.Response]) -> httpx.Response:
+        return httpx.Response(200, content=body, request=request)
+
+    transport = FaultyTransport({("GET", "/topk"): [wrong]})
+    with (
+        Client(server.url, world.api_key, transport=transport) as client,
+        pytest.raises(APIResponseValidationError, match="GET /topk/") as raised,
+    ):
+        client.topk(world.pretend_users[0])
+    assert isinstance(raised.value, APIError) and raised.value.status_code == 200
+    assert isinstance(raised.value.__cause__, ValueError)
+    assert client.stats.queries == 0 and len(transport.sent) == 1
 
 
 def test_a_real_rate_limit_is_waited_out(artifact: Path, tmp_path: Path) -> None:

@@ -242,8 +242,10 @@ async def test_nothing_listening_is_a_connect_error() -> None:
 
 async def test_a_kept_alive_connection_closed_unanswered_is_sent_again_once() -> None:
     """A server that closes an idle connection as the next request goes out (its
-    keep-alive timeout): the request goes once more on a new connection, any method; a
-    new connection closed unanswered is an error, sent nowhere else."""
+    keep-alive timeout): a request safe to repeat (its method, or an Idempotency-Key) goes
+    once more on a new connection; a POST without a key is an error, never sent twice (the
+    server may have died mid-request: a second create_world would make a second world);
+    a new connection closed unanswered is an error, sent nowhere else."""
     answered: dict[int, int] = {}
 
     async def one_per_connection(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
@@ -256,9 +258,16 @@ async def test_a_kept_alive_connection_closed_unanswered_is_sent_again_once() ->
         raw_server(one_per_connection) as (server, url),
         httpx.AsyncClient(transport=KeepAliveTransport()) as client,
     ):
-        assert (await client.post(f"{url}/admin/worlds", json={})).status_code == 200
-        assert (await client.post(f"{url}/admin/worlds", json={})).status_code == 200
+        assert (await client.get(f"{url}/topk/1")).status_code == 200
+        assert (await client.get(f"{url}/topk/1")).status_code == 200
         assert server.connections == 2 and len(server.bodies) == 3
+        keyed = {"Idempotency-Key": "k1"}
+        response = await client.post(f"{url}/inject_user", json={}, headers=keyed)
+        assert response.status_code == 200
+        assert server.connections == 3 and len(server.bodies) == 5
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(f"{url}/admin/worlds", json={})
+        assert server.connections == 3 and len(server.bodies) == 6
 
     async def never(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
         return False
