@@ -1,25 +1,77 @@
-"""Package boundaries: ``shared`` is imported by both sides and imports neither."""
+"""Package boundaries. ``shared`` is imported by both sides and imports neither; the
+attacker never imports the server, nor the server the attacker (the black box is an HTTP
+boundary); where one side starts the other it does so as a process, by a module name
+that must exist and run as a program."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("shared", "recsys_server", "attacker_client")
+FORBIDDEN = {
+    "shared": ("recsys_server", "attacker_client"),
+    "attacker_client": ("recsys_server",),
+    "recsys_server": ("attacker_client",),
+}
+MODULE_NAME = re.compile(r"^(?:recsys_server|attacker_client)(?:\.\w+)+$")
 
 
-def test_shared_imports_neither_server_nor_client() -> None:
+def _imports(tree: ast.AST) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return names
+
+
+def _launched_modules(tree: ast.AST) -> list[str]:
+    """Module names written as strings (``[python, "-m", "recsys_server.cli", ...]``)."""
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and MODULE_NAME.match(node.value)
+    ]
+
+
+def test_each_package_imports_only_what_its_side_may() -> None:
     offenders = []
-    for path in (ROOT / "shared").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            offenders += [
-                f"{path.relative_to(ROOT)}: {name}"
-                for name in names
-                if name.split(".")[0] in ("recsys_server", "attacker_client")
-            ]
+    for package, forbidden in FORBIDDEN.items():
+        for path in (ROOT / package).rglob("*.py"):
+            for name in _imports(ast.parse(path.read_text())):
+                if name.split(".")[0] in forbidden:
+                    offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert offenders == []
+
+
+def test_a_process_launched_by_module_name_exists_and_runs_as_a_program() -> None:
+    launched: dict[str, list[str]] = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            for module in _launched_modules(ast.parse(path.read_text())):
+                launched.setdefault(module, []).append(str(path.relative_to(ROOT)))
+    # the server is started by name from the shared launcher and the demo
+    assert "recsys_server.cli" in launched
+    for module, where in launched.items():
+        source = ROOT / (module.replace(".", "/") + ".py")
+        assert source.is_file(), f"{where} launch {module}, which does not exist"
+        assert '__name__ == "__main__"' in source.read_text(), (
+            f"{where} launch {module}, which does not run as a program"
+        )
+
+
+def test_the_layout_check_sees_a_forbidden_import_and_a_missing_launch_target() -> None:
+    """The checks above can fail: the same helpers on code that breaks each rule."""
+    tree = ast.parse(
+        "import recsys_server.worlds\nfrom recsys_server import app\nfrom . import x\n"
+        'cmd = ["python", "-m", "recsys_server.no_such_module"]\n'
+    )
+    assert _imports(tree) == ["recsys_server.worlds", "recsys_server"]
+    assert _launched_modules(tree) == ["recsys_server.no_such_module"]
+    assert not (ROOT / "recsys_server/no_such_module.py").exists()
