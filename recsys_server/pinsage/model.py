@@ -141,6 +141,13 @@ class PinSage(nn.Module):
         z = self.output(last)
         return z + first if self.config.residual else z
 
+    def final_rows(self, last_changed: np.ndarray, input_changed: np.ndarray) -> np.ndarray:
+        """The items whose ``final`` changes when these rows of the last layer and of the
+        input changed: what ``final`` reads, stated once, here, for the refresh."""
+        if self.config.residual:
+            return np.union1d(last_changed, input_changed).astype(np.int64)
+        return last_changed
+
     def bias_rows(
         self, rows: torch.Tensor, degree: torch.Tensor, id_mask: torch.Tensor
     ) -> torch.Tensor:

@@ -221,8 +221,7 @@ class EmbeddingState(ServingState):
                 t(self.messages[k - 1][self.hood_index[changed]]),
                 t(self.hood_weight[changed]),
             ).numpy()
-        if self.config.residual:
-            changed = np.union1d(changed, input_rows).astype(np.int64)
+        changed = model.final_rows(changed, input_rows)
         self.item_vectors[changed] = model.final(
             t(self.hidden[-1][changed]), t(self.hidden[0][changed])
         ).numpy()
