@@ -43,6 +43,7 @@ import numpy as np
 from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.cancellation import Cancelled, run_cancellable
 from recsys_server.data import TargetData
+from recsys_server.detection.service import Detection
 from recsys_server.ledger import Ledger, LedgerError, RetrainRecord, WorldRecord
 from recsys_server.observability import ServiceMetrics
 from recsys_server.problems import (
@@ -69,6 +70,8 @@ from shared.schemas import (
     CohortEvaluation,
     Counts,
     CreateWorldRequest,
+    DetectionReport,
+    DetectRequest,
     EvaluationReport,
     InjectedProfile,
     InjectUserResponse,
@@ -145,6 +148,7 @@ class WorldRegistry:
         self.metrics = metrics or ServiceMetrics()
         self.query_lease = query_lease
         self.clean = artifact.victim.serving_state(self.data)
+        self.detection = Detection(self.clean.graph, seed=eval_seed)
         self._holders = self.data.known.tocsc()
         self._train_counts = np.bincount(self.data.train[:, 0], minlength=self.data.n_users)
         self._worlds: dict[str, World] = {}
@@ -345,6 +349,20 @@ class WorldRegistry:
         }
         return EvaluationReport(
             world_id=world.world_id, seed=self.eval_seed, targets=evaluated, mean=mean
+        )
+
+    async def detect(self, world: World, request: DetectRequest) -> DetectionReport:
+        """Run a shilling detector over the world's real and injected users (the ledger's
+        injections are the ground truth); the first use of a detector fits it."""
+        injected = [(r.user_id, r.items) for r in self.ledger.injections(world.world_id)]
+        return await self._run(
+            self._evaluator,
+            self.detection.judge,
+            world.world_id,
+            request.detector,
+            injected,
+            request.threshold,
+            request.include_users,
         )
 
     # --- attacker ------------------------------------------------------------------

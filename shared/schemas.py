@@ -215,3 +215,50 @@ class ModelInfo(BaseModel):
     n_users: int
     n_items: int
     worlds: int
+
+
+# --- detection -----------------------------------------------------------------------
+
+DetectorName = Literal["pca", "degree", "ecod", "iforest"]
+DETECTOR_NAMES: tuple[DetectorName, ...] = ("pca", "degree", "ecod", "iforest")
+
+
+class DetectRequest(_Strict):
+    detector: DetectorName = Field(
+        description="'pca' (PCA-VarSelect), 'degree' (DegreeSAD-style, supervised), "
+        "'ecod' or 'iforest' (pyod) on the profile features."
+    )
+    threshold: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="Flag users scoring above this; default: the detector's own, the 99th "
+        "percentile of the real users' scores.",
+    )
+    include_users: bool = Field(default=True, description="Also list every user's score.")
+
+
+class UserScore(BaseModel):
+    user_id: UserId
+    score: float = Field(description="Higher is more suspicious.")
+    flagged: bool
+    injected: bool = Field(description="The ledger's ground truth.")
+
+
+class DetectionReport(BaseModel):
+    world_id: str
+    detector: DetectorName
+    threshold: float
+    n_users: int = Field(description="Real users with a training profile, plus injected users.")
+    n_injected: int
+    n_flagged: int
+    precision: float = Field(description="0 when nothing is flagged.")
+    recall: float = Field(description="0 when nothing was injected.")
+    f1: float
+    roc_auc: float | None = Field(description="None unless both real and injected users.")
+    false_positive_rate: float = Field(description="Share of the real users flagged.")
+    js_distance: float | None = Field(
+        description="Jensen-Shannon distance (base 2) between the item-popularity "
+        "histograms of the injected and the real profiles; None when nothing was injected."
+    )
+    tv_distance: float | None = Field(description="Total-variation distance, likewise.")
+    users: list[UserScore] | None = None
