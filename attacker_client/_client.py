@@ -37,6 +37,9 @@ from attacker_client._transport import KeepAliveTransport
 from shared.schemas import (
     PROTOCOLS,
     Budgets,
+    DetectionReport,
+    DetectorName,
+    DetectRequest,
     EvaluationReport,
     InjectedProfile,
     InjectUserResponse,
@@ -368,6 +371,19 @@ class _AdminCalls(_BaseClient):
         )
 
     @staticmethod
+    def _detect_call(
+        world_id: str, detector: DetectorName, threshold: float | None, include_users: bool
+    ) -> _Call[DetectionReport]:
+        # validated here with the server's model: a bad argument never leaves the client
+        body = DetectRequest(detector=detector, threshold=threshold, include_users=include_users)
+        return _Call(
+            "POST",
+            f"/admin/worlds/{world_id}/detect",
+            _model(DetectionReport),
+            json=body.model_dump(),
+        )
+
+    @staticmethod
     def _model_info_call() -> _Call[ModelInfo]:
         return _Call("GET", "/admin/model", _model(ModelInfo))
 
@@ -526,6 +542,17 @@ class AdminClient(_AdminCalls, _SyncHTTP):
         ('sampled': among 100 sampled items, much cheaper; 'full': whole catalogue)."""
         return self._execute(self._evaluate_call(world_id, target_items, protocols))
 
+    def detect(
+        self,
+        world_id: str,
+        detector: DetectorName,
+        threshold: float | None = None,
+        include_users: bool = True,
+    ) -> DetectionReport:
+        """A shilling detector's verdict on the world's users (scores, flags) and its
+        precision, recall, F1 and ROC-AUC against the injected users."""
+        return self._execute(self._detect_call(world_id, detector, threshold, include_users))
+
     def model_info(self) -> ModelInfo:
         return self._execute(self._model_info_call())
 
@@ -610,6 +637,16 @@ class AsyncAdminClient(_AdminCalls, _AsyncHTTP):
     ) -> EvaluationReport:
         """See :meth:`AdminClient.evaluate`."""
         return await self._execute(self._evaluate_call(world_id, target_items, protocols))
+
+    async def detect(
+        self,
+        world_id: str,
+        detector: DetectorName,
+        threshold: float | None = None,
+        include_users: bool = True,
+    ) -> DetectionReport:
+        """See :meth:`AdminClient.detect`."""
+        return await self._execute(self._detect_call(world_id, detector, threshold, include_users))
 
     async def model_info(self) -> ModelInfo:
         return await self._execute(self._model_info_call())
