@@ -261,4 +261,9 @@ class DetectionReport(BaseModel):
         "histograms of the injected and the real profiles; None when nothing was injected."
     )
     tv_distance: float | None = Field(description="Total-variation distance, likewise.")
+    best_f1: float | None = Field(
+        default=None,
+        description="The highest F1 of any threshold (an upper bound: it knows the truth).",
+    )
+    best_threshold: float | None = Field(default=None, description="The threshold of best_f1.")
     users: list[UserScore] | None = None

@@ -143,3 +143,7 @@ def test_judging_is_seeded_and_a_threshold_applies(detection: Detection) -> None
     assert again.judge("w", "degree", injected) == first
     everyone = detection.judge("w", "degree", injected, threshold=-1.0)
     assert everyone.n_flagged == everyone.n_users and everyone.recall == 1.0
+    # the best threshold, applied, gives the best F1, and no default beats it
+    assert first.best_f1 is not None and first.best_threshold is not None
+    best = detection.judge("w", "degree", injected, threshold=first.best_threshold)
+    assert best.f1 == pytest.approx(first.best_f1) and first.f1 <= first.best_f1

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from recsys_server.detection.detectors import Detector, fitted
 from recsys_server.detection.features import Profiles, distribution_distances
@@ -57,9 +57,10 @@ class Detection:
         precision = hits / flags.sum() if flags.any() else 0.0
         recall = hits / truth.sum() if truth.any() else 0.0
         f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
-        js = tv = None
+        js = tv = best_f1 = best_threshold = None
         if injected:
             js, tv = distribution_distances(fakes, self.real, self.stats.popularity)
+            best_f1, best_threshold = _best_f1(truth, scores)
         users = None
         if include_users:
             ids = np.concatenate([self.real_users, [u for u, _ in injected]]).astype(int)
@@ -83,5 +84,18 @@ class Detection:
             false_positive_rate=float(flags[~truth].mean()),
             js_distance=js,
             tv_distance=tv,
+            best_f1=best_f1,
+            best_threshold=best_threshold,
             users=users,
         )
+
+
+def _best_f1(truth: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """The highest F1 any threshold reaches, and the threshold (flag above it): what the
+    detector could do had its operator known the attack's size."""
+    precision, recall, cuts = precision_recall_curve(truth, scores)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    best = int(np.argmax(f1[:-1]))  # the last point has no threshold
+    # flagged are scores >= cuts[best]: the next lower score is the threshold to exceed
+    below = scores[scores < cuts[best]]
+    return float(f1[best]), float(below.max()) if len(below) else float(cuts[best]) - 1.0
