@@ -37,6 +37,7 @@ from attacker_client._transport import KeepAliveTransport
 from shared.schemas import (
     PROTOCOLS,
     Budgets,
+    Defence,
     DetectionReport,
     DetectorName,
     DetectRequest,
@@ -290,11 +291,19 @@ class _AttackerCalls(_BaseClient):
 class _AdminCalls(_BaseClient):
     @staticmethod
     def _create_world_call(
-        n_pretend_users: int, seed: int, budgets: Budgets | dict[str, int] | None
+        n_pretend_users: int,
+        seed: int,
+        budgets: Budgets | dict[str, int] | None,
+        defence: Defence = "none",
+        defence_threshold: float | None = None,
     ) -> _Call[WorldCreated]:
         body: dict[str, Any] = {"n_pretend_users": n_pretend_users, "seed": seed}
         if budgets is not None:
             body["budgets"] = Budgets.model_validate(budgets).model_dump()
+        if defence != "none":  # a server without defences keeps taking the body
+            body["defence"] = defence
+            if defence_threshold is not None:
+                body["defence_threshold"] = defence_threshold
         # not idempotent: a lost answer may have created a world, so never resent blindly
         return _Call("POST", "/admin/worlds", _model(WorldCreated), json=body, idempotent=False)
 
@@ -484,9 +493,14 @@ class AdminClient(_AdminCalls, _SyncHTTP):
         n_pretend_users: int = 50,
         seed: int = 0,
         budgets: Budgets | dict[str, int] | None = None,
+        defence: Defence = "none",
+        defence_threshold: float | None = None,
     ) -> WorldCreated:
-        """A new world: its attacker key (shown once), pretend users and budgets."""
-        return self._execute(self._create_world_call(n_pretend_users, seed, budgets))
+        """A new world: its attacker key (shown once), pretend users and budgets; with a
+        ``defence`` (a detector's name), injections it flags are quarantined."""
+        return self._execute(
+            self._create_world_call(n_pretend_users, seed, budgets, defence, defence_threshold)
+        )
 
     def list_worlds(self) -> list[WorldUsage]:
         return self._execute(self._list_worlds_call())
@@ -584,9 +598,13 @@ class AsyncAdminClient(_AdminCalls, _AsyncHTTP):
         n_pretend_users: int = 50,
         seed: int = 0,
         budgets: Budgets | dict[str, int] | None = None,
+        defence: Defence = "none",
+        defence_threshold: float | None = None,
     ) -> WorldCreated:
         """See :meth:`AdminClient.create_world`."""
-        return await self._execute(self._create_world_call(n_pretend_users, seed, budgets))
+        return await self._execute(
+            self._create_world_call(n_pretend_users, seed, budgets, defence, defence_threshold)
+        )
 
     async def list_worlds(self) -> list[WorldUsage]:
         return await self._execute(self._list_worlds_call())

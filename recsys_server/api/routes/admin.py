@@ -69,8 +69,8 @@ async def model_info(registry: RegistryDep) -> ModelInfo:
 async def create_world(
     body: CreateWorldRequest, registry: RegistryDep, metrics: MetricsDep
 ) -> WorldCreated:
-    """A new world: its key (shown once), its pretend users, its budgets."""
-    created = registry.create(body)
+    """A new world: its key (shown once), its pretend users, its budgets, its defence."""
+    created = await registry.create(body)
     metrics.worlds.set(registry.n_worlds)
     return created
 
