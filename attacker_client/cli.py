@@ -78,6 +78,8 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     stealth.set_defaults(methods=list(STEALTH_METHODS))
     stealth.add_argument("--detectors", nargs="+", choices=DETECTOR_NAMES,
                          default=list(DETECTOR_NAMES), help="run on each world")  # fmt: skip
+    stealth.add_argument("--defence", choices=("none", *DETECTOR_NAMES), default="none",
+                         help="every world defended by this detector (learners adapt)")  # fmt: skip
     stealth.add_argument("--json", action="store_true",
                          help="no progress bar; print the summary as JSON")  # fmt: skip
     depth = kinds.add_parser("depth", help="Table 2 per clustering-tree depth (Fig. 3)")
@@ -342,6 +344,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         target_seed=args.target_seed,
         ready_timeout=args.wait_ready,
         detectors=tuple(getattr(args, "detectors", ())),
+        defence=getattr(args, "defence", "none"),
         progress=not getattr(args, "json", False),
         policies={
             kind: path

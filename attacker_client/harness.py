@@ -45,7 +45,7 @@ from shared.errors import CopyAttackError
 from shared.fake_profiles import PlatformStats
 from shared.machine import machine
 from shared.scenario import AttackerView, draw_targets, load_attacker_view
-from shared.schemas import PROTOCOLS, DetectorName, EvaluationReport, ModelInfo
+from shared.schemas import PROTOCOLS, Defence, DetectorName, EvaluationReport, ModelInfo
 
 METHODS = (
     "WithoutAttack",
@@ -110,6 +110,9 @@ class ExperimentConfig:
     ready_timeout: float = READY_TIMEOUT  # s: how long to wait for the server's /readyz
     # shilling detectors the server runs on each cell's world before it is deleted
     detectors: tuple[DetectorName, ...] = ()
+    # the server's defence of every world ("none", or a detector's name): a learner
+    # trained in a defended world learns from its defended model (the adaptive attacker)
+    defence: Defence = "none"
     progress: bool = True  # a progress bar on the terminal
 
     def checkpoints(self) -> list[int]:
@@ -197,7 +200,9 @@ class Experiment:
     ) -> dict[str, Any]:
         config = self.config
         # the same seed gives every method the same pretend users: paired comparisons
-        world = await admin.create_world(n_pretend_users=config.pretend_users, seed=seed)
+        world = await admin.create_world(
+            n_pretend_users=config.pretend_users, seed=seed, defence=config.defence
+        )
         checkpoints: dict[int, Any] = {}
         last: tuple[int, EvaluationReport] | None = None  # the last checkpoint, whole
         started = time.perf_counter()
@@ -262,6 +267,7 @@ class Experiment:
             "seconds": round(time.perf_counter() - started, 2),
             "info": info,
             **({"detection": detection} if detection else {}),
+            **({"quarantined": usage.quarantined} if config.defence != "none" else {}),
         }
 
 
@@ -308,8 +314,11 @@ def run_key(
     )
     for name in free:
         settings.pop(name)
-    if not settings["detectors"]:  # a run recorded before detection existed resumes
+    # runs recorded before detection and defences existed resume
+    if not settings["detectors"]:
         settings.pop("detectors")
+    if settings["defence"] == "none":
+        settings.pop("defence")
     # an attack option left unset is the behaviour from before the option existed, so a
     # run recorded by an earlier version (without the field) resumes
     settings["attack"] = {k: v for k, v in settings["attack"].items() if v is not None}

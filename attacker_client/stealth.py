@@ -94,6 +94,10 @@ def summarise_stealth(cells: list[dict[str, Any]]) -> dict[str, Any]:
             }
             for name in (detected[0] if detected else {})
         }
+        shares = [
+            c["quarantined"] / c["profiles"] for c in group if "quarantined" in c and c["profiles"]
+        ]
+        row["quarantined_share"] = _mean(shares)  # a defended run: the share kept out
         # the distances do not depend on the detector: any one's report has them
         for distance in ("js_distance", "tv_distance"):
             row[distance] = _mean([next(iter(d.values()))[distance] for d in detected])
@@ -181,6 +185,12 @@ def format_stealth(summary: dict[str, Any]) -> str:
             + " |"
         )
     lines.append("")
+    defended = {
+        m: r["quarantined_share"] for m, r in rows.items() if r.get("quarantined_share") is not None
+    }
+    if defended:
+        shares = ", ".join(f"{m} {share:.2f}" for m, share in defended.items())
+        lines += [f"Share of each attack's profiles the world's defence quarantined: {shares}.", ""]
     for metric, verdict in summary["goal"].items():
         found = _verdicts(verdict["generated_found"])
         hidden = _verdicts(verdict["copied_hidden"])

@@ -69,3 +69,29 @@ def test_stealth_end_to_end_on_the_tiny_pair(
     # other detectors are other numbers: refused, naming the change
     assert copyattack_main([*argv, "--detectors", "pca"]) == 2
     assert "detectors" in capsys.readouterr().err
+
+
+def test_stealth_against_a_defended_world(
+    scenario_dir: Path, server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Every world defended: CopyAttack learns from the defended model (the adaptive
+    attacker), each cell records how many of its profiles were quarantined."""
+    out = tmp_path / "defended"
+    argv = [
+        "experiment", "stealth", "--server", server.url, "--admin-token", ADMIN_TOKEN,
+        "--scenario", str(scenario_dir), "--targets", "1", "--budget", "6",
+        "--pretend-users", "10", "--episodes", "1", "--k", "20", "--checkpoint-every", "6",
+        "--methods", "WithoutAttack", "RandomFake", "TargetAttack100", "CopyAttack",
+        "--detectors", "degree", "--defence", "degree", "--out", str(out), "--json",
+    ]  # fmt: skip
+    assert copyattack_main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)["methods"]
+    cells = {c["method"]: c for c in read_cells(out / "cells.jsonl")}
+    for method, cell in cells.items():
+        assert 0 <= cell["quarantined"] <= cell["profiles"]
+        if cell["profiles"]:
+            assert rows[method]["quarantined_share"] == cell["quarantined"] / cell["profiles"]
+    # the defence's detector finds random fakes on this world (ROC-AUC 0.99 offline)
+    assert cells["RandomFake"]["quarantined"] > 0
+    assert "quarantined" in (out / "stealth.md").read_text()
+    assert json.loads((out / "run.json").read_text())["defence"] == "degree"
