@@ -492,7 +492,8 @@ class WorldRegistry:
                 job.view.epochs,
                 _probe_users(world),
             )
-            after = len(world.state.graph.injected_users)
+            # every injection so far, quarantined too: the ledger position a replay counts
+            after = len(world.injected_state.graph.injected_users)
             self.ledger.record_retrain(world.world_id, after, job.view.epochs, digest)
         except Cancelled:
             job.finish("cancelled", "cancelled while running; the world kept its model")

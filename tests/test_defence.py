@@ -15,7 +15,7 @@ from recsys_server.detection.service import Detection
 from recsys_server.graph import InteractionGraph
 from shared.fake_profiles import PlatformStats, fake_profile
 from tests.pinsage_fixtures import tiny_data
-from tests.service_fixtures import ADMIN, serving, settings_for
+from tests.service_fixtures import ADMIN, retrain, serving, settings_for
 from tests.test_service import assert_problem
 
 pytestmark = pytest.mark.anyio
@@ -125,3 +125,22 @@ async def test_a_bad_defence_is_refused_and_creates_nothing(artifact: Path, tmp_
             response = await client.post("/admin/worlds", json=body, headers=ADMIN)
             assert_problem(response, 422, "validation-error", word)
         assert (await client.get("/admin/worlds", headers=ADMIN)).json() == []
+
+
+async def test_a_retrain_of_a_defended_world_replays_after_a_restart(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """The retrain is recorded after every injection so far, quarantined ones included
+    (the ledger's count), so the replay runs it at the same point."""
+    batch = profiles()
+    settings = settings_for(artifact, tmp_path / "ledger.db")
+    async with serving(settings) as client:
+        world, key = await world_of(client, defence="degree")
+        await inject_all(client, key, batch[:6])
+        await retrain(client, world["world_id"], epochs=1)
+        await inject_all(client, key, batch[6:])
+        before = await tops(client, key, world["pretend_users"])
+        usage = await client.get(f"/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
+        assert 0 < usage.json()["quarantined"] < len(batch)
+    async with serving(settings) as client:
+        assert await tops(client, key, world["pretend_users"]) == before
