@@ -42,6 +42,10 @@ from attacker_client._transport import KeepAliveTransport
 from shared.schemas import (
     PROTOCOLS,
     Budgets,
+    Defence,
+    DetectionReport,
+    DetectorName,
+    DetectRequest,
     EvaluationReport,
     InjectedProfile,
     InjectUserResponse,
@@ -320,11 +324,19 @@ class _AttackerCalls(_BaseClient):
 class _AdminCalls(_BaseClient):
     @staticmethod
     def _create_world_call(
-        n_pretend_users: int, seed: int, budgets: Budgets | dict[str, int] | None
+        n_pretend_users: int,
+        seed: int,
+        budgets: Budgets | dict[str, int] | None,
+        defence: Defence = "none",
+        defence_threshold: float | None = None,
     ) -> _Call[WorldCreated]:
         body: dict[str, Any] = {"n_pretend_users": n_pretend_users, "seed": seed}
         if budgets is not None:
             body["budgets"] = Budgets.model_validate(budgets).model_dump()
+        if defence != "none":  # a server without defences keeps taking the body
+            body["defence"] = defence
+            if defence_threshold is not None:
+                body["defence_threshold"] = defence_threshold
         # not idempotent: a lost answer may have created a world, so never resent blindly
         return _Call("POST", "/admin/worlds", _model(WorldCreated), json=body, idempotent=False)
 
@@ -398,6 +410,19 @@ class _AdminCalls(_BaseClient):
             f"/admin/worlds/{world_id}/evaluate",
             _model(EvaluationReport),
             json={"target_items": [int(i) for i in target_items], "protocols": list(protocols)},
+        )
+
+    @staticmethod
+    def _detect_call(
+        world_id: str, detector: DetectorName, threshold: float | None, include_users: bool
+    ) -> _Call[DetectionReport]:
+        # validated here with the server's model: a bad argument never leaves the client
+        body = DetectRequest(detector=detector, threshold=threshold, include_users=include_users)
+        return _Call(
+            "POST",
+            f"/admin/worlds/{world_id}/detect",
+            _model(DetectionReport),
+            json=body.model_dump(),
         )
 
     @staticmethod
@@ -517,9 +542,14 @@ class AdminClient(_AdminCalls, _SyncHTTP):
         n_pretend_users: int = 50,
         seed: int = 0,
         budgets: Budgets | dict[str, int] | None = None,
+        defence: Defence = "none",
+        defence_threshold: float | None = None,
     ) -> WorldCreated:
-        """A new world: its attacker key (shown once), pretend users and budgets."""
-        return self._execute(self._create_world_call(n_pretend_users, seed, budgets))
+        """A new world: its attacker key (shown once), pretend users and budgets; with a
+        ``defence`` (a detector's name), injections it flags are quarantined."""
+        return self._execute(
+            self._create_world_call(n_pretend_users, seed, budgets, defence, defence_threshold)
+        )
 
     def list_worlds(self) -> list[WorldUsage]:
         return self._execute(self._list_worlds_call())
@@ -575,6 +605,17 @@ class AdminClient(_AdminCalls, _SyncHTTP):
         ('sampled': among 100 sampled items, much cheaper; 'full': whole catalogue)."""
         return self._execute(self._evaluate_call(world_id, target_items, protocols))
 
+    def detect(
+        self,
+        world_id: str,
+        detector: DetectorName,
+        threshold: float | None = None,
+        include_users: bool = True,
+    ) -> DetectionReport:
+        """A shilling detector's verdict on the world's users (scores, flags) and its
+        precision, recall, F1 and ROC-AUC against the injected users."""
+        return self._execute(self._detect_call(world_id, detector, threshold, include_users))
+
     def model_info(self) -> ModelInfo:
         return self._execute(self._model_info_call())
 
@@ -608,9 +649,13 @@ class AsyncAdminClient(_AdminCalls, _AsyncHTTP):
         n_pretend_users: int = 50,
         seed: int = 0,
         budgets: Budgets | dict[str, int] | None = None,
+        defence: Defence = "none",
+        defence_threshold: float | None = None,
     ) -> WorldCreated:
         """See :meth:`AdminClient.create_world`."""
-        return await self._execute(self._create_world_call(n_pretend_users, seed, budgets))
+        return await self._execute(
+            self._create_world_call(n_pretend_users, seed, budgets, defence, defence_threshold)
+        )
 
     async def list_worlds(self) -> list[WorldUsage]:
         return await self._execute(self._list_worlds_call())
@@ -661,6 +706,16 @@ class AsyncAdminClient(_AdminCalls, _AsyncHTTP):
     ) -> EvaluationReport:
         """See :meth:`AdminClient.evaluate`."""
         return await self._execute(self._evaluate_call(world_id, target_items, protocols))
+
+    async def detect(
+        self,
+        world_id: str,
+        detector: DetectorName,
+        threshold: float | None = None,
+        include_users: bool = True,
+    ) -> DetectionReport:
+        """See :meth:`AdminClient.detect`."""
+        return await self._execute(self._detect_call(world_id, detector, threshold, include_users))
 
     async def model_info(self) -> ModelInfo:
         return await self._execute(self._model_info_call())

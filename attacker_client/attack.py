@@ -16,6 +16,7 @@ from attacker_client._client import AsyncAdminClient, AsyncClient
 from attacker_client.source_mf import SourceEmbeddings
 from attacker_client.tree import BalancedClusterTree
 from shared.errors import CopyAttackError
+from shared.fake_profiles import PlatformStats
 from shared.scenario import AttackerView
 from shared.schemas import WorldCreated
 
@@ -34,6 +35,8 @@ class AttackContext:
     # called after each injection of the final spend with the number injected so far
     on_injected: Callable[[int], Awaitable[None]] | None = None
     injected_lengths: list[int] = field(default_factory=list)
+    # the target platform's statistics, for the generated-profile attacks only
+    platform: PlatformStats | None = None
 
     @property
     def holders(self) -> np.ndarray:

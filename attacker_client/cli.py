@@ -11,6 +11,8 @@
     copyattack experiment table2 ... --methods ... CopyAttack-Amortised CopyAttack-Surrogate
         --amortised-policy DIR/policy-NNNN.pt --surrogate-policy DIR/policy-NNNN.pt
     copyattack experiment learning-curve --pretrained DIR [--baselines table2.json] ...
+    copyattack experiment stealth --server URL --scenario DIR [--detectors D ...] [--json]
+        (table2's options; generated-profile attacks and copies, judged by the detectors)
 
 The admin token also comes from ``RECSYS_ADMIN_TOKEN``. A run writes table2.md/.csv/.json,
 budget_curve.csv/.png and cells.jsonl into ``--out``; run it again to resume.
@@ -42,10 +44,12 @@ from attacker_client.harness import (
 )
 from attacker_client.pretrain import PretrainArgs, run_pretrain
 from attacker_client.readiness import READY_TIMEOUT
+from attacker_client.stealth import STEALTH_METHODS, run_stealth
 from shared import cli as shared_cli
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
 from shared.profiles import WINDOW_SHARES
+from shared.schemas import DETECTOR_NAMES
 
 
 def add_attack_commands(commands: argparse._SubParsersAction) -> None:
@@ -67,6 +71,17 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     kinds = experiment.add_subparsers(dest="experiment_command", required=True)
     table2 = kinds.add_parser("table2", help="every method on every target item (Table 2)")
     _add_run_options(table2, Path("results/table2"))
+    stealth = kinds.add_parser(
+        "stealth", help="attacks judged by the server's shilling detectors (issue 19)"
+    )
+    _add_run_options(stealth, Path("results/stealth"))
+    stealth.set_defaults(methods=list(STEALTH_METHODS))
+    stealth.add_argument("--detectors", nargs="+", choices=DETECTOR_NAMES,
+                         default=list(DETECTOR_NAMES), help="run on each world")  # fmt: skip
+    stealth.add_argument("--defence", choices=("none", *DETECTOR_NAMES), default="none",
+                         help="every world defended by this detector (learners adapt)")  # fmt: skip
+    stealth.add_argument("--json", action="store_true",
+                         help="no progress bar; print the summary as JSON")  # fmt: skip
     depth = kinds.add_parser("depth", help="Table 2 per clustering-tree depth (Fig. 3)")
     _add_run_options(depth, Path("results/depth"))
     depth.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4],
@@ -328,6 +343,9 @@ def run_experiment(args: argparse.Namespace) -> int:
         attack=_attack_args(args),
         target_seed=args.target_seed,
         ready_timeout=args.wait_ready,
+        detectors=tuple(getattr(args, "detectors", ())),
+        defence=getattr(args, "defence", "none"),
+        progress=not getattr(args, "json", False),
         policies={
             kind: path
             for kind in ("amortised", "surrogate")
@@ -345,6 +363,15 @@ def run_experiment(args: argparse.Namespace) -> int:
     if args.experiment_command == "popularity":
         asyncio.run(run_sweep(config, "decile", args.deciles))
         print(f"wrote {args.out}/decile_sweep.csv and .png")
+        return 0
+    if args.experiment_command == "stealth":
+        summary = asyncio.run(run_stealth(config))
+        if args.json:
+            print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+        else:
+            print((args.out / "stealth.md").read_text())
+            print(f"wrote {args.out}/stealth.md, .csv, .json, .png, cells.jsonl "
+                  f"({summary['wall_seconds_this_run']} s)")  # fmt: skip
         return 0
     summary = asyncio.run(run_table2(config))
     print((args.out / "table2.md").read_text())

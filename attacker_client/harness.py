@@ -34,6 +34,7 @@ from attacker_client._client import AsyncAdminClient, AsyncClient
 from attacker_client.attack import AttackContext, AttackMethod, require_served_scenario
 from attacker_client.baselines import random_attack, target_attack, without_attack
 from attacker_client.copyattack import CopyAttackArgs, copyattack
+from attacker_client.generated import GENERATED, generated_method, target_platform_stats
 from attacker_client.pretrain import PretrainedPolicy, copyattack_pretrained, load_policy
 from attacker_client.readiness import READY_TIMEOUT, wait_until_ready
 from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, cached_source_mf
@@ -41,9 +42,10 @@ from attacker_client.tree import BalancedClusterTree
 from shared.atomic import staged_file, write_text_atomic
 from shared.datasets.registry import sha256_file
 from shared.errors import CopyAttackError
+from shared.fake_profiles import PlatformStats
 from shared.machine import machine
 from shared.scenario import AttackerView, draw_targets, load_attacker_view
-from shared.schemas import PROTOCOLS, EvaluationReport, ModelInfo
+from shared.schemas import PROTOCOLS, Defence, DetectorName, EvaluationReport, ModelInfo
 
 METHODS = (
     "WithoutAttack",
@@ -65,7 +67,7 @@ PRETRAINED = {
     "CopyAttack-Surrogate": ("surrogate", False),
     "CopyAttack-Surrogate+FT": ("surrogate", True),
 }
-ALL_METHODS = (*METHODS, *PRETRAINED)
+ALL_METHODS = (*METHODS, *PRETRAINED, *GENERATED)
 # the learners judged against the best of the other methods in the paired tests
 LEARNERS = ("CopyAttack", *PRETRAINED)
 # (cohort, protocol, metric) of the paired tests: the paper's headline and NDCG, and the
@@ -106,6 +108,12 @@ class ExperimentConfig:
     policies: dict[str, Path] = field(default_factory=dict)  # "amortised" / "surrogate"
     target_seed: int = 0  # fewer targets than the scenario lists: a draw with this seed
     ready_timeout: float = READY_TIMEOUT  # s: how long to wait for the server's /readyz
+    # shilling detectors the server runs on each cell's world before it is deleted
+    detectors: tuple[DetectorName, ...] = ()
+    # the server's defence of every world ("none", or a detector's name): a learner
+    # trained in a defended world learns from its defended model (the adaptive attacker)
+    defence: Defence = "none"
+    progress: bool = True  # a progress bar on the terminal
 
     def checkpoints(self) -> list[int]:
         if self.threat_model == "retrain":
@@ -137,6 +145,8 @@ def method_of(
     }
     if name in fixed:
         return fixed[name]
+    if name in GENERATED:
+        return generated_method(name)
     if name in LEARNED:
         return functools.partial(copyattack, args=dataclasses.replace(args, **LEARNED[name]))
     if name in PRETRAINED:
@@ -167,6 +177,7 @@ class Experiment:
     embeddings: SourceEmbeddings
     targets: list[int]
     policies: dict[str, PretrainedPolicy] = field(default_factory=dict)
+    platform: PlatformStats | None = None  # for the generated-profile attacks
     _trees: dict[int, BalancedClusterTree] = field(default_factory=dict)
 
     def tree(self, depth: int) -> BalancedClusterTree:
@@ -189,7 +200,9 @@ class Experiment:
     ) -> dict[str, Any]:
         config = self.config
         # the same seed gives every method the same pretend users: paired comparisons
-        world = await admin.create_world(n_pretend_users=config.pretend_users, seed=seed)
+        world = await admin.create_world(
+            n_pretend_users=config.pretend_users, seed=seed, defence=config.defence
+        )
         checkpoints: dict[int, Any] = {}
         last: tuple[int, EvaluationReport] | None = None  # the last checkpoint, whole
         started = time.perf_counter()
@@ -217,6 +230,7 @@ class Experiment:
                     budget=config.budget,
                     seed=seed,
                     on_injected=on_injected,
+                    platform=self.platform,
                 )
                 attack = method_of(method, config.attack, self.policies)
                 info = await attack(ctx)
@@ -228,6 +242,12 @@ class Experiment:
             else:
                 report = await admin.evaluate(world.world_id, [target])
             usage = await admin.usage(world.world_id)
+            detection = {
+                name: (await admin.detect(world.world_id, name, include_users=False)).model_dump(
+                    exclude={"users", "world_id", "detector"}
+                )
+                for name in config.detectors
+            }
         finally:
             await admin.delete_world(world.world_id)
         lengths = ctx.injected_lengths
@@ -246,6 +266,8 @@ class Experiment:
             "injected_items": usage.total.items,
             "seconds": round(time.perf_counter() - started, 2),
             "info": info,
+            **({"detection": detection} if detection else {}),
+            **({"quarantined": usage.quarantined} if config.defence != "none" else {}),
         }
 
 
@@ -288,9 +310,15 @@ def run_key(
         "policies",
         "target_seed",
         "ready_timeout",
+        "progress",
     )
     for name in free:
         settings.pop(name)
+    # runs recorded before detection and defences existed resume
+    if not settings["detectors"]:
+        settings.pop("detectors")
+    if settings["defence"] == "none":
+        settings.pop("defence")
     # an attack option left unset is the behaviour from before the option existed, so a
     # run recorded by an earlier version (without the field) resumes
     settings["attack"] = {k: v for k, v in settings["attack"].items() if v is not None}
@@ -346,6 +374,17 @@ def _load_policies(config: ExperimentConfig, view: AttackerView) -> dict[str, Pr
 
 
 async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
+    cells, started = await run_cells(config, "table2")
+    summary = summarise(cells, config)
+    summary["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
+    summary["machine"] = machine()  # where the attacker ran; beside the server in our runs
+    write_outputs(summary, cells, config.out)
+    return summary
+
+
+async def run_cells(config: ExperimentConfig, name: str) -> tuple[list[dict[str, Any]], float]:
+    """Every (method, target, seed) cell of the run, those of ``cells.jsonl`` resumed, the
+    rest run; and when this run started (``time.perf_counter``)."""
     view = load_attacker_view(config.scenario)
     pool = view.cold_targets if config.decile is None else view.decile_targets[config.decile]
     targets = draw_targets(pool, config.targets, config.target_seed)
@@ -374,11 +413,19 @@ async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
         embeddings = await asyncio.to_thread(
             cached_source_mf, view, SourceMFConfig(seed=0), config.cache_dir or config.out
         )
-        experiment = Experiment(config, view, embeddings, targets, policies)
+        platform = None
+        if any(m in GENERATED for m in config.methods):
+            platform = await asyncio.to_thread(target_platform_stats, config.scenario)
+        experiment = Experiment(config, view, embeddings, targets, policies, platform)
         for depth in sorted(experiment.tree_depths()):
             await asyncio.to_thread(experiment.tree, depth)
         slots = asyncio.Semaphore(config.concurrency)
-        progress = tqdm(total=len(todo) + len(done), initial=len(done), desc="table2")
+        progress = tqdm(
+            total=len(todo) + len(done),
+            initial=len(done),
+            desc=name,
+            disable=not config.progress,
+        )
         with open(cells_path, "a") as sink:
 
             async def run(cell: tuple[str, int, int]) -> None:
@@ -393,11 +440,7 @@ async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
             await asyncio.gather(*(run(cell) for cell in todo))
         progress.close()
     cells = [done[(m, t, s)] for s in config.seeds for t in targets for m in config.methods]
-    summary = summarise(cells, config)
-    summary["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
-    summary["machine"] = machine()  # where the attacker ran; beside the server in our runs
-    write_outputs(summary, cells, config.out)
-    return summary
+    return cells, started
 
 
 # --- statistics and outputs -------------------------------------------------------------

@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS retrains (
 );
 CREATE INDEX IF NOT EXISTS retrains_of_world ON retrains (world_id);
 """
+# columns added after the first ledgers were written: added to an older ledger on open,
+# always at the end of their table (rows are read by position)
+ADDED_COLUMNS = (
+    ("worlds", "defence", "TEXT NOT NULL DEFAULT 'none'"),
+    ("worlds", "defence_threshold", "REAL"),
+    ("injections", "quarantined", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 class LedgerError(CopyAttackError):
@@ -77,6 +84,8 @@ class WorldRecord:
     budgets: Budgets
     used: Counts
     total: Counts
+    defence: str = "none"  # the detector that screens injections (recsys_server.detection)
+    defence_threshold: float | None = None  # None: the detector's own
 
     def remaining(self) -> Counts:
         return Counts(
@@ -99,6 +108,7 @@ class InjectionRecord:
     items: list[int]
     idempotency_key: str | None
     created_at: float
+    quarantined: bool = False  # flagged by the world's defence: acknowledged, not in the graph
 
 
 class Ledger:
@@ -116,6 +126,10 @@ class Ledger:
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            for table, column, kind in ADDED_COLUMNS:
+                present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{path}: not a usable SQLite ledger ({exc})") from None
         row = self._db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
@@ -133,11 +147,18 @@ class Ledger:
     # --- worlds --------------------------------------------------------------------
 
     def create_world(
-        self, world_id: str, key_hash: str, pretend_users: list[int], budgets: Budgets
+        self,
+        world_id: str,
+        key_hash: str,
+        pretend_users: list[int],
+        budgets: Budgets,
+        defence: str = "none",
+        defence_threshold: float | None = None,
     ) -> None:
         self._db.execute(
             "INSERT INTO worlds (world_id, key_hash, pretend_users, budget_queries, "
-            "budget_injections, budget_items, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "budget_injections, budget_items, created_at, defence, defence_threshold) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 world_id,
                 key_hash,
@@ -146,6 +167,8 @@ class Ledger:
                 budgets.injections,
                 budgets.items,
                 time.time(),
+                defence,
+                defence_threshold,
             ),
         )
 
@@ -208,7 +231,12 @@ class Ledger:
         )
 
     def record_injection(
-        self, world_id: str, user_id: int, items: list[int], idempotency_key: str | None
+        self,
+        world_id: str,
+        user_id: int,
+        items: list[int],
+        idempotency_key: str | None,
+        quarantined: bool = False,
     ) -> bool:
         """Count and record one injection if both budgets allow it, atomically; False (and
         nothing written) if not."""
@@ -224,26 +252,28 @@ class Ledger:
             if cursor.rowcount != 1:
                 return False
             self._db.execute(
-                "INSERT INTO injections VALUES (?, ?, ?, ?, ?)",
-                (world_id, user_id, json.dumps(items), idempotency_key, time.time()),
+                "INSERT INTO injections VALUES (?, ?, ?, ?, ?, ?)",
+                (world_id, user_id, json.dumps(items), idempotency_key, time.time(), quarantined),
             )
         return True
 
     def injections(self, world_id: str) -> list[InjectionRecord]:
         rows = self._db.execute(
-            "SELECT user_id, items, idempotency_key, created_at FROM injections "
+            "SELECT user_id, items, idempotency_key, created_at, quarantined FROM injections "
             "WHERE world_id = ? ORDER BY user_id",
             (world_id,),
         )
-        return [InjectionRecord(u, json.loads(i), k, t) for u, i, k, t in rows]
+        return [InjectionRecord(u, json.loads(i), k, t, bool(q)) for u, i, k, t, q in rows]
 
     def injection_by_key(self, world_id: str, idempotency_key: str) -> InjectionRecord | None:
         row = self._db.execute(
-            "SELECT user_id, items, idempotency_key, created_at FROM injections "
+            "SELECT user_id, items, idempotency_key, created_at, quarantined FROM injections "
             "WHERE world_id = ? AND idempotency_key = ?",
             (world_id, idempotency_key),
         ).fetchone()
-        return None if row is None else InjectionRecord(row[0], json.loads(row[1]), row[2], row[3])
+        if row is None:
+            return None
+        return InjectionRecord(row[0], json.loads(row[1]), row[2], row[3], bool(row[4]))
 
     # --- retrains --------------------------------------------------------------------
 
@@ -277,7 +307,8 @@ class Ledger:
 
 
 def _world_record(row: tuple) -> WorldRecord:
-    (world_id, key_hash, pretend, bq, bi, bit, uq, ui, uit, tq, ti, tit, _created) = row
+    (world_id, key_hash, pretend, bq, bi, bit, uq, ui, uit, tq, ti, tit, _created, *added) = row
+    defence, defence_threshold = added
     return WorldRecord(
         world_id=world_id,
         key_hash=key_hash,
@@ -285,4 +316,6 @@ def _world_record(row: tuple) -> WorldRecord:
         budgets=Budgets(queries=bq, injections=bi, items=bit),
         used=Counts(queries=uq, injections=ui, items=uit),
         total=Counts(queries=tq, injections=ti, items=tit),
+        defence=defence,
+        defence_threshold=defence_threshold,
     )

@@ -43,6 +43,8 @@ import numpy as np
 from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.cancellation import Cancelled, run_cancellable
 from recsys_server.data import TargetData
+from recsys_server.detection.features import Profiles
+from recsys_server.detection.service import Detection
 from recsys_server.ledger import Ledger, LedgerError, RetrainRecord, WorldRecord
 from recsys_server.observability import ServiceMetrics
 from recsys_server.problems import (
@@ -69,6 +71,8 @@ from shared.schemas import (
     CohortEvaluation,
     Counts,
     CreateWorldRequest,
+    DetectionReport,
+    DetectRequest,
     EvaluationReport,
     InjectedProfile,
     InjectUserResponse,
@@ -111,6 +115,19 @@ class World:
     query_lease: int = 0
     deleted: bool = False
     retrains: dict[str, Retrain] = field(default_factory=dict)  # its jobs, by id
+    # a defended world (``defence`` not "none") keeps a shadow: every injected user,
+    # quarantined or not, whose /topk answers the attacker's queries of injected users,
+    # so a quarantined injection is answered exactly like an accepted one; ``state``
+    # holds the accepted ones only and answers the pretend users and evaluations
+    defence: str = "none"
+    defence_threshold: float | None = None
+    shadow: ServingState | None = None
+    quarantined: int = 0
+
+    @property
+    def injected_state(self) -> ServingState:
+        """The state holding every injected user the attacker may query."""
+        return self.state if self.shadow is None else self.shadow
 
     def unfinished_retrain(self) -> Retrain | None:
         return next((job for job in self.retrains.values() if not job.view.finished), None)
@@ -145,6 +162,7 @@ class WorldRegistry:
         self.metrics = metrics or ServiceMetrics()
         self.query_lease = query_lease
         self.clean = artifact.victim.serving_state(self.data)
+        self.detection = Detection(self.clean.graph, seed=eval_seed)
         self._holders = self.data.known.tocsc()
         self._train_counts = np.bincount(self.data.train[:, 0], minlength=self.data.n_users)
         self._worlds: dict[str, World] = {}
@@ -208,20 +226,33 @@ class WorldRegistry:
 
     # --- admin ---------------------------------------------------------------------
 
-    def create(self, request: CreateWorldRequest) -> WorldCreated:
+    async def create(self, request: CreateWorldRequest) -> WorldCreated:
+        """A new world; a defence's detector is fitted first (once per detector: seconds
+        on the real pairs, on the refresh thread), so its threshold can be stated."""
         pool = self.data.pretend_pool
         if request.n_pretend_users > len(pool):
             raise InvalidRequest(
                 f"n_pretend_users is {request.n_pretend_users}, but the pretend-user pool "
                 f"holds {len(pool)} users"
             )
+        if request.defence != "none":
+            await self._run(self._refresher, self.detection.detector, request.defence)
         rng = np.random.default_rng(request.seed)
         pretend = sorted(int(u) for u in rng.choice(pool, request.n_pretend_users, replace=False))
         world_id, key = "w_" + secrets.token_hex(8), new_api_key()
-        self.ledger.create_world(world_id, hash_key(key), pretend, request.budgets)
-        self._add(World(world_id, hash_key(key), frozenset(pretend), self.clean.fork()))
+        defence, threshold = request.defence, request.defence_threshold
+        self.ledger.create_world(
+            world_id, hash_key(key), pretend, request.budgets, defence, threshold
+        )
+        world = self._new_world(world_id, hash_key(key), pretend, defence, threshold)
+        self._add(world)
         return WorldCreated(
-            world_id=world_id, api_key=key, pretend_users=pretend, budgets=request.budgets
+            world_id=world_id,
+            api_key=key,
+            pretend_users=pretend,
+            budgets=request.budgets,
+            defence=defence,
+            defence_threshold=self._threshold_of(world),
         )
 
     async def delete(self, world: World) -> None:
@@ -246,6 +277,8 @@ class WorldRegistry:
             self._return_lease(world)
             self.ledger.reset_world(world.world_id, restore_budgets)
             world.state = self.clean.fork()
+            world.shadow = None if world.shadow is None else self.clean.fork()
+            world.quarantined = 0
             world.embedding_epoch = 0
         return self.usage(world)
 
@@ -311,6 +344,9 @@ class WorldRegistry:
             remaining=_less_queries(record.remaining(), -lease),
             injected_users=len(world.state.graph.injected_users),
             embedding_epoch=world.embedding_epoch,
+            defence=world.defence,
+            defence_threshold=self._threshold_of(world),
+            quarantined=world.quarantined,
         )
 
     def export(self, world: World) -> list[InjectedProfile]:
@@ -320,6 +356,7 @@ class WorldRegistry:
                 items=r.items,
                 idempotency_key=r.idempotency_key,
                 created_at=r.created_at,
+                quarantined=r.quarantined,
             )
             for r in self.ledger.injections(world.world_id)
         ]
@@ -347,6 +384,20 @@ class WorldRegistry:
             world_id=world.world_id, seed=self.eval_seed, targets=evaluated, mean=mean
         )
 
+    async def detect(self, world: World, request: DetectRequest) -> DetectionReport:
+        """Run a shilling detector over the world's real and injected users (the ledger's
+        injections are the ground truth); the first use of a detector fits it."""
+        injected = [(r.user_id, r.items) for r in self.ledger.injections(world.world_id)]
+        return await self._run(
+            self._evaluator,
+            self.detection.judge,
+            world.world_id,
+            request.detector,
+            injected,
+            request.threshold,
+            request.include_users,
+        )
+
     # --- attacker ------------------------------------------------------------------
 
     def topk(self, world: World, user: int, k: int) -> list[int]:
@@ -359,9 +410,12 @@ class WorldRegistry:
         answered query was always committed before it was answered."""
         if world.deleted:
             raise Unauthorized("unknown API key")
-        state = world.state
         # the attacker may query its pretend users and the users it injected, nothing else
-        if user not in world.pretend_users and not state.graph.is_injected(user):
+        if user in world.pretend_users:
+            state = world.state
+        elif world.injected_state.graph.is_injected(user):
+            state = world.injected_state
+        else:
             raise NotFound(f"no user {user}")
         if world.query_lease == 0:
             world.query_lease = self.ledger.lease_queries(world.world_id, self.query_lease)
@@ -395,12 +449,17 @@ class WorldRegistry:
                     f"the profile has {len(items)}"
                 )
             started = time.perf_counter()
-            refreshed, user = await self._run(self._refresher, _with_user, world.state, items)
+            refreshed, shadow, user, quarantined = await self._run(
+                self._refresher, self._screened, world, items
+            )
             self.metrics.refresh_seconds.observe(time.perf_counter() - started)
             # acknowledged only once committed; if this raises, ``refreshed`` is dropped
-            if not self.ledger.record_injection(world.world_id, user, items, idempotency_key):
+            if not self.ledger.record_injection(
+                world.world_id, user, items, idempotency_key, quarantined
+            ):
                 raise QuotaExceeded("a budget of this world is spent")  # checked above: rare
-            world.state = refreshed
+            world.state, world.shadow = refreshed, shadow
+            world.quarantined += quarantined
             world.embedding_epoch += 1
             self.metrics.injections.labels(world.world_id).inc()
             return self._injected(world, user, len(items))
@@ -433,7 +492,8 @@ class WorldRegistry:
                 job.view.epochs,
                 _probe_users(world),
             )
-            after = len(world.state.graph.injected_users)
+            # every injection so far, quarantined too: the ledger position a replay counts
+            after = len(world.injected_state.graph.injected_users)
             self.ledger.record_retrain(world.world_id, after, job.view.epochs, digest)
         except Cancelled:
             job.finish("cancelled", "cancelled while running; the world kept its model")
@@ -477,15 +537,73 @@ class WorldRegistry:
             self.ledger.return_queries(world.world_id, world.query_lease)
             world.query_lease = 0
 
-    def _restore(self, record: WorldRecord) -> None:
-        world = World(
-            record.world_id, record.key_hash, frozenset(record.pretend_users), self.clean.fork()
+    def _new_world(
+        self,
+        world_id: str,
+        key_hash: str,
+        pretend: list[int],
+        defence: str,
+        threshold: float | None,
+    ) -> World:
+        shadow = None if defence == "none" else self.clean.fork()
+        return World(
+            world_id,
+            key_hash,
+            frozenset(pretend),
+            self.clean.fork(),
+            defence=defence,
+            defence_threshold=threshold,
+            shadow=shadow,
         )
+
+    def _threshold_of(self, world: World) -> float | None:
+        """The defence's threshold in force (None without a defence). A restored world's
+        detector is fitted here if it was not yet (the replay's, on the loading thread)."""
+        if world.defence == "none" or world.defence_threshold is not None:
+            return world.defence_threshold
+        return self.detection.detector(world.defence)[0].threshold  # type: ignore[arg-type]
+
+    def _screened(
+        self, world: World, items: list[int]
+    ) -> tuple[ServingState, ServingState | None, int, bool]:
+        """The world's states with the profile injected, its user id, and whether the
+        defence quarantined it (then the defended state is left as it was). Runs on the
+        refresh thread: a defence's first use fits its detector."""
+        if world.shadow is None:
+            refreshed, user = _with_user(world.state, items)
+            return refreshed, None, user, False
+        detector, _ = self.detection.detector(world.defence)  # type: ignore[arg-type]
+        score = float(detector.score(Profiles.of([items]))[0])
+        threshold = self._threshold_of(world)
+        quarantined = threshold is not None and score > threshold
+        shadow, user = _with_user(world.shadow, items)
+        refreshed = world.state if quarantined else _with_user(world.state, items)[0]
+        return refreshed, shadow, user, quarantined
+
+    def _restore(self, record: WorldRecord) -> None:
+        world = self._new_world(
+            record.world_id,
+            record.key_hash,
+            record.pretend_users,
+            record.defence,
+            record.defence_threshold,
+        )
+        if record.defence != "none":  # fitted while loading, not on a first request
+            self.detection.detector(record.defence)  # type: ignore[arg-type]
         retrains = self.ledger.retrains(record.world_id)
         injections = self.ledger.injections(record.world_id)
         for position, injection in enumerate(injections):
             retrains = self._replay_retrains(world, retrains, position)
-            user = world.state.add_user(np.asarray(injection.items, dtype=np.int64))
+            items = np.asarray(injection.items, dtype=np.int64)
+            if world.shadow is None:
+                user = world.state.add_user(items)
+            else:  # the user ids are the shadow's; the defended state numbers its own
+                user = world.shadow.add_user(items)
+                # the ledger's verdict, not a new one: a replay quarantines the same
+                if injection.quarantined:
+                    world.quarantined += 1
+                else:
+                    world.state.add_user(items)
             if user != injection.user_id:
                 raise LedgerError(
                     f"replaying world {record.world_id}: injection recorded as user "

@@ -89,6 +89,20 @@ class Budgets(_Strict):
     items: int = Field(default=1_000_000, ge=0, le=MAX_BUDGET)
 
 
+DetectorName = Literal["pca", "degree", "ecod", "iforest"]
+DETECTOR_NAMES: tuple[DetectorName, ...] = ("pca", "degree", "ecod", "iforest")
+Defence = Literal["none", "pca", "degree", "ecod", "iforest"]
+DefenceThreshold = Annotated[
+    float | None,
+    Field(
+        default=None,
+        allow_inf_nan=False,
+        description="Quarantine profiles the defence scores above this; default: the "
+        "detector's own threshold (the 99th percentile of the real users' scores).",
+    ),
+]
+
+
 class CreateWorldRequest(_Strict):
     n_pretend_users: int = Field(
         default=50, ge=1, description="Real target users handed to the attacker."
@@ -97,6 +111,12 @@ class CreateWorldRequest(_Strict):
         default=0, ge=0, le=2**63 - 1, description="Chooses the pretend users from the pool."
     )
     budgets: Budgets = Field(default_factory=Budgets)
+    defence: Defence = Field(
+        default="none",
+        description="A shilling detector screening each injection: a profile it flags is "
+        "quarantined (recorded, answered like any other, kept out of the recommender).",
+    )
+    defence_threshold: DefenceThreshold = None
 
 
 class WorldCreated(BaseModel):
@@ -104,6 +124,8 @@ class WorldCreated(BaseModel):
     api_key: str = Field(description="Shown once; the server keeps only its hash.")
     pretend_users: list[UserId]
     budgets: Budgets
+    defence: Defence = "none"
+    defence_threshold: float | None = None
 
 
 class WorldUsage(BaseModel):
@@ -115,6 +137,11 @@ class WorldUsage(BaseModel):
     remaining: Counts
     injected_users: int = Field(description="Injected users live in the world now.")
     embedding_epoch: int = Field(description="Incremental refreshes applied to the world.")
+    defence: Defence = "none"
+    defence_threshold: float | None = Field(
+        default=None, description="The threshold in force (None: no defence)."
+    )
+    quarantined: int = Field(default=0, description="Injections the defence kept out.")
 
 
 class ResetRequest(_Strict):
@@ -158,6 +185,7 @@ class InjectedProfile(BaseModel):
     items: list[ItemId]
     idempotency_key: str | None
     created_at: float = Field(description="Unix time the injection was acknowledged.")
+    quarantined: bool = Field(default=False, description="Kept out by the world's defence.")
 
 
 Protocol = Literal["sampled", "full"]
@@ -215,3 +243,52 @@ class ModelInfo(BaseModel):
     n_users: int
     n_items: int
     worlds: int
+
+
+# --- detection -----------------------------------------------------------------------
+
+
+class DetectRequest(_Strict):
+    detector: DetectorName = Field(
+        description="'pca' (PCA-VarSelect), 'degree' (DegreeSAD-style, supervised), "
+        "'ecod' or 'iforest' (pyod) on the profile features."
+    )
+    threshold: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="Flag users scoring above this; default: the detector's own, the 99th "
+        "percentile of the real users' scores.",
+    )
+    include_users: bool = Field(default=True, description="Also list every user's score.")
+
+
+class UserScore(BaseModel):
+    user_id: UserId
+    score: float = Field(description="Higher is more suspicious.")
+    flagged: bool
+    injected: bool = Field(description="The ledger's ground truth.")
+
+
+class DetectionReport(BaseModel):
+    world_id: str
+    detector: DetectorName
+    threshold: float
+    n_users: int = Field(description="Real users with a training profile, plus injected users.")
+    n_injected: int
+    n_flagged: int
+    precision: float = Field(description="0 when nothing is flagged.")
+    recall: float = Field(description="0 when nothing was injected.")
+    f1: float
+    roc_auc: float | None = Field(description="None unless both real and injected users.")
+    false_positive_rate: float = Field(description="Share of the real users flagged.")
+    js_distance: float | None = Field(
+        description="Jensen-Shannon distance (base 2) between the item-popularity "
+        "histograms of the injected and the real profiles; None when nothing was injected."
+    )
+    tv_distance: float | None = Field(description="Total-variation distance, likewise.")
+    best_f1: float | None = Field(
+        default=None,
+        description="The highest F1 of any threshold (an upper bound: it knows the truth).",
+    )
+    best_threshold: float | None = Field(default=None, description="The threshold of best_f1.")
+    users: list[UserScore] | None = None

@@ -124,6 +124,10 @@ def test_sync_client_round_trip_and_errors(server: ServerProcess, admin: AdminCl
     assert [p.items for p in admin.injections(world.world_id)] == [[5, 9, 2]]
     report = admin.evaluate(world.world_id, [DATA.n_items - 1])
     assert report.targets[0].item == DATA.n_items - 1
+    verdict = admin.detect(world.world_id, "iforest", include_users=False)
+    assert verdict.n_injected == 1 and verdict.users is None
+    with pytest.raises(ValueError, match="threshold"):  # refused before it is sent
+        admin.detect(world.world_id, "iforest", threshold=True)  # type: ignore[arg-type]
     assert admin.reset_world(world.world_id).injected_users == 0
     assert admin.model_info().n_items == DATA.n_items
     admin.delete_world(world.world_id)

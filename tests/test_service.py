@@ -633,6 +633,8 @@ def test_the_openapi_schema_declares_what_the_routes_accept(artifact: Path, tmp_
     schema = create_app(settings_for(artifact, tmp_path / "l.db")).openapi()
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     table = readme.split("## The black-box service", 1)[1].split("\n- ", 1)[0]
+    # the detection route is documented with the detectors, in its own section's table
+    table += readme.split("## Stealth:", 1)[1].split("\n## ", 1)[0]
     assert "/metrics" in schema["paths"]
     metrics = schema["paths"]["/metrics"]["get"]["responses"]
     assert set(metrics["200"]["content"]) == {"text/plain"}
@@ -650,7 +652,7 @@ def test_the_openapi_schema_declares_what_the_routes_accept(artifact: Path, tmp_
                 assert "403" in operation["responses"], path
             row = f"`{method.upper()} {path.replace('{world_id}', '{id}')}"
             assert re.search(re.escape(row) + "[`?]", table), f"{row} is not in the README"
-    assert operations == 16  # the retrain job: GET and DELETE
+    assert operations == 17  # the retrain job: GET and DELETE; detect
 
 
 async def test_a_wrong_method_names_every_method_of_the_path(

@@ -23,6 +23,8 @@ from recsys_server.problems import (
 )
 from shared.schemas import (
     CreateWorldRequest,
+    DetectionReport,
+    DetectRequest,
     EvaluateRequest,
     EvaluationReport,
     InjectedProfile,
@@ -67,8 +69,8 @@ async def model_info(registry: RegistryDep) -> ModelInfo:
 async def create_world(
     body: CreateWorldRequest, registry: RegistryDep, metrics: MetricsDep
 ) -> WorldCreated:
-    """A new world: its key (shown once), its pretend users, its budgets."""
-    created = registry.create(body)
+    """A new world: its key (shown once), its pretend users, its budgets, its defence."""
+    created = await registry.create(body)
     metrics.worlds.set(registry.n_worlds)
     return created
 
@@ -146,3 +148,14 @@ async def evaluate_world(
     pretend users), under the requested protocols (default both), clean model vs this
     world on the same samples."""
     return await registry.evaluate(world, body.target_items, body.protocol_set())
+
+
+@router.post("/worlds/{world_id}/detect", responses=WORLD_BODY_PROBLEMS)
+async def detect_in_world(
+    world: WorldDep, registry: RegistryDep, body: DetectRequest
+) -> DetectionReport:
+    """Run a shilling detector over the world's users, real and injected: each user's
+    score and flag, and precision, recall, F1 and ROC-AUC against the ledger's record of
+    which users were injected. The first call of a detector fits it on the clean
+    training graph (seconds on the real pairs), later ones reuse it."""
+    return await registry.detect(world, body)

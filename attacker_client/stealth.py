@@ -1,0 +1,234 @@
+"""The stealth experiment: every attack on the same worlds, budgets and targets as Table
+2, and each of the server's shilling detectors run on each attacked world before it is
+deleted; per attack and detector the precision, recall, F1 and ROC-AUC of telling the
+injected users from the real ones, the distribution distances, and how far the attack
+moved its target (sampled and full HR@20).
+
+It runs on the Table 2 harness (:func:`attacker_client.harness.run_cells`), so a run
+resumes from ``cells.jsonl`` like ``table2``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attacker_client.harness import (
+    ExperimentConfig,
+    _csv_text,
+    _interval,
+    _jsonable,
+    _save_figure,
+    run_cells,
+)
+from shared.atomic import write_text_atomic
+from shared.machine import machine
+from shared.schemas import DETECTOR_NAMES
+
+STEALTH_METHODS = (
+    "WithoutAttack",
+    "RandomFake",
+    "AverageFake",
+    "BandwagonFake",
+    "SegmentFake",
+    "TargetAttack40",
+    "TargetAttack100",
+    "CopyAttack",
+)
+COPIED = ("TargetAttack40", "TargetAttack70", "TargetAttack100", "CopyAttack", "RandomAttack")
+DETECTION_METRICS = ("precision", "recall", "f1", "best_f1", "roc_auc")
+HR = (("sampled", "HR@20"), ("full", "HR@20"))
+# the issue's goal: generated profiles found with F1 >= 0.8 by some detector, copied
+# ones with F1 < 0.3 by every detector
+GOAL_FOUND, GOAL_HIDDEN = 0.8, 0.3
+
+
+async def run_stealth(config: ExperimentConfig) -> dict[str, Any]:
+    if not config.detectors:
+        config = dataclasses.replace(config, detectors=DETECTOR_NAMES)
+    cells, started = await run_cells(config, "stealth")
+    summary = summarise_stealth(cells)
+    summary["config"] = _jsonable(config)
+    summary["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
+    summary["machine"] = machine()
+    write_stealth_outputs(summary, cells, config.out)
+    return summary
+
+
+def summarise_stealth(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method: HR@20 (mean and 95% half-width over cells) and its lift over
+    WithoutAttack on the same (target, seed); per detector the mean of each detection
+    metric and of the distances over the cells that injected anything."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for cell in cells:
+        by_method.setdefault(cell["method"], []).append(cell)
+    clean = {
+        (c["target"], c["seed"]): c["after"]["all"] for c in by_method.get("WithoutAttack", [])
+    }
+    rows: dict[str, Any] = {}
+    for method, group in by_method.items():
+        row: dict[str, Any] = {"cells": len(group), "targets": len({c["target"] for c in group})}
+        for protocol, name in HR:
+            values = [c["after"]["all"][protocol][name] for c in group]
+            mean, half = _interval(values)
+            lifts = [
+                c["after"]["all"][protocol][name] - clean[key][protocol][name]
+                for c in group
+                if (key := (c["target"], c["seed"])) in clean
+            ]
+            row[f"{protocol}/{name}"] = {
+                "mean": mean,
+                "ci95": half,
+                "lift": float(np.mean(lifts)) if lifts else None,
+            }
+        detected = [c["detection"] for c in group if c.get("detection") and c["profiles"] > 0]
+        row["detectors"] = {
+            name: {
+                metric: _mean([d[name][metric] for d in detected])
+                for metric in (*DETECTION_METRICS, "false_positive_rate")
+            }
+            for name in (detected[0] if detected else {})
+        }
+        shares = [
+            c["quarantined"] / c["profiles"] for c in group if "quarantined" in c and c["profiles"]
+        ]
+        row["quarantined_share"] = _mean(shares)  # a defended run: the share kept out
+        # the distances do not depend on the detector: any one's report has them
+        for distance in ("js_distance", "tv_distance"):
+            row[distance] = _mean([next(iter(d.values()))[distance] for d in detected])
+        rows[method] = row
+    return {"methods": rows, "goal": _goal(rows)}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
+def _goal(rows: dict[str, Any]) -> dict[str, Any]:
+    """The issue's goal, judged on the default thresholds' F1 and on the best F1."""
+    out: dict[str, Any] = {}
+    for metric in ("f1", "best_f1"):
+        found, hidden = {}, {}
+        for method, row in rows.items():
+            scores = [v[metric] for v in row["detectors"].values() if v[metric] is not None]
+            if not scores:
+                continue
+            if method in COPIED:
+                hidden[method] = max(scores) < GOAL_HIDDEN
+            else:
+                found[method] = max(scores) >= GOAL_FOUND
+        out[metric] = {"generated_found": found, "copied_hidden": hidden}
+    return out
+
+
+def write_stealth_outputs(summary: dict[str, Any], cells: list[dict[str, Any]], out: Path) -> None:
+    write_text_atomic(out / "stealth.json", json.dumps({**summary, "cells": cells}, indent=1))
+    table = [
+        ["method", "detector", *DETECTION_METRICS, "false_positive_rate", "js_distance",
+         "tv_distance", "sampled_HR@20", "full_HR@20", "cells"]
+    ]  # fmt: skip
+    for method, row in summary["methods"].items():
+        for detector, values in (row["detectors"] or {"": {}}).items():
+            table.append(
+                [method, detector]
+                + [_fmt(values.get(m)) for m in (*DETECTION_METRICS, "false_positive_rate")]
+                + [_fmt(row["js_distance"]), _fmt(row["tv_distance"])]
+                + [_fmt(row[f"{p}/{n}"]["mean"]) for p, n in HR]
+                + [row["cells"]]
+            )
+    write_text_atomic(out / "stealth.csv", _csv_text(table))
+    write_text_atomic(out / "stealth.md", format_stealth(summary))
+    plot_stealth(summary, out / "stealth.png")
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def format_stealth(summary: dict[str, Any]) -> str:
+    rows = summary["methods"]
+    detectors = sorted({d for row in rows.values() for d in row["detectors"]})
+    lines = [
+        "HR@20 over the evaluation users (mean ± 95% t half-width over cells; lift: mean "
+        "paired difference to WithoutAttack); per detector F1 at its default threshold "
+        "(flags about 1% of the real users) / the best F1 of any threshold / ROC-AUC of "
+        "the injected users against the real ones, means over cells.",
+        "",
+        "| method | HR@20 sampled | lift | HR@20 full | lift | JS | TV | "
+        + " | ".join(f"{d} F1 / best / AUC" for d in detectors)
+        + " |",
+        "|---" * (7 + len(detectors)) + "|",
+    ]
+    for method, row in rows.items():
+        hr = []
+        for p, n in HR:
+            value = row[f"{p}/{n}"]
+            hr += [f"{value['mean']:.4f} ± {value['ci95']:.4f}", _fmt(value["lift"])]
+        verdicts = [
+            " / ".join(
+                _fmt(row["detectors"].get(d, {}).get(m), 2) or "-"
+                for m in ("f1", "best_f1", "roc_auc")
+            )
+            for d in detectors
+        ]
+        lines.append(
+            f"| {method} | "
+            + " | ".join([*hr, _fmt(row["js_distance"], 3), _fmt(row["tv_distance"], 3)])
+            + " | "
+            + " | ".join(verdicts)
+            + " |"
+        )
+    lines.append("")
+    defended = {
+        m: r["quarantined_share"] for m, r in rows.items() if r.get("quarantined_share") is not None
+    }
+    if defended:
+        shares = ", ".join(f"{m} {share:.2f}" for m, share in defended.items())
+        lines += [f"Share of each attack's profiles the world's defence quarantined: {shares}.", ""]
+    for metric, verdict in summary["goal"].items():
+        found = _verdicts(verdict["generated_found"])
+        hidden = _verdicts(verdict["copied_hidden"])
+        lines.append(
+            f"Goal on {metric}: generated found (>= {GOAL_FOUND} by some detector): "
+            f"{found or '-'}; copied hidden (< {GOAL_HIDDEN} by every detector): {hidden or '-'}."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _verdicts(verdicts: dict[str, bool]) -> str:
+    return ", ".join(f"{method} {'yes' if ok else 'no'}" for method, ok in verdicts.items())
+
+
+def plot_stealth(summary: dict[str, Any], path: Path) -> None:
+    """ROC-AUC per attack and detector beside each attack's sampled HR@20 lift."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {m: r for m, r in summary["methods"].items() if r["detectors"]}
+    detectors = sorted({d for row in rows.values() for d in row["detectors"]})
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    x = np.arange(len(rows))
+    width = 0.8 / max(len(detectors), 1)
+    for index, detector in enumerate(detectors):
+        values = [row["detectors"].get(detector, {}).get("roc_auc") or 0.0 for row in rows.values()]
+        left.bar(x + index * width, values, width, label=detector)
+    left.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    left.set_xticks(x + 0.4 - width / 2, list(rows), rotation=30, ha="right", fontsize=8)
+    left.set_ylabel("ROC-AUC, injected vs real users")
+    left.set_ylim(0, 1)
+    left.legend(fontsize=7)
+    lifts = [row["sampled/HR@20"]["lift"] or 0.0 for row in rows.values()]
+    right.bar(x, lifts, color="tab:green")
+    right.set_xticks(x, list(rows), rotation=30, ha="right", fontsize=8)
+    right.set_ylabel("sampled HR@20 lift over WithoutAttack")
+    for axis in (left, right):
+        axis.grid(alpha=0.3, axis="y")
+    _save_figure(figure, path)

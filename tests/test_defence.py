@@ -1,0 +1,146 @@
+"""A defended world (``"defence"`` at creation): a profile its detector flags is
+quarantined at injection, recorded in the ledger, answered exactly like an accepted one,
+kept out of the recommender; a restarted server quarantines the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from recsys_server.detection.features import Profiles
+from recsys_server.detection.service import Detection
+from recsys_server.graph import InteractionGraph
+from shared.fake_profiles import PlatformStats, fake_profile
+from tests.pinsage_fixtures import tiny_data
+from tests.service_fixtures import ADMIN, retrain, serving, settings_for
+from tests.test_service import assert_problem
+
+pytestmark = pytest.mark.anyio
+DATA = tiny_data()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def profiles() -> list[list[int]]:
+    """Random fakes (the detector flags most) between copies of real training profiles
+    (it flags few): both verdicts occur."""
+    graph = InteractionGraph(DATA.train, DATA.n_users, DATA.n_items)
+    stats = PlatformStats(np.full(10, 15), graph.train_degree)
+    rng = np.random.default_rng(3)
+    real = [graph.profile(u).tolist() for u in range(DATA.n_users) if len(graph.profile(u)) >= 8]
+    out = []
+    for index in range(6):
+        out.append(fake_profile("random", 7, stats, rng).tolist())
+        out.append(real[index])
+    return out
+
+
+async def world_of(client: httpx.AsyncClient, **body: object) -> tuple[dict, dict]:
+    response = await client.post("/admin/worlds", json={"seed": 1, **body}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return response.json(), {"X-API-Key": response.json()["api_key"]}
+
+
+async def inject_all(client: httpx.AsyncClient, key: dict, batch: list[list[int]]) -> list:
+    answers = []
+    for items in batch:
+        response = await client.post("/inject_user", json={"items": items}, headers=key)
+        assert response.status_code == 201, response.text
+        answers.append(response.json())
+    return answers
+
+
+async def tops(client: httpx.AsyncClient, key: dict, users: list[int]) -> list[list[int]]:
+    out = []
+    for user in users:
+        response = await client.get(f"/topk/{user}", params={"k": 15}, headers=key)
+        assert response.status_code == 200, response.text
+        out.append(response.json()["items"])
+    return out
+
+
+async def test_a_flagged_injection_is_quarantined_unseen_and_survives_a_restart(
+    artifact: Path, tmp_path: Path
+) -> None:
+    batch = profiles()
+    settings = settings_for(artifact, tmp_path / "ledger.db")
+    async with serving(settings) as client:
+        defended, key = await world_of(client, defence="degree")
+        assert defended["defence"] == "degree" and defended["defence_threshold"] is not None
+        _, plain_key = await world_of(client)
+        answers = await inject_all(client, key, batch)
+        # the attacker's answers are those of an undefended world, injection by injection
+        assert answers == await inject_all(client, plain_key, batch)
+        injected = [a["user_id"] for a in answers]
+        export = await client.get(f"/admin/worlds/{defended['world_id']}/injections", headers=ADMIN)
+        verdicts = [p["quarantined"] for p in export.json()]
+        # the verdict is the detector's, at the stated threshold
+        detection = Detection(InteractionGraph(DATA.train, DATA.n_users, DATA.n_items))
+        scores = detection.detector("degree")[0].score(Profiles.of(batch))
+        assert verdicts == (scores > defended["defence_threshold"]).tolist()
+        assert any(verdicts) and not all(verdicts)
+        # a quarantined user is answered like any injected user: as in the undefended world
+        pretend = defended["pretend_users"]
+        assert await tops(client, key, injected) == await tops(client, plain_key, injected)
+        # ... and left out of the graph: the pretend users see only the accepted profiles
+        _, accepted_key = await world_of(client)
+        accepted = [p for p, q in zip(batch, verdicts, strict=True) if not q]
+        await inject_all(client, accepted_key, accepted)
+        defended_tops = await tops(client, key, pretend)
+        assert defended_tops == await tops(client, accepted_key, pretend)
+        usage = await client.get(f"/admin/worlds/{defended['world_id']}/usage", headers=ADMIN)
+        assert usage.json()["quarantined"] == sum(verdicts)
+        assert usage.json()["injected_users"] == len(batch) - sum(verdicts)
+        assert usage.json()["used"]["injections"] == len(batch)  # counted like any other
+        detect = await client.post(
+            f"/admin/worlds/{defended['world_id']}/detect",
+            json={"detector": "degree", "include_users": False},
+            headers=ADMIN,
+        )
+        assert detect.json()["n_injected"] == len(batch)  # the quarantined are judged too
+    async with serving(settings) as client:  # restarted on the same ledger
+        export = await client.get(f"/admin/worlds/{defended['world_id']}/injections", headers=ADMIN)
+        assert [p["quarantined"] for p in export.json()] == verdicts
+        assert await tops(client, key, pretend) == defended_tops
+        assert await tops(client, key, injected) == await tops(client, plain_key, injected)
+        again = await client.get(f"/admin/worlds/{defended['world_id']}/usage", headers=ADMIN)
+        assert again.json()["quarantined"] == sum(verdicts)
+        assert again.json()["defence_threshold"] == defended["defence_threshold"]
+
+
+async def test_a_bad_defence_is_refused_and_creates_nothing(artifact: Path, tmp_path: Path) -> None:
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        for body, word in (
+            ({"defence": "magic"}, "defence"),
+            ({"defence": True}, "defence"),
+            ({"defence": "pca", "defence_threshold": True}, "defence_threshold"),
+            ({"defence": "pca", "defence_threshold": "1"}, "defence_threshold"),
+        ):
+            response = await client.post("/admin/worlds", json=body, headers=ADMIN)
+            assert_problem(response, 422, "validation-error", word)
+        assert (await client.get("/admin/worlds", headers=ADMIN)).json() == []
+
+
+async def test_a_retrain_of_a_defended_world_replays_after_a_restart(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """The retrain is recorded after every injection so far, quarantined ones included
+    (the ledger's count), so the replay runs it at the same point."""
+    batch = profiles()
+    settings = settings_for(artifact, tmp_path / "ledger.db")
+    async with serving(settings) as client:
+        world, key = await world_of(client, defence="degree")
+        await inject_all(client, key, batch[:6])
+        await retrain(client, world["world_id"], epochs=1)
+        await inject_all(client, key, batch[6:])
+        before = await tops(client, key, world["pretend_users"])
+        usage = await client.get(f"/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
+        assert 0 < usage.json()["quarantined"] < len(batch)
+    async with serving(settings) as client:
+        assert await tops(client, key, world["pretend_users"]) == before
