@@ -633,8 +633,6 @@ def test_the_openapi_schema_declares_what_the_routes_accept(artifact: Path, tmp_
     schema = create_app(settings_for(artifact, tmp_path / "l.db")).openapi()
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     table = readme.split("## The black-box service", 1)[1].split("\n- ", 1)[0]
-    # the detection route is documented with the detectors, in its own section's table
-    table += readme.split("## Stealth:", 1)[1].split("\n## ", 1)[0]
     assert "/metrics" in schema["paths"]
     metrics = schema["paths"]["/metrics"]["get"]["responses"]
     assert set(metrics["200"]["content"]) == {"text/plain"}
