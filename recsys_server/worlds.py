@@ -577,8 +577,10 @@ class WorldRegistry:
         threshold = self._threshold_of(world)
         quarantined = threshold is not None and score > threshold
         shadow, user = _with_user(world.shadow, items)
-        refreshed = world.state if quarantined else _with_user(world.state, items)[0]
-        return refreshed, shadow, user, quarantined
+        # the defended refresh runs whatever the verdict, so that a quarantined injection
+        # takes the time an accepted one does: its answer time must not tell
+        defended = _with_user(world.state, items)[0]
+        return (world.state if quarantined else defended), shadow, user, quarantined
 
     def _restore(self, record: WorldRecord) -> None:
         world = self._new_world(

@@ -8,9 +8,9 @@ example ``quota-exceeded``) so clients can tell them apart without parsing prose
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 ItemId = Annotated[int, Field(ge=0, description="A target-catalogue item id.")]
 UserId = Annotated[int, Field(ge=0, description="A target-platform user id.")]
@@ -117,6 +117,12 @@ class CreateWorldRequest(_Strict):
         "quarantined (recorded, answered like any other, kept out of the recommender).",
     )
     defence_threshold: DefenceThreshold = None
+
+    @model_validator(mode="after")
+    def _threshold_needs_a_defence(self) -> Self:
+        if self.defence == "none" and self.defence_threshold is not None:
+            raise ValueError("defence_threshold needs a defence (defence is 'none')")
+        return self
 
 
 class WorldCreated(BaseModel):

@@ -10,9 +10,11 @@ import httpx
 import numpy as np
 import pytest
 
+import recsys_server.worlds as worlds_module
 from recsys_server.detection.features import Profiles
 from recsys_server.detection.service import Detection
 from recsys_server.graph import InteractionGraph
+from recsys_server.victims.base import ServingState
 from shared.fake_profiles import PlatformStats, fake_profile
 from tests.pinsage_fixtures import tiny_data
 from tests.service_fixtures import ADMIN, retrain, serving, settings_for
@@ -121,6 +123,8 @@ async def test_a_bad_defence_is_refused_and_creates_nothing(artifact: Path, tmp_
             ({"defence": True}, "defence"),
             ({"defence": "pca", "defence_threshold": True}, "defence_threshold"),
             ({"defence": "pca", "defence_threshold": "1"}, "defence_threshold"),
+            ({"defence": "none", "defence_threshold": 5.0}, "needs a defence"),
+            ({"defence_threshold": 5.0}, "needs a defence"),
         ):
             response = await client.post("/admin/worlds", json=body, headers=ADMIN)
             assert_problem(response, 422, "validation-error", word)
@@ -144,3 +148,28 @@ async def test_a_retrain_of_a_defended_world_replays_after_a_restart(
         assert 0 < usage.json()["quarantined"] < len(batch)
     async with serving(settings) as client:
         assert await tops(client, key, world["pretend_users"]) == before
+
+
+async def test_a_quarantined_injection_costs_the_refresh_an_accepted_one_does(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both verdicts run the same refreshes (the shadow's and the defended state's), so
+    an injection's answer time does not tell the attacker it was quarantined."""
+    refreshes: list[int] = []
+    real_with_user = worlds_module._with_user
+
+    def counted(state: ServingState, items: list[int]) -> tuple[ServingState, int]:
+        refreshes.append(len(items))
+        return real_with_user(state, items)
+
+    monkeypatch.setattr(worlds_module, "_with_user", counted)
+    verdicts = []
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, key = await world_of(client, defence="degree")
+        for items in profiles():
+            before = len(refreshes)
+            await inject_all(client, key, [items])
+            assert len(refreshes) - before == 2
+            url = f"/admin/worlds/{world['world_id']}/injections"
+            verdicts.append((await client.get(url, headers=ADMIN)).json()[-1]["quarantined"])
+    assert any(verdicts) and not all(verdicts)  # both verdicts were exercised

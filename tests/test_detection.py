@@ -147,3 +147,17 @@ def test_judging_is_seeded_and_a_threshold_applies(detection: Detection) -> None
     assert first.best_f1 is not None and first.best_threshold is not None
     best = detection.judge("w", "degree", injected, threshold=first.best_threshold)
     assert best.f1 == pytest.approx(first.best_f1) and first.f1 <= first.best_f1
+
+
+def test_an_injected_profile_scores_as_the_defence_would_score_it_alone(
+    detection: Detection,
+) -> None:
+    """ECOD's statistics take in the batch it scores, so copies scored together would
+    hide each other: every injected user is scored alone, as a defence scores it."""
+    injected = planted(detection, "bandwagon", seed=2)[:1] * 20
+    report = detection.judge("w", "ecod", injected)
+    assert report.users is not None
+    scores = [u.score for u in report.users if u.injected]
+    detector, _ = detection.detector("ecod")
+    alone = float(detector.score(Profiles.of([injected[0][1]]))[0])
+    assert scores == pytest.approx([alone] * 20)

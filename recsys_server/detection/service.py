@@ -49,7 +49,11 @@ class Detection:
         detector, real_scores = self.detector(name)
         threshold = detector.threshold if threshold is None else threshold
         fakes = Profiles.of([items for _, items in injected])
-        fake_scores = detector.score(fakes) if injected else np.empty(0)
+        # one profile at a time, as the defence scores an injection: ECOD's statistics
+        # take in the batch it scores, so copies scored together would hide each other
+        fake_scores = np.array(
+            [float(detector.score(Profiles.of([items]))[0]) for _, items in injected]
+        )
         scores = np.concatenate([real_scores, fake_scores])
         truth = np.concatenate([np.zeros(len(real_scores), bool), np.ones(len(fakes), bool)])
         flags = scores > threshold
