@@ -270,6 +270,20 @@ def test_topk_is_the_head_of_a_full_sort_with_ties_by_item_id() -> None:
         state.scores = state_scores  # type: ignore[method-assign]
 
 
+def test_one_users_vector_is_bit_for_bit_its_row_of_the_batch() -> None:
+    """/topk computes one user's vector on its own path; the answers stay those of the
+    batch computation only if the floats are the same, not merely close."""
+    state = fresh_state(CONFIGS["default"]).fork()
+    rng = np.random.default_rng(0)
+    for length in (1, 7, MAX_PROFILE):
+        state.add_user(rng.choice(DATA.n_items, size=length, replace=False))
+    users = np.array([*range(DATA.n_users), *state.graph.injected_users], dtype=np.int64)
+    assert (state.graph.profile_length(users) == 0).any()  # the learned default too
+    batch = state.user_vectors(users)
+    for row, user in enumerate(users.tolist()):
+        assert state.user_vectors(np.array([user])).tobytes() == batch[row].tobytes(), user
+
+
 def overlay_as_written(
     written: list[int], rng: np.random.Generator
 ) -> tuple[np.ndarray, RowOverlay, np.ndarray]:

@@ -259,6 +259,9 @@ async def test_values_of_another_json_type_are_refused_and_nothing_is_counted(
             (f"/topk/%20{user}", {}, "user_id"),
             (f"/topk/{user}", {"k": "2.0"}, "k"),
             (f"/topk/{user}", {"k": "1_0"}, "k"),
+            (f"/topk/{user}", {"k": "1.5"}, "k"),
+            (f"/topk/{user}", {"k": "true"}, "k"),
+            ("/topk/abc", {}, "user_id"),
         ):
             response = await client.get(path, params=params, headers=key)
             assert_problem(response, 422, "validation-error", field, "decimal digits")
@@ -268,6 +271,51 @@ async def test_values_of_another_json_type_are_refused_and_nothing_is_counted(
         assert (await client.get(f"{base}/injections", headers=ADMIN)).json() == []
         worlds = (await client.get("/admin/worlds", headers=ADMIN)).json()
         assert [w["world_id"] for w in worlds] == [world["world_id"]]
+
+
+# the rate-limit headers that move from one request to the next
+MOVING_HEADERS = {"ratelimit", "x-ratelimit-remaining", "x-ratelimit-reset"}
+
+
+async def test_a_plain_topk_request_is_answered_as_fastapi_answers_it(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """/topk reads a plain request (the user id and ``k`` in digits, no other query) by
+    hand and leaves anything else to FastAPI (README, "Service speed"). An unknown query
+    parameter sends a request FastAPI's way, which ignores it: both ways give the same
+    status, body and headers, and count the same, for every outcome of a plain request."""
+    settings = settings_for(artifact, tmp_path / "ledger.db", max_k=30)
+    async with serving(settings) as client:
+        world, key = await new_world(client, budgets={"queries": 10})
+        user = world["pretend_users"][0]
+        wrong = {"X-API-Key": "ca_" + "x" * 43}
+        cases = [
+            (f"/topk/{user}", "", key),  # the default k
+            (f"/topk/{user}", "k=1", key),
+            (f"/topk/{user}", "k=30", key),  # max_k
+            (f"/topk/{user}", "k=007", key),  # what pydantic reads as 7
+            (f"/topk/0{user}", "k=5", key),
+            (f"/topk/{2**53}", "k=5", key),  # the largest id: no such user
+            (f"/topk/{user}", "k=5", {}),
+            (f"/topk/{user}", "k=5", wrong),
+            (f"/topk/{user}", "k=5", key),  # the budget of 10 is spent by now
+        ]
+        for path, query, headers in cases:
+            plain = await client.get(f"{path}?{query}" if query else path, headers=headers)
+            resolved = await client.get(
+                f"{path}?{query}&via=fastapi" if query else f"{path}?via=fastapi", headers=headers
+            )
+            assert (plain.status_code, plain.content) == (resolved.status_code, resolved.content)
+            assert plain.headers.keys() == resolved.headers.keys()
+            for name in plain.headers.keys() - MOVING_HEADERS:
+                assert plain.headers[name] == resolved.headers[name], name
+            if "x-ratelimit-remaining" in plain.headers:
+                assert int(plain.headers["x-ratelimit-remaining"]) == (
+                    int(resolved.headers["x-ratelimit-remaining"]) + 1
+                )
+        assert_problem(plain, 429, "quota-exceeded")
+        used = await usage(client, world["world_id"])
+        assert used["used"]["queries"] == 10
 
 
 def _loc(field: str) -> list[str | int]:

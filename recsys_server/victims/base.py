@@ -68,12 +68,11 @@ class ServingState(ABC):
         n = min(k, len(scores) - len(held))
         if n <= 0:
             return np.empty(0, dtype=np.int64)
-        # the n-th best score, then every item above it and the lowest ids tied with it:
-        # linear time, and the same tie-break as a full sort
-        threshold = -np.partition(-scores, n - 1)[n - 1]
-        above = np.flatnonzero(scores > threshold)
-        chosen = np.concatenate([above, np.flatnonzero(scores == threshold)[: n - len(above)]])
-        return chosen[np.lexsort((chosen, -scores[chosen]))]
+        # the n-th best score, then the items at or above it sorted (fewer than n above
+        # it, then the lowest ids tied with it): linear time, the tie-break of a full sort
+        threshold = np.partition(scores, len(scores) - n)[len(scores) - n]
+        chosen = np.flatnonzero(scores >= threshold)
+        return chosen[np.lexsort((chosen, -scores[chosen]))][:n]
 
 
 class Victim(ABC):
