@@ -24,9 +24,11 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import pickle
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +52,8 @@ from shared.schemas import ModelInfo
 MAX_ATTEMPTS = 3
 # Ray restarts an actor that died this many times; then its slots retire
 ACTOR_RESTARTS = 3
+# a replica's start (imports, model load) on a node that may be loaded by other work
+REPLICA_START_SECONDS = 600.0
 # how long a replica that failed a cell is given to be seen dead before the failure is
 # taken as the cell's own error (a killed process closes its sockets before it is reaped)
 DEATH_GRACE_SECONDS = 5.0
@@ -95,7 +99,8 @@ class Replica:
 
     def _start(self) -> ServerProcess:
         # a fresh ledger in a temporary folder, deleted by the server when it ends
-        server = ServerProcess(self._artifact, None, admin_token=self._token).start()
+        server = ServerProcess(self._artifact, None, admin_token=self._token)
+        server.start(timeout=REPLICA_START_SECONDS)
         self.starts += 1
         return server
 
@@ -112,11 +117,9 @@ class Replica:
 
     def where(self) -> dict[str, Any]:
         """The node, the actor's and its replica's pids, and how many replicas it started."""
-        import os
-        import socket
-
         assert self._server.process is not None
         return {
+            "node": import_ray().get_runtime_context().get_node_id(),
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "replica_pid": self._server.process.pid,
@@ -271,9 +274,9 @@ class RayServers:
                 places = ray.get([a.where.remote() for a in self.actors])
             except ray.exceptions.RayActorError as exc:
                 raise CopyAttackError(f"a replica did not start: {exc}") from None
-            hosts = Counter(p["host"] for p in places)
-            print(f"ray: {replicas} replicas of {self.artifact} on "
-                  f"{', '.join(f'{h} ({n})' for h, n in hosts.items())}",
+            nodes = Counter((p["host"], p["node"][:8]) for p in places)
+            print(f"ray: {replicas} replicas of {self.artifact} on {len(nodes)} node(s): "
+                  f"{', '.join(f'{h}/{node} ({n})' for (h, node), n in nodes.items())}",
                   file=sys.stderr, flush=True)  # fmt: skip
             yield self
         finally:
