@@ -52,6 +52,21 @@ from shared.errors import CopyAttackError
 from shared.profiles import WINDOW_SHARES
 
 
+class _CellsParser(shared_cli.Parser):
+    """An experiment that runs cells needs --server, unless it runs them on Ray (--ray):
+    argparse has no either-or of two options, so it is checked once parsed."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if getattr(parsed, "ray", "") is None and not parsed.server:
+            self.error(
+                f"the following arguments are required: --server (or ${SERVER_VARIABLE}, or --ray)"
+            )
+        return parsed, extras
+
+
 def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo", help="prepare, serve and attack on this machine: a quick Table 2 (make demo)"
@@ -68,7 +83,9 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--episodes", type=_positive, default=DemoArgs().attack.episodes,
                       help="CopyAttack's training episodes")  # fmt: skip
     experiment = commands.add_parser("experiment", help="run the paper's experiments over HTTP")
-    kinds = experiment.add_subparsers(dest="experiment_command", required=True)
+    kinds = experiment.add_subparsers(
+        dest="experiment_command", required=True, parser_class=_CellsParser
+    )
     table2 = kinds.add_parser("table2", help="every method on every target item (Table 2)")
     _add_run_options(table2, Path("results/table2"))
     depth = kinds.add_parser("depth", help="Table 2 per clustering-tree depth (Fig. 3)")
@@ -332,8 +349,6 @@ def run_experiment(args: argparse.Namespace) -> int:
     if args.experiment_command == "pretrain":
         return run_pretrain_command(args)
     if args.ray is None:
-        if not args.server:
-            raise CopyAttackError(f"the server: --server URL or ${SERVER_VARIABLE} (or --ray)")
         if not args.admin_token:
             raise CopyAttackError("the admin token: --admin-token or RECSYS_ADMIN_TOKEN")
         if args.artifact or args.replicas:
