@@ -40,6 +40,10 @@ from shared.scenario import draw_targets, load_attacker_view
 class Probe:
     """An actor that does nothing but answer, fetch and check."""
 
+    def __init__(self) -> None:
+        # imported ahead, as in a replica's actor: the load then measures the run alone
+        import attacker_client.harness  # noqa: F401
+
     def node(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
