@@ -50,8 +50,10 @@ from shared.schemas import ModelInfo
 
 # a cell lost this many times (each time its replica or actor died under it) fails the run
 MAX_ATTEMPTS = 3
-# Ray restarts an actor that died this many times; then its slots retire
+# Ray restarts an actor that died this many times; then its cells go to the others
 ACTOR_RESTARTS = 3
+# how often an actor being restarted is asked whether it is back
+RESTART_POLL_SECONDS = 0.5
 # a replica's start (imports, model load) on a node that may be loaded by other work
 REPLICA_START_SECONDS = 600.0
 # how long a replica that failed a cell is given to be seen dead before the failure is
@@ -170,6 +172,18 @@ def _dies(server: ServerProcess) -> bool:
     return True
 
 
+async def _comes_back(ray: Any, actor: Any) -> bool:
+    """Whether an actor that died is restarted by Ray (False: its restarts are spent)."""
+    while True:
+        try:
+            await actor.where.remote()
+            return True
+        except ray.exceptions.ActorUnavailableError:  # restarting (its replica starting)
+            await asyncio.sleep(RESTART_POLL_SECONDS)
+        except ray.exceptions.RayActorError:
+            return False
+
+
 @dataclass
 class RayPool:
     """The replicas, open for one run."""
@@ -186,17 +200,18 @@ class RayPool:
         key = box[0].hex()
         queue = deque(cells)
         attempts: Counter[Cell] = Counter()
-        deaths: Counter[int] = Counter()
+        gone: set[int] = set()  # actors dead for good (their restarts spent)
 
         async def slot(index: int) -> None:
             actor = self.actors[index]
-            while queue and deaths[index] <= ACTOR_RESTARTS:
+            while queue and index not in gone:
                 cell = queue.popleft()
                 try:
                     outcome = await actor.run_cell.remote(key, box, cell)
                 except ray.exceptions.RayActorError as exc:
-                    deaths[index] += 1
                     outcome = Lost(f"its actor died ({exc})")
+                    if not await _comes_back(ray, actor):
+                        gone.add(index)
                 if isinstance(outcome, Lost):
                     attempts[cell] += 1
                     if attempts[cell] >= MAX_ATTEMPTS:
@@ -213,11 +228,13 @@ class RayPool:
 
         concurrency = experiment.config.concurrency
         started, cpu = time.perf_counter(), time.process_time()
-        await asyncio.gather(
-            *(slot(i) for i in range(len(self.actors)) for _ in range(concurrency))
-        )
-        if queue:
-            raise CopyAttackError(f"every actor died; {len(queue)} cells were left to run")
+        while queue:
+            # a slot ends when the queue is empty or its actor is gone for good; a cell
+            # queued again after the others ended goes to the actors still alive
+            alive = [i for i in range(len(self.actors)) if i not in gone]
+            if not alive:
+                raise CopyAttackError(f"every actor died; {len(queue)} cells were left to run")
+            await asyncio.gather(*(slot(i) for i in alive for _ in range(concurrency)))
         # what the driver costs per cell: one of the limits of scaling out
         self.driver_cpu_seconds = round(time.process_time() - cpu, 2)
         wall = time.perf_counter() - started

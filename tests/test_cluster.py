@@ -95,11 +95,13 @@ def _gone(pid: int) -> bool:
 
 @dataclasses.dataclass
 class KillAtFirstCell:
-    """The replicas, with every replica SIGKILLed when the first cell of the run is
-    recorded: the slot that recorded it sends its next cell to a dead replica, and the
-    other cells in flight die with theirs."""
+    """The replicas, with every replica (``victim`` "replica_pid") or every actor ("pid")
+    SIGKILLed when the first cell of the run is recorded: the slot that recorded it sends
+    its next cell to a dead replica (or a dead or restarting actor), and the other cells
+    in flight die with theirs."""
 
     servers: RayServers
+    victim: str = "replica_pid"
     pools: list[RayPool] = dataclasses.field(default_factory=list)
 
     @asynccontextmanager
@@ -122,9 +124,9 @@ class KillAtFirstCell:
                 killed = True
                 places = ray.get([a.where.remote() for a in self.servers.actors])
                 for place in places:
-                    os.kill(place["replica_pid"], signal.SIGKILL)
+                    os.kill(place[self.victim], signal.SIGKILL)
                 for place in places:
-                    while not _gone(place["replica_pid"]):
+                    while not _gone(place[self.victim]):
                         os.sched_yield()
 
         await self.pools[-1].run(experiment, cells, record_then_kill)
@@ -143,6 +145,20 @@ def test_replicas_killed_mid_run_lose_only_their_cells_in_flight(
     lost = killing.pools[0].lost
     assert lost  # the cells in flight on the dead replicas, queued again
     assert max(starts) == 2  # a replica was started anew, once
+    assert numbers(tmp_path) == numbers(reference)
+
+
+def test_actors_killed_mid_run_are_restarted_and_their_cells_run_again(
+    local_ray: None, scenario_dir: Path, artifact: Path, reference: Path, tmp_path: Path
+) -> None:
+    with RayServers(artifact, replicas=2).started() as servers:
+        before = ray.get([a.where.remote() for a in servers.actors])
+        killing = KillAtFirstCell(servers, victim="pid")
+        asyncio.run(run_table2(config_of(scenario_dir, "ray:auto", tmp_path), killing))
+        after = ray.get([a.where.remote() for a in servers.actors])
+    # Ray restarted each actor, whose constructor started a replica of its own
+    assert not {p["pid"] for p in before} & {p["pid"] for p in after}
+    assert not {p["replica_pid"] for p in before} & {p["replica_pid"] for p in after}
     assert numbers(tmp_path) == numbers(reference)
 
 
