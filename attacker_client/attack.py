@@ -18,7 +18,7 @@ from attacker_client.tree import BalancedClusterTree
 from shared.errors import CopyAttackError
 from shared.fake_profiles import PlatformStats
 from shared.scenario import AttackerView
-from shared.schemas import WorldCreated
+from shared.schemas import ModelInfo, WorldCreated
 
 
 @dataclass
@@ -55,7 +55,11 @@ async def require_served_scenario(
     admin: AsyncAdminClient, view: AttackerView, folder: Path
 ) -> None:
     """Refuse a server whose model was trained on another scenario than the view's."""
-    model = await admin.model_info()
+    require_scenario_of(await admin.model_info(), view, folder)
+
+
+def require_scenario_of(model: ModelInfo, view: AttackerView, folder: Path) -> None:
+    """Refuse a model trained on another scenario than the view's."""
     if model.scenario_fingerprint != view.fingerprint:
         raise CopyAttackError(
             f"the server serves scenario {model.scenario_fingerprint[:16]}, not "

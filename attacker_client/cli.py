@@ -14,6 +14,9 @@
     copyattack experiment stealth --server URL --scenario DIR [--detectors D ...] [--json]
         (table2's options; generated-profile attacks and copies, judged by the detectors)
 
+    copyattack experiment table2|depth|popularity|learning-curve ... --ray [auto|ADDRESS]
+        --artifact MODEL.pt [--replicas N]     (the cells on server replicas on Ray)
+
 The admin token also comes from ``RECSYS_ADMIN_TOKEN``. A run writes table2.md/.csv/.json,
 budget_curve.csv/.png and cells.jsonl into ``--out``; run it again to resume.
 """
@@ -38,6 +41,7 @@ from attacker_client.harness import (
     ALL_METHODS,
     METHODS,
     ExperimentConfig,
+    Servers,
     run_learning_curve,
     run_sweep,
     run_table2,
@@ -50,6 +54,21 @@ from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
 from shared.profiles import WINDOW_SHARES
 from shared.schemas import DETECTOR_NAMES
+
+
+class _CellsParser(shared_cli.Parser):
+    """An experiment that runs cells needs --server, unless it runs them on Ray (--ray):
+    argparse has no either-or of two options, so it is checked once parsed."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if getattr(parsed, "ray", "") is None and not parsed.server:
+            self.error(
+                f"the following arguments are required: --server (or ${SERVER_VARIABLE}, or --ray)"
+            )
+        return parsed, extras
 
 
 def add_attack_commands(commands: argparse._SubParsersAction) -> None:
@@ -68,7 +87,9 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--episodes", type=_positive, default=DemoArgs().attack.episodes,
                       help="CopyAttack's training episodes")  # fmt: skip
     experiment = commands.add_parser("experiment", help="run the paper's experiments over HTTP")
-    kinds = experiment.add_subparsers(dest="experiment_command", required=True)
+    kinds = experiment.add_subparsers(
+        dest="experiment_command", required=True, parser_class=_CellsParser
+    )
     table2 = kinds.add_parser("table2", help="every method on every target item (Table 2)")
     _add_run_options(table2, Path("results/table2"))
     stealth = kinds.add_parser(
@@ -202,7 +223,7 @@ def _add_server(parser: argparse.ArgumentParser, help_text: str, *, required: bo
 
 
 def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
-    _add_server(table2, "base URL of the recommender service", required=True)
+    _add_server(table2, "base URL of the recommender service (unless --ray)", required=False)
     table2.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"),
                         help="default: $RECSYS_ADMIN_TOKEN")  # fmt: skip
     table2.add_argument("--scenario", type=Path, required=True, help="the scenario folder")
@@ -241,6 +262,24 @@ def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
     table2.add_argument("--out", type=Path, default=out, help="results (resumed)")
     table2.add_argument(
         "--cache-dir", type=Path, help="where the source MF is kept between runs (default: --out)"
+    )
+    cluster = table2.add_argument_group("on a Ray cluster (the extra: pip install -e '.[ray]')")
+    cluster.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="auto|ADDRESS",
+        help="run the cells on replicas of --artifact on a Ray cluster instead of --server: "
+        "auto joins this machine's cluster or starts a local one",
+    )
+    cluster.add_argument(
+        "--artifact", type=Path, help="with --ray: the model.pt every replica serves"
+    )
+    cluster.add_argument(
+        "--replicas",
+        type=_positive,
+        help="with --ray: server replicas, one actor and 1 CPU each (default: the cluster's CPUs); "
+        "--concurrency worlds at once on each",
     )
 
 
@@ -324,11 +363,27 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
 def run_experiment(args: argparse.Namespace) -> int:
     if args.experiment_command == "pretrain":
         return run_pretrain_command(args)
-    if not args.admin_token:
-        raise CopyAttackError("the admin token: --admin-token or RECSYS_ADMIN_TOKEN")
+    if args.ray is None:
+        if not args.admin_token:
+            raise CopyAttackError("the admin token: --admin-token or RECSYS_ADMIN_TOKEN")
+        if args.artifact or args.replicas:
+            raise CopyAttackError("--artifact and --replicas go with --ray")
+        return _run_cells(args, args.server, args.admin_token, None)
+    if args.artifact is None:
+        raise CopyAttackError("--ray needs --artifact: the model.pt every replica serves")
+    from attacker_client.cluster import RayServers  # imports Ray: only with --ray
+
+    # each replica has its own admin token; --server names the cluster in the run's record
+    with RayServers(args.artifact, args.ray, args.replicas).started() as servers:
+        return _run_cells(args, f"ray:{args.ray}", "", servers)
+
+
+def _run_cells(
+    args: argparse.Namespace, server: str, admin_token: str, servers: Servers | None
+) -> int:
     config = ExperimentConfig(
-        server=args.server,
-        admin_token=args.admin_token,
+        server=server,
+        admin_token=admin_token,
         scenario=args.scenario,
         out=args.out,
         methods=tuple(args.methods),
@@ -353,19 +408,19 @@ def run_experiment(args: argparse.Namespace) -> int:
         },
     )
     if args.experiment_command == "learning-curve":
-        rows = asyncio.run(run_learning_curve(config, args.pretrained, args.baselines))
+        rows = asyncio.run(run_learning_curve(config, args.pretrained, args.baselines, servers))
         print(f"wrote {args.out}/learning_curve.csv and .png ({len(rows)} snapshots)")
         return 0
     if args.experiment_command == "depth":
-        asyncio.run(run_sweep(config, "depth", args.depths))
+        asyncio.run(run_sweep(config, "depth", args.depths, servers))
         print(f"wrote {args.out}/depth_sweep.csv and .png")
         return 0
     if args.experiment_command == "popularity":
-        asyncio.run(run_sweep(config, "decile", args.deciles))
+        asyncio.run(run_sweep(config, "decile", args.deciles, servers))
         print(f"wrote {args.out}/decile_sweep.csv and .png")
         return 0
     if args.experiment_command == "stealth":
-        summary = asyncio.run(run_stealth(config))
+        summary = asyncio.run(run_stealth(config, servers))
         if args.json:
             print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
         else:
@@ -373,7 +428,7 @@ def run_experiment(args: argparse.Namespace) -> int:
             print(f"wrote {args.out}/stealth.md, .csv, .json, .png, cells.jsonl "
                   f"({summary['wall_seconds_this_run']} s)")  # fmt: skip
         return 0
-    summary = asyncio.run(run_table2(config))
+    summary = asyncio.run(run_table2(config, servers))
     print((args.out / "table2.md").read_text())
     print(
         f"wrote {args.out}/table2.md, .csv, .json and budget_curve.csv/.png "

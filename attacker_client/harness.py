@@ -21,17 +21,18 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from scipy import stats
 from tqdm import tqdm
 
 from attacker_client._client import AsyncAdminClient, AsyncClient
-from attacker_client.attack import AttackContext, AttackMethod, require_served_scenario
+from attacker_client.attack import AttackContext, AttackMethod, require_scenario_of
 from attacker_client.baselines import random_attack, target_attack, without_attack
 from attacker_client.copyattack import CopyAttackArgs, copyattack
 from attacker_client.generated import GENERATED, generated_method, target_platform_stats
@@ -271,6 +272,61 @@ class Experiment:
         }
 
 
+# --- where cells run ----------------------------------------------------------------------
+
+Cell = tuple[str, int, int]  # (method, target, seed)
+Record = Callable[[dict[str, Any]], None]  # takes each finished cell's result
+
+
+class CellPool(Protocol):
+    """Servers of one model, open for one run: runs cells and hands each result to
+    ``record`` as it finishes."""
+
+    model: ModelInfo
+
+    async def run(self, experiment: Experiment, cells: Sequence[Cell], record: Record) -> None: ...
+
+
+class Servers(Protocol):
+    """Where a run's cells go: one server (the default) or replicas on a Ray cluster
+    (``attacker_client.cluster``)."""
+
+    def session(
+        self, config: ExperimentConfig, view: AttackerView
+    ) -> AbstractAsyncContextManager[CellPool]: ...
+
+
+@dataclass
+class OneServer:
+    """The server at ``config.server``, ``config.concurrency`` worlds at once."""
+
+    admin: AsyncAdminClient | None = None
+    model: ModelInfo | None = None
+
+    @asynccontextmanager
+    async def session(
+        self, config: ExperimentConfig, view: AttackerView
+    ) -> AsyncIterator[OneServer]:
+        await wait_until_ready(config.server, config.ready_timeout)
+        async with AsyncAdminClient(config.server, config.admin_token, timeout=600) as admin:
+            self.admin = admin
+            self.model = await admin.model_info()
+            require_scenario_of(self.model, view, config.scenario)
+            yield self
+
+    async def run(self, experiment: Experiment, cells: Sequence[Cell], record: Record) -> None:
+        admin = self.admin
+        assert admin is not None, "run() outside session()"
+        slots = asyncio.Semaphore(experiment.config.concurrency)
+
+        async def one(cell: Cell) -> None:
+            async with slots:
+                result = await experiment.run_cell(admin, *cell)
+            record(result)
+
+        await asyncio.gather(*(one(cell) for cell in cells))
+
+
 # --- the whole run ----------------------------------------------------------------------
 
 
@@ -373,8 +429,9 @@ def _load_policies(config: ExperimentConfig, view: AttackerView) -> dict[str, Pr
     return {kind: load_policy(config.policies[kind], view) for kind in sorted(wanted)}
 
 
-async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
-    cells, started = await run_cells(config, "table2")
+async def run_table2(config: ExperimentConfig, servers: Servers | None = None) -> dict[str, Any]:
+    """One Table 2 run: its cells on ``servers`` (default: the one at ``config.server``)."""
+    cells, started = await run_cells(config, "table2", servers)
     summary = summarise(cells, config)
     summary["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
     summary["machine"] = machine()  # where the attacker ran; beside the server in our runs
@@ -382,9 +439,12 @@ async def run_table2(config: ExperimentConfig) -> dict[str, Any]:
     return summary
 
 
-async def run_cells(config: ExperimentConfig, name: str) -> tuple[list[dict[str, Any]], float]:
+async def run_cells(
+    config: ExperimentConfig, name: str, servers: Servers | None = None
+) -> tuple[list[dict[str, Any]], float]:
     """Every (method, target, seed) cell of the run, those of ``cells.jsonl`` resumed, the
-    rest run; and when this run started (``time.perf_counter``)."""
+    rest run on ``servers`` (default: the one at ``config.server``); and when this run
+    started (``time.perf_counter``)."""
     view = load_attacker_view(config.scenario)
     pool = view.cold_targets if config.decile is None else view.decile_targets[config.decile]
     targets = draw_targets(pool, config.targets, config.target_seed)
@@ -403,11 +463,8 @@ async def run_cells(config: ExperimentConfig, name: str) -> tuple[list[dict[str,
         if (method, target, seed) not in done
     ]
     started = time.perf_counter()
-    await wait_until_ready(config.server, config.ready_timeout)
-    async with AsyncAdminClient(config.server, config.admin_token, timeout=600) as admin:
-        await require_served_scenario(admin, view, config.scenario)
-        model = await admin.model_info()
-        claim_run(config, model, policies, has_cells=bool(done))  # before the slow part
+    async with (servers or OneServer()).session(config, view) as replicas:
+        claim_run(config, replicas.model, policies, has_cells=bool(done))  # before the slow part
         # the source MF and the trees take seconds: built off the event loop, so that open
         # connections are not left unread meanwhile
         embeddings = await asyncio.to_thread(
@@ -419,7 +476,6 @@ async def run_cells(config: ExperimentConfig, name: str) -> tuple[list[dict[str,
         experiment = Experiment(config, view, embeddings, targets, policies, platform)
         for depth in sorted(experiment.tree_depths()):
             await asyncio.to_thread(experiment.tree, depth)
-        slots = asyncio.Semaphore(config.concurrency)
         progress = tqdm(
             total=len(todo) + len(done),
             initial=len(done),
@@ -428,16 +484,14 @@ async def run_cells(config: ExperimentConfig, name: str) -> tuple[list[dict[str,
         )
         with open(cells_path, "a") as sink:
 
-            async def run(cell: tuple[str, int, int]) -> None:
-                async with slots:
-                    result = await experiment.run_cell(admin, *cell)
+            def record(result: dict[str, Any]) -> None:
                 sink.write(json.dumps(result) + "\n")
                 sink.flush()
                 os.fsync(sink.fileno())
                 done[_cell_key(result)] = result
                 progress.update()
 
-            await asyncio.gather(*(run(cell) for cell in todo))
+            await replicas.run(experiment, todo, record)
         progress.close()
     cells = [done[(m, t, s)] for s in config.seeds for t in targets for m in config.methods]
     return cells, started
@@ -733,7 +787,7 @@ def plot_budget_curve(summary: dict[str, Any], path: Path) -> None:
 
 
 async def run_sweep(
-    base: ExperimentConfig, setting: str, values: Sequence[int]
+    base: ExperimentConfig, setting: str, values: Sequence[int], servers: Servers | None = None
 ) -> list[dict[str, Any]]:
     """One Table 2 run per value of ``setting`` ("depth" or "decile"), each in its own
     subfolder (so each resumes), then ``{setting}_sweep.csv`` and ``.png``."""
@@ -753,7 +807,7 @@ async def run_sweep(
             )
         else:
             raise CopyAttackError(f"unknown sweep {setting!r}")
-        summary = await run_table2(config)
+        summary = await run_table2(config, servers)
         for method, row in summary["methods"].items():
             rows.append(
                 {
@@ -797,7 +851,10 @@ def plot_sweep(rows: list[dict[str, Any]], setting: str, path: Path) -> None:
 
 
 async def run_learning_curve(
-    base: ExperimentConfig, pretrained: Path, baselines: Path | None
+    base: ExperimentConfig,
+    pretrained: Path,
+    baselines: Path | None,
+    servers: Servers | None = None,
 ) -> list[dict[str, Any]]:
     """Each snapshot of a ``copyattack experiment pretrain`` folder spends the budget on
     the evaluated targets as it is (a Table 2 of one method, in its own subfolder, so each
@@ -815,7 +872,7 @@ async def run_learning_curve(
             policies={kind: pretrained / snapshot["path"]},
             cache_dir=base.cache_dir or base.out,
         )
-        result = await run_table2(config)
+        result = await run_table2(config, servers)
         metric = result["methods"][method]["metrics"]["all/sampled/HR@20"]
         rows.append(
             {

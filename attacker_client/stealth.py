@@ -20,6 +20,7 @@ import numpy as np
 
 from attacker_client.harness import (
     ExperimentConfig,
+    Servers,
     _csv_text,
     _interval,
     _jsonable,
@@ -48,10 +49,11 @@ HR = (("sampled", "HR@20"), ("full", "HR@20"))
 GOAL_FOUND, GOAL_HIDDEN = 0.8, 0.3
 
 
-async def run_stealth(config: ExperimentConfig) -> dict[str, Any]:
+async def run_stealth(config: ExperimentConfig, servers: Servers | None = None) -> dict[str, Any]:
+    """The stealth run's cells on ``servers`` (default: the one at ``config.server``)."""
     if not config.detectors:
         config = dataclasses.replace(config, detectors=DETECTOR_NAMES)
-    cells, started = await run_cells(config, "stealth")
+    cells, started = await run_cells(config, "stealth", servers)
     summary = summarise_stealth(cells)
     summary["config"] = _jsonable(config)
     summary["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
