@@ -7,7 +7,7 @@ PAIR ?= primary
 # the demo's cached scenario and model of PAIR (recsys-server prepare)
 WORKDIR := artifacts/demo/$(PAIR)
 
-.PHONY: install demo loadtest test lint format clean
+.PHONY: install demo loadtest test test-fast lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# the edit loop: no processes, no real data, no experiments end to end (CI runs `make test`)
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow and not process and not realdata"
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -15,6 +15,48 @@ from tests.service_fixtures import NO_RATE_LIMIT, tiny_server, write_tiny_artifa
 
 PRIMARY = ("movietweetings-100k", "ml-latest-small")
 
+# `make test-fast`, the edit loop, leaves out what starts processes, trains on real data or
+# runs an experiment end to end; `make test` (CI) runs everything. Marked here, by module,
+# fixture and parameter, so that a new test in one of these places is marked without a
+# decorator of its own.
+PROCESS_MODULES = frozenset(
+    {
+        "test_cluster",
+        "test_demo",
+        "test_docs_offline",
+        "test_loadtest",
+        "test_malformed_http",
+        "test_notebook",
+        "test_retrains",
+        "test_service_process",
+        "test_tied_children",
+    }
+)
+SLOW_MODULES = frozenset(
+    {
+        "test_harness",
+        "test_pretrain",
+        "test_probe",
+        "test_stealth",
+        "test_pinsage_refresh",
+        "test_lightgcn_refresh",
+        "test_itemknn_refresh",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem
+        fixtures = getattr(item, "fixturenames", ())
+        if "real_data_dir" in fixtures:
+            item.add_marker(pytest.mark.realdata)
+        # a real server process: the shared one, or a service test's uvicorn variant
+        if module in PROCESS_MODULES or "server" in fixtures or "[uvicorn" in item.nodeid:
+            item.add_marker(pytest.mark.process)
+        if module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:

@@ -75,3 +75,12 @@ def test_the_layout_check_sees_a_forbidden_import_and_a_missing_launch_target() 
     assert _imports(tree) == ["recsys_server.worlds", "recsys_server"]
     assert _launched_modules(tree) == ["recsys_server.no_such_module"]
     assert not (ROOT / "recsys_server/no_such_module.py").exists()
+
+
+def test_the_fast_loops_marks_name_modules_that_exist() -> None:
+    """`make test-fast` leaves out the modules conftest marks: a renamed module would
+    silently join the fast loop."""
+    from tests.conftest import PROCESS_MODULES, SLOW_MODULES
+
+    for module in PROCESS_MODULES | SLOW_MODULES:
+        assert (ROOT / "tests" / f"{module}.py").is_file(), module
