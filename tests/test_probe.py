@@ -47,13 +47,13 @@ def test_greedy_oracle_chooses_the_best_candidate_on_users_it_is_not_reported_on
     state = victim.serving_state(data, probe.graph)
     [chosen] = probe.injections("GreedyOracle", int(target), state, cases)
 
-    def key(profile: np.ndarray) -> tuple[float, float]:
+    def key(profile: np.ndarray, protocol: str = "sampled") -> tuple[float, float]:
         trial = state.fork()
         trial.add_user(profile)
         users = cases.select_users
-        cases_items = np.full(len(users), target)
-        ranks = ranks_of(trial.scores, users, cases_items, data.known, protocols=("sampled",),
-                         negatives=cases.select_negatives)["sampled"]  # fmt: skip
+        negatives = cases.select_negatives if protocol == "sampled" else None
+        ranks = ranks_of(trial.scores, users, np.full(len(users), target), data.known,
+                         protocols=(protocol,), negatives=negatives)[protocol]  # fmt: skip
         return float((ranks < 20).mean()), -float(ranks.mean())
 
     holders = [scenario.source_profile(i) for i in probe.holding(int(target))]
@@ -65,15 +65,7 @@ def test_greedy_oracle_chooses_the_best_candidate_on_users_it_is_not_reported_on
     probe.greedy_protocol = "full"
     [on_full] = probe.injections("GreedyOracle", int(target), state, cases)
 
-    def full_key(profile: np.ndarray) -> tuple[float, float]:
-        trial = state.fork()
-        trial.add_user(profile)
-        users = cases.select_users
-        ranks = ranks_of(trial.scores, users, np.full(len(users), target), data.known,
-                         protocols=("full",))["full"]  # fmt: skip
-        return float((ranks < 20).mean()), -float(ranks.mean())
-
-    assert full_key(on_full) == max(full_key(p) for p in holders + crops)
+    assert key(on_full, "full") == max(key(p, "full") for p in holders + crops)
 
     # the observed oracle chooses on the pretend users' top-k instead: what an attacker's
     # queries show
