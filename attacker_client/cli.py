@@ -33,6 +33,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from attacker_client._exceptions import APIError
 from attacker_client.copyattack import CopyAttackArgs
@@ -42,6 +43,7 @@ from attacker_client.harness import (
     METHODS,
     ExperimentConfig,
     Servers,
+    read_cells,
     run_learning_curve,
     run_sweep,
     run_table2,
@@ -101,6 +103,9 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
                          default=list(DETECTOR_NAMES), help="run on each world")  # fmt: skip
     stealth.add_argument("--defence", choices=("none", *DETECTOR_NAMES), default="none",
                          help="every world defended by this detector (learners adapt)")  # fmt: skip
+    stealth.add_argument("--undefended", type=Path, metavar="DIR",
+                         help="with --defence: the same run without defence (its --out); "
+                              "states the share of each attack's lift it kept")  # fmt: skip
     stealth.add_argument("--json", action="store_true",
                          help="no progress bar; print the summary as JSON")  # fmt: skip
     depth = kinds.add_parser("depth", help="Table 2 per clustering-tree depth (Fig. 3)")
@@ -378,6 +383,25 @@ def run_experiment(args: argparse.Namespace) -> int:
         return _run_cells(args, f"ray:{args.ray}", "", servers)
 
 
+def _undefended_cells(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    """The cells of the run ``--undefended`` names (None without it), read and checked
+    before the defended run starts."""
+    if args.undefended is None:
+        return None
+    if args.defence == "none":
+        raise CopyAttackError("--undefended goes with --defence: it is the defended run's baseline")
+    cells, record = args.undefended / "cells.jsonl", args.undefended / "run.json"
+    if not cells.is_file() or not record.is_file():
+        raise CopyAttackError(
+            f"--undefended {args.undefended}: no cells.jsonl and run.json there "
+            "(it should be the --out folder of a stealth run without --defence)"
+        )
+    defence = json.loads(record.read_text()).get("defence", "none")
+    if defence != "none":
+        raise CopyAttackError(f"--undefended {args.undefended}: that run was defended ({defence})")
+    return read_cells(cells)
+
+
 def _run_cells(
     args: argparse.Namespace, server: str, admin_token: str, servers: Servers | None
 ) -> int:
@@ -420,7 +444,7 @@ def _run_cells(
         print(f"wrote {args.out}/decile_sweep.csv and .png")
         return 0
     if args.experiment_command == "stealth":
-        summary = asyncio.run(run_stealth(config, servers))
+        summary = asyncio.run(run_stealth(config, servers, _undefended_cells(args)))
         if args.json:
             print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
         else:
