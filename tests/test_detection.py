@@ -83,12 +83,13 @@ def test_fake_profiles_hold_the_target_once_with_real_lengths(kind: str) -> None
 # The lowest ROC-AUC each detector must reach on planted profiles of each kind (measured
 # on this world: see the README's Stealth section). PCA-VarSelect misses bandwagon and
 # segment profiles (they load on the popularity component like real users), so it is
-# held to random and average ones only; the supervised detector to every kind.
+# held to random and average ones only; the supervised detector to every kind (its real
+# users judged out of bag: 0.97, 0.81, 0.97, 0.77; in sample they read 0.99, 0.92, 0.99, 0.89).
 MIN_AUC = {
     ("degree", "random"): 0.9,
-    ("degree", "average"): 0.8,
+    ("degree", "average"): 0.75,
     ("degree", "bandwagon"): 0.9,
-    ("degree", "segment"): 0.8,
+    ("degree", "segment"): 0.7,
     ("pca", "random"): 0.8,
     ("pca", "average"): 0.65,
     ("iforest", "random"): 0.85,
@@ -134,6 +135,24 @@ def test_a_world_without_injections_has_no_metrics_of_injected_users(
     # the quantile lies between two users: at most one more than the share
     assert report.false_positive_rate <= FALSE_ALARM + 1 / report.n_users
     assert report.users is not None and not any(u.injected for u in report.users)
+
+
+def test_the_supervised_detector_judges_real_users_by_their_out_of_bag_scores(
+    detection: Detection,
+) -> None:
+    """The forest was trained on the real users: in sample it hands their label back and
+    flags none, so the route judges each real user by the trees that never saw it, the
+    scores its threshold was calibrated on."""
+    report = detection.judge("w", "degree", planted(detection, "random", seed=2))
+    detector, _ = detection.detector("degree")
+    out_of_bag = detector.out_of_bag  # type: ignore[attr-defined]
+    assert report.users is not None
+    real = np.array([u.score for u in report.users if not u.injected])
+    known = ~np.isnan(out_of_bag)
+    assert known.mean() > 0.9 and np.array_equal(real[known], out_of_bag[known])
+    assert not np.array_equal(real, detector.score(detection.real))  # not in sample
+    flagged = float(np.mean(real > detector.threshold))
+    assert report.false_positive_rate == pytest.approx(flagged)
 
 
 def test_judging_is_seeded_and_a_threshold_applies(detection: Detection) -> None:

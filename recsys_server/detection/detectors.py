@@ -50,6 +50,11 @@ class Detector(ABC):
     def score(self, profiles: Profiles) -> np.ndarray:
         """One score per profile (none empty); higher is more suspicious."""
 
+    def real_scores(self, real: Profiles) -> np.ndarray:
+        """The scores of the real users it was fitted on, as a judge of them should read
+        them: their own scores (an unsupervised detector learnt no label to give back)."""
+        return self.score(real)
+
     def _calibrate(self, real_scores: np.ndarray) -> None:
         # nan: a user no out-of-bag tree scored (rare), left out
         self.threshold = float(np.nanquantile(real_scores, 1.0 - FALSE_ALARM))
@@ -176,10 +181,17 @@ class DegreeSAD(_FeatureDetector):
             self.model = forest.fit(x, y)
         # in-sample probabilities of the real users are optimistic: calibrate on each
         # user's out-of-bag probability, from the trees that never saw it
-        self._calibrate(self.model.oob_decision_function_[: len(real), 1])
+        self.out_of_bag = self.model.oob_decision_function_[: len(real), 1]
+        self._calibrate(self.out_of_bag)
 
     def score(self, profiles: Profiles) -> np.ndarray:
         return self.model.predict_proba(self.features(profiles))[:, 1]
+
+    def real_scores(self, real: Profiles) -> np.ndarray:
+        """Out of bag: in sample, the forest gives each real user back the label it learnt
+        (it flagged none of them on the real pairs, a false-positive rate no unseen user
+        would get). A user no out-of-bag tree scored (rare) keeps its in-sample score."""
+        return np.where(np.isnan(self.out_of_bag), self.score(real), self.out_of_bag)
 
 
 def training_attacks(real: Profiles, stats: PlatformStats, seed: int) -> Profiles:

@@ -29,11 +29,12 @@ class Detection:
         self._lock = threading.Lock()  # one fit per detector, whichever thread asks first
 
     def detector(self, name: DetectorName) -> tuple[Detector, np.ndarray]:
-        """The fitted detector and its scores of the real users."""
+        """The fitted detector and its scores of the real users (out of bag for the
+        supervised one: see :meth:`Detector.real_scores`)."""
         with self._lock:
             if name not in self._detectors:
                 detector = fitted(name, self.real, self.stats, self.seed)
-                self._detectors[name] = detector, detector.score(self.real)
+                self._detectors[name] = detector, detector.real_scores(self.real)
             return self._detectors[name]
 
     def judge(
