@@ -432,7 +432,7 @@ def _run_cells(
     print((args.out / "table2.md").read_text())
     print(
         f"wrote {args.out}/table2.md, .csv, .json and budget_curve.csv/.png "
-        f"({summary['wall_seconds_this_run']} s)"
+        f"({summary.wall_seconds_this_run} s)"
     )
     return 0
 

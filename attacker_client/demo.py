@@ -93,6 +93,6 @@ def run_demo(args: DemoArgs) -> Path:
     print()
     print((out / "table2.md").read_text())
     print(f"tables: {out}/table2.md, .csv, .json; budget curve: {out}/budget_curve.png")
-    print(f"attack {summary['wall_seconds_this_run']} s; "
+    print(f"attack {summary.wall_seconds_this_run} s; "
           f"demo {time.perf_counter() - started:.0f} s in all")  # fmt: skip
     return out

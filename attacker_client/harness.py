@@ -38,6 +38,23 @@ from attacker_client.copyattack import CopyAttackArgs, copyattack
 from attacker_client.generated import GENERATED, generated_method, target_platform_stats
 from attacker_client.pretrain import PretrainedPolicy, copyattack_pretrained, load_policy
 from attacker_client.readiness import READY_TIMEOUT, wait_until_ready
+from attacker_client.results import (
+    CURVE_METRICS,
+    HEADLINE,
+    CellKey,
+    CellResult,
+    Interval,
+    Measured,
+    MethodSummary,
+    MetricKey,
+    PairedTest,
+    Summary,
+    cell_line,
+    read_cells,
+    read_table2,
+    sampled,
+    write_table2,
+)
 from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, cached_source_mf
 from attacker_client.tree import BalancedClusterTree
 from shared.atomic import staged_file, write_text_atomic
@@ -46,7 +63,17 @@ from shared.errors import CopyAttackError
 from shared.fake_profiles import PlatformStats
 from shared.machine import machine
 from shared.scenario import AttackerView, draw_targets, load_attacker_view
-from shared.schemas import PROTOCOLS, Defence, DetectorName, EvaluationReport, ModelInfo
+from shared.schemas import (
+    ALL_USERS,
+    HR_20,
+    METRIC_NAMES,
+    NDCG_20,
+    PROTOCOLS,
+    Defence,
+    DetectorName,
+    EvaluationReport,
+    ModelInfo,
+)
 
 METHODS = (
     "WithoutAttack",
@@ -71,13 +98,9 @@ PRETRAINED = {
 ALL_METHODS = (*METHODS, *PRETRAINED, *GENERATED)
 # the learners judged against the best of the other methods in the paired tests
 LEARNERS = ("CopyAttack", *PRETRAINED)
-# (cohort, protocol, metric) of the paired tests: the paper's headline and NDCG, and the
-# full ranking, where the methods can order differently
-PAIRED_METRICS = (
-    ("all", "sampled", "HR@20"),
-    ("all", "sampled", "NDCG@20"),
-    ("all", "full", "HR@20"),
-)
+# the metrics of the paired tests: the paper's headline and NDCG, and the full ranking,
+# where the methods can order differently
+PAIRED_METRICS = (HEADLINE, sampled(NDCG_20), MetricKey(ALL_USERS, "full", HR_20))
 # budgets below the full one where the learners are also tested on sampled HR@20 (a
 # learner may lead early and lose the lead, or the reverse), when the run checks them
 PAIRED_BUDGETS = (10,)
@@ -165,10 +188,10 @@ def method_of(
 # --- one cell -----------------------------------------------------------------------------
 
 
-def _flatten(report: EvaluationReport, side: str) -> dict[str, dict[str, dict[str, float]]]:
+def _flatten(report: EvaluationReport, side: str) -> Measured:
     """cohort -> protocol -> metric -> value, of the world ('after') or clean ('before')."""
     cohorts = report.targets[0].cohorts
-    return {cohort: getattr(entry, side) for cohort, entry in cohorts.items()}
+    return {cohort: getattr(entry, side) for cohort, entry in cohorts.items()}  # type: ignore[misc]
 
 
 @dataclass
@@ -198,13 +221,13 @@ class Experiment:
 
     async def run_cell(
         self, admin: AsyncAdminClient, method: str, target: int, seed: int
-    ) -> dict[str, Any]:
+    ) -> CellResult:
         config = self.config
         # the same seed gives every method the same pretend users: paired comparisons
         world = await admin.create_world(
             n_pretend_users=config.pretend_users, seed=seed, defence=config.defence
         )
-        checkpoints: dict[int, Any] = {}
+        checkpoints: dict[int, Measured] = {}
         last: tuple[int, EvaluationReport] | None = None  # the last checkpoint, whole
         started = time.perf_counter()
         try:
@@ -252,30 +275,34 @@ class Experiment:
         finally:
             await admin.delete_world(world.world_id)
         lengths = ctx.injected_lengths
-        return {
-            "method": method,
-            "target": target,
-            "seed": seed,
-            "after": _flatten(report, "after"),
-            "before": _flatten(report, "before"),
-            "n_users": {c: e.n_users for c, e in report.targets[0].cohorts.items()},
-            "checkpoints": {str(k): v for k, v in checkpoints.items()},
-            "profiles": len(lengths),
-            "items_per_profile": float(np.mean(lengths)) if lengths else 0.0,
-            "queries": usage.total.queries,
-            "injections": usage.total.injections,
-            "injected_items": usage.total.items,
-            "seconds": round(time.perf_counter() - started, 2),
-            "info": info,
+        # detection and quarantine are left unset (out of the file) when not asked for
+        optional: dict[str, Any] = {
             **({"detection": detection} if detection else {}),
             **({"quarantined": usage.quarantined} if config.defence != "none" else {}),
         }
+        return CellResult(
+            method=method,
+            target=target,
+            seed=seed,
+            after=_flatten(report, "after"),
+            before=_flatten(report, "before"),
+            n_users={c: e.n_users for c, e in report.targets[0].cohorts.items()},
+            checkpoints=checkpoints,
+            profiles=len(lengths),
+            items_per_profile=float(np.mean(lengths)) if lengths else 0.0,
+            queries=usage.total.queries,
+            injections=usage.total.injections,
+            injected_items=usage.total.items,
+            seconds=round(time.perf_counter() - started, 2),
+            info=info,
+            **optional,
+        )
 
 
 # --- where cells run ----------------------------------------------------------------------
 
-Cell = tuple[str, int, int]  # (method, target, seed)
-Record = Callable[[dict[str, Any]], None]  # takes each finished cell's result
+Cell = CellKey  # (method, target, seed)
+Record = Callable[[CellResult], None]  # takes each finished cell's result
 
 
 class CellPool(Protocol):
@@ -328,23 +355,6 @@ class OneServer:
 
 
 # --- the whole run ----------------------------------------------------------------------
-
-
-def _cell_key(cell: dict[str, Any]) -> tuple[str, int, int]:
-    return cell["method"], int(cell["target"]), int(cell["seed"])
-
-
-def read_cells(path: Path) -> list[dict[str, Any]]:
-    """Finished cells of an earlier run (a torn last line, from a kill, is dropped)."""
-    if not path.is_file():
-        return []
-    cells = []
-    for line in path.read_text().splitlines():
-        try:
-            cells.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return cells
 
 
 def run_key(
@@ -429,19 +439,19 @@ def _load_policies(config: ExperimentConfig, view: AttackerView) -> dict[str, Pr
     return {kind: load_policy(config.policies[kind], view) for kind in sorted(wanted)}
 
 
-async def run_table2(config: ExperimentConfig, servers: Servers | None = None) -> dict[str, Any]:
+async def run_table2(config: ExperimentConfig, servers: Servers | None = None) -> Summary:
     """One Table 2 run: its cells on ``servers`` (default: the one at ``config.server``)."""
     cells, started = await run_cells(config, "table2", servers)
     summary = summarise(cells, config)
-    summary["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
-    summary["machine"] = machine()  # where the attacker ran; beside the server in our runs
+    summary.wall_seconds_this_run = round(time.perf_counter() - started, 1)
+    summary.machine = machine()  # where the attacker ran; beside the server in our runs
     write_outputs(summary, cells, config.out)
     return summary
 
 
 async def run_cells(
     config: ExperimentConfig, name: str, servers: Servers | None = None
-) -> tuple[list[dict[str, Any]], float]:
+) -> tuple[list[CellResult], float]:
     """Every (method, target, seed) cell of the run, those of ``cells.jsonl`` resumed, the
     rest run on ``servers`` (default: the one at ``config.server``); and when this run
     started (``time.perf_counter``)."""
@@ -454,7 +464,7 @@ async def run_cells(
         raise CopyAttackError(f"a policy was trained on evaluated targets: {overlap}")
     config.out.mkdir(parents=True, exist_ok=True)
     cells_path = config.out / "cells.jsonl"
-    done = {_cell_key(c): c for c in read_cells(cells_path)}
+    done = {c.key: c for c in read_cells(cells_path)}
     todo = [
         (method, target, seed)
         for seed in config.seeds
@@ -484,11 +494,11 @@ async def run_cells(
         )
         with open(cells_path, "a") as sink:
 
-            def record(result: dict[str, Any]) -> None:
-                sink.write(json.dumps(result) + "\n")
+            def record(result: CellResult) -> None:
+                sink.write(cell_line(result))
                 sink.flush()
                 os.fsync(sink.fileno())
-                done[_cell_key(result)] = result
+                done[result.key] = result
                 progress.update()
 
             await replicas.run(experiment, todo, record)
@@ -509,41 +519,40 @@ def _interval(values: Sequence[float]) -> tuple[float, float]:
     return float(values.mean()), float(half)
 
 
-def summarise(cells: list[dict[str, Any]], config: ExperimentConfig) -> dict[str, Any]:
-    by_method: dict[str, list[dict[str, Any]]] = {}
+def summarise(cells: list[CellResult], config: ExperimentConfig) -> Summary:
+    by_method: dict[str, list[CellResult]] = {}
     for cell in cells:
-        by_method.setdefault(cell["method"], []).append(cell)
+        by_method.setdefault(cell.method, []).append(cell)
     rows = {}
     for method, group in by_method.items():
-        metrics: dict[str, Any] = {}
-        for cohort in group[0]["after"]:
-            for protocol, values in group[0]["after"][cohort].items():
+        metrics: dict[str, Interval] = {}
+        for cohort, protocols in group[0].after.items():
+            for protocol, values in protocols.items():
                 for name in values:
-                    series = [c["after"][cohort][protocol][name] for c in group]
-                    mean, half = _interval(series)
-                    metrics[f"{cohort}/{protocol}/{name}"] = {"mean": mean, "ci95": half}
+                    metric = MetricKey(cohort, protocol, name)
+                    mean, half = _interval([metric.of(c.after) for c in group])
+                    metrics[metric.key] = Interval(mean=mean, ci95=half)
         curve = {}
         for budget in config.checkpoints():
-            points = [c["checkpoints"].get(str(budget)) for c in group]
+            points = [c.checkpoints.get(budget) for c in group]
             if all(p is not None for p in points):
                 curve[budget] = {
-                    name: float(np.mean([p["all"]["sampled"][name] for p in points]))
-                    for name in ("HR@20", "NDCG@20")
+                    name: float(np.mean([sampled(name).of(p) for p in points if p is not None]))
+                    for name in CURVE_METRICS
                 }
-        rows[method] = {
-            "cells": len(group),
-            "targets": len({c["target"] for c in group}),
-            "metrics": metrics,
-            "items_per_profile": float(np.mean([c["items_per_profile"] for c in group])),
-            "queries": float(np.mean([c["queries"] for c in group])),
-            "injections": float(np.mean([c["injections"] for c in group])),
-            "seconds": float(np.mean([c["seconds"] for c in group])),
-            "reward_density": _reward_density(group),
-            # a pretrained policy's training cost, shared by this table's targets
-            "amortised_queries": _policy_cost_per_target(group, "training_queries"),
-            "amortised_injections": _policy_cost_per_target(group, "training_injections"),
-            "budget_curve": curve,
-        }
+        rows[method] = MethodSummary(
+            cells=len(group),
+            targets=len({c.target for c in group}),
+            metrics=metrics,
+            items_per_profile=float(np.mean([c.items_per_profile for c in group])),
+            queries=float(np.mean([c.queries for c in group])),
+            injections=float(np.mean([c.injections for c in group])),
+            seconds=float(np.mean([c.seconds for c in group])),
+            reward_density=_reward_density(group),
+            amortised_queries=_policy_cost_per_target(group, "training_queries"),
+            amortised_injections=_policy_cost_per_target(group, "training_injections"),
+            budget_curve=curve,
+        )
     early = [b for b in PAIRED_BUDGETS if b in config.checkpoints() and b < config.budget]
     tests = [
         paired_test(by_method, metric, learner, budget)
@@ -553,61 +562,52 @@ def summarise(cells: list[dict[str, Any]], config: ExperimentConfig) -> dict[str
             *((PAIRED_METRICS[0], b) for b in early),
         ]
     ]
-    return {
-        "methods": rows,
-        "paired_tests": [test for test in tests if test is not None],
-        "config": _jsonable(config),
-    }
+    return Summary(
+        methods=rows,
+        paired_tests=[test for test in tests if test is not None],
+        config=_jsonable(config),
+    )
 
 
-def _policy_cost_per_target(group: list[dict[str, Any]], key: str) -> float:
+def _policy_cost_per_target(group: list[CellResult], key: str) -> float:
     """The policy's whole training cost over the number of targets in the table: computed
     here, not taken from the cells, which recorded the share of the run that made them (a
     resumed run with more or fewer targets would mix shares)."""
-    cost = float(np.mean([c["info"].get("policy", {}).get(key, 0.0) for c in group]))
-    return cost / len({c["target"] for c in group})
+    cost = float(np.mean([c.info.get("policy", {}).get(key, 0.0) for c in group]))
+    return cost / len({c.target for c in group})
 
 
-def _reward_density(group: list[dict[str, Any]]) -> float | None:
+def _reward_density(group: list[CellResult]) -> float | None:
     """Over the cells that asked anything (cells recorded before a spend that asked
     nothing stopped reporting a density of 0 still hold one)."""
-    asked = [c for c in group if c["info"].get("reward_rounds", 1) > 0]
-    return _mean_info(asked, "reward_density")
-
-
-def _mean_info(group: list[dict[str, Any]], key: str) -> float | None:
-    values = [c["info"][key] for c in group if key in c["info"]]
+    asked = [c for c in group if c.info.get("reward_rounds", 1) > 0]
+    values = [c.info["reward_density"] for c in asked if "reward_density" in c.info]
     return float(np.mean(values)) if values else None
 
 
 def paired_test(
-    by_method: dict[str, list[dict[str, Any]]],
-    metric: tuple[str, str, str],
+    by_method: dict[str, list[CellResult]],
+    metric: MetricKey,
     learner: str = "CopyAttack",
     budget: int | None = None,
-) -> dict[str, Any] | None:
-    """``learner`` against the best method that is not one of the learners on ``metric``
-    (cohort, protocol, name), paired by (target, seed): Wilcoxon signed-rank and paired t;
-    and its gain over WithoutAttack as a multiple of that method's gain. With ``budget``,
-    at that checkpoint of the budget curve (sampled protocol only), not after the spend."""
+) -> PairedTest | None:
+    """``learner`` against the best method that is not one of the learners on ``metric``,
+    paired by (target, seed): Wilcoxon signed-rank and paired t; and its gain over
+    WithoutAttack as a multiple of that method's gain. With ``budget``, at that checkpoint
+    of the budget curve (sampled protocol only), not after the spend."""
     others = [m for m in by_method if m not in LEARNERS]
     if learner not in by_method or not others:
         return None
-    cohort, protocol, name = metric
 
     def series(method: str) -> dict[tuple[int, int], float]:
         if budget is None:
-            measured = [(c, c["after"]) for c in by_method[method]]
+            measured = [(c, c.after) for c in by_method[method]]
         else:  # a WithoutAttack cell injects nothing: every checkpoint is its clean state
             measured = [
-                (c, c["after"] if c["profiles"] == 0 else c["checkpoints"].get(str(budget)))
+                (c, c.after if c.profiles == 0 else c.checkpoints.get(budget))
                 for c in by_method[method]
             ]
-        return {
-            (c["target"], c["seed"]): after[cohort][protocol][name]
-            for c, after in measured
-            if after is not None
-        }
+        return {(c.target, c.seed): metric.of(after) for c, after in measured if after is not None}
 
     ours = series(learner)
     other = {m: values for m in others if (values := series(m))}
@@ -618,25 +618,27 @@ def paired_test(
     a = np.array([ours[k] for k in keys])
     b = np.array([other[best][k] for k in keys])
     differences = a - b
-    result: dict[str, Any] = {
-        "learner": learner,
-        "metric": "/".join(metric),
-        "budget": budget,
-        "best_other": best,
-        "pairs": len(keys),
-        "mean_difference": float(differences.mean()),
-        "copyattack_wins": int((differences > 0).sum()),
-        "ties": int((differences == 0).sum()),
-    }
+    # the optional fields are set only when computed: the file leaves the others out
+    optional: dict[str, float | None] = {}
     clean_known = "WithoutAttack" in other and set(keys) <= other["WithoutAttack"].keys()
     if clean_known and best != "WithoutAttack":
         clean = np.array([other["WithoutAttack"][k] for k in keys])
         gain = float((b - clean).mean())
-        result["gain_ratio"] = float((a - clean).mean()) / gain if gain > 0 else None
+        optional["gain_ratio"] = float((a - clean).mean()) / gain if gain > 0 else None
     if len(keys) >= 2 and differences.any():
-        result["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue)
-        result["paired_t_p"] = float(stats.ttest_rel(a, b).pvalue)
-    return result
+        optional["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue)
+        optional["paired_t_p"] = float(stats.ttest_rel(a, b).pvalue)
+    return PairedTest(
+        learner=learner,
+        metric=metric.key,
+        budget=budget,
+        best_other=best,
+        pairs=len(keys),
+        mean_difference=float(differences.mean()),
+        copyattack_wins=int((differences > 0).sum()),
+        ties=int((differences == 0).sum()),
+        **optional,
+    )
 
 
 def _jsonable(config: ExperimentConfig) -> dict[str, Any]:
@@ -645,21 +647,19 @@ def _jsonable(config: ExperimentConfig) -> dict[str, Any]:
     return json.loads(json.dumps(out, default=str))
 
 
-def write_outputs(summary: dict[str, Any], cells: list[dict[str, Any]], out: Path) -> None:
+def write_outputs(summary: Summary, cells: list[CellResult], out: Path) -> None:
     """Each file whole or not at all: a run stopped mid-write keeps the previous version of
     each file it had not replaced yet."""
-    write_text_atomic(out / "table2.json", json.dumps({**summary, "cells": cells}, indent=1))
+    write_table2(out / "table2.json", summary, cells)
     table = [["method", "metric", "mean", "ci95", "cells"]]
-    for method, row in summary["methods"].items():
-        for metric, value in row["metrics"].items():
-            table.append(
-                [method, metric, f"{value['mean']:.5f}", f"{value['ci95']:.5f}", row["cells"]]
-            )
+    for method, row in summary.methods.items():
+        for metric, value in row.metrics.items():
+            table.append([method, metric, f"{value.mean:.5f}", f"{value.ci95:.5f}", row.cells])
     write_text_atomic(out / "table2.csv", _csv_text(table))
-    curve = [["method", "budget", "HR@20", "NDCG@20"]]
-    for method, row in summary["methods"].items():
-        for budget, point in row["budget_curve"].items():
-            curve.append([method, budget, f"{point['HR@20']:.5f}", f"{point['NDCG@20']:.5f}"])
+    curve: list[list[Any]] = [["method", "budget", *CURVE_METRICS]]
+    for method, row in summary.methods.items():
+        for budget, point in row.budget_curve.items():
+            curve.append([method, budget, *(f"{point[name]:.5f}" for name in CURVE_METRICS)])
     write_text_atomic(out / "budget_curve.csv", _csv_text(curve))
     write_text_atomic(out / "table2.md", format_table2(summary))
     plot_budget_curve(summary, out / "budget_curve.png")
@@ -688,47 +688,48 @@ MIN_TARGETS_FOR_INTERVAL = 5
 FEW_TARGETS = "†"
 
 
-def _targets(row: dict[str, Any]) -> int:
-    return row.get("targets", row["cells"])  # a summary written before targets were counted
+def _mean_and_interval(row: MethodSummary, metric: MetricKey) -> str:
+    value = row.interval(metric)
+    flag = FEW_TARGETS if row.target_count < MIN_TARGETS_FOR_INTERVAL else ""
+    return f"{value.mean:.4f} ± {value.ci95:.4f}{flag}"
 
 
-def _mean_and_interval(row: dict[str, Any], metric: str) -> str:
-    value = row["metrics"][metric]
-    flag = FEW_TARGETS if _targets(row) < MIN_TARGETS_FOR_INTERVAL else ""
-    return f"{value['mean']:.4f} ± {value['ci95']:.4f}{flag}"
-
-
-def format_table2(summary: dict[str, Any]) -> str:
+def format_table2(summary: Summary | dict[str, Any]) -> str:
     """The paper's Table 2 layout, one table per protocol (cohort: all evaluation users),
-    with what the ± means above it and a flag on intervals over fewer than 5 targets."""
-    rows = summary["methods"].values()
+    with what the ± means above it and a flag on intervals over fewer than 5 targets.
+    ``summary``: typed, or as read from a ``table2.json``."""
+    if not isinstance(summary, Summary):
+        summary = Summary.model_validate(summary)
+    rows = summary.methods.values()
     lines = [
         "Mean ± half-width of its 95% Student t interval (n - 1 degrees of freedom) over the "
         "cells of each method (target items x seeds).",
         "",
     ]
-    names = ("HR@20", "HR@10", "HR@5", "NDCG@20", "NDCG@10", "NDCG@5")
-    for protocol in ("sampled", "full"):
+    for protocol in PROTOCOLS:
         lines += [
             f"**{protocol}** ({'100 sampled negatives' if protocol == 'sampled' else 'all items'})",
             "",
             "| method | "
-            + " | ".join(names)
+            + " | ".join(METRIC_NAMES)
             + " | items/profile | reward density | queries | + training queries | s/cell |",
-            "|---" * (len(names) + 6) + "|",
+            "|---" * (len(METRIC_NAMES) + 6) + "|",
         ]
-        for method, row in summary["methods"].items():
-            cells = [_mean_and_interval(row, f"all/{protocol}/{n}") for n in names]
-            density = row.get("reward_density")
+        for method, row in summary.methods.items():
+            cells = [
+                _mean_and_interval(row, MetricKey(ALL_USERS, protocol, name))
+                for name in METRIC_NAMES
+            ]
+            density = row.reward_density
             lines.append(
                 f"| {method} | "
                 + " | ".join(cells)
-                + f" | {row['items_per_profile']:.1f}"
-                + f" | {'' if density is None else f'{density:.2f}'} | {row['queries']:.0f}"
-                f" | {row.get('amortised_queries', 0.0):.0f} | {row['seconds']:.1f} |"
+                + f" | {row.items_per_profile:.1f}"
+                + f" | {'' if density is None else f'{density:.2f}'} | {row.queries:.0f}"
+                f" | {row.amortised_queries:.0f} | {row.seconds:.1f} |"
             )
         lines.append("")
-    few = sorted({_targets(row) for row in rows if _targets(row) < MIN_TARGETS_FOR_INTERVAL})
+    few = sorted({r.target_count for r in rows if r.target_count < MIN_TARGETS_FOR_INTERVAL})
     if few:
         lines += [
             f"{FEW_TARGETS} fewer than {MIN_TARGETS_FOR_INTERVAL} target items "
@@ -736,18 +737,18 @@ def format_table2(summary: dict[str, Any]) -> str:
             "a smoke test, not a result.",
             "",
         ]
-    for test in summary["paired_tests"]:
-        p = test.get("wilcoxon_p")
+    for test in summary.paired_tests:
+        p = test.wilcoxon_p
         lines.append(
-            f"Paired test on {test['metric']}"
-            + (f" at budget {test['budget']}" if test.get("budget") else "")
-            + f": {test['learner']} - {test['best_other']} = "
-            f"{test['mean_difference']:+.4f} over {test['pairs']} pairs "
-            f"({test['copyattack_wins']} wins, {test['ties']} ties"
-            + (f"; Wilcoxon p = {p:.3g}, paired t p = {test['paired_t_p']:.3g})" if p else ")")
+            f"Paired test on {test.metric}"
+            + (f" at budget {test.budget}" if test.budget else "")
+            + f": {test.learner} - {test.best_other} = "
+            f"{test.mean_difference:+.4f} over {test.pairs} pairs "
+            f"({test.copyattack_wins} wins, {test.ties} ties"
+            + (f"; Wilcoxon p = {p:.3g}, paired t p = {test.paired_t_p:.3g})" if p else ")")
             + (
-                f"; gain over WithoutAttack {test['gain_ratio']:.2f}x the best other's"
-                if test.get("gain_ratio") is not None
+                f"; gain over WithoutAttack {test.gain_ratio:.2f}x the best other's"
+                if test.gain_ratio is not None
                 else ""
             )
         )
@@ -755,26 +756,26 @@ def format_table2(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_budget_curve(summary: dict[str, Any], path: Path) -> None:
+def plot_budget_curve(summary: Summary, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    budgets_all = [int(b) for row in summary["methods"].values() for b in row["budget_curve"]]
-    for method, row in summary["methods"].items():
-        curve = row["budget_curve"]
+    budgets_all = [b for row in summary.methods.values() for b in row.budget_curve]
+    for method, row in summary.methods.items():
+        curve = row.budget_curve
         if not curve:  # nothing injected: the clean level, flat
             if budgets_all:
-                for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
-                    level = row["metrics"][f"all/sampled/{name}"]["mean"]
+                for axis, name in zip(axes, CURVE_METRICS, strict=True):
+                    level = row.interval(sampled(name)).mean
                     axis.axhline(level, linestyle="--", color="grey", label=method)
             continue
-        budgets = sorted(int(b) for b in curve)
-        for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
+        budgets = sorted(curve)
+        for axis, name in zip(axes, CURVE_METRICS, strict=True):
             axis.plot(budgets, [curve[b][name] for b in budgets], marker="o", label=method)
-    for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
+    for axis, name in zip(axes, CURVE_METRICS, strict=True):
         axis.set_xlabel("budget (injected profiles)")
         axis.set_ylabel(f"{name} (sampled, all evaluation users)")
         axis.grid(alpha=0.3)
@@ -808,18 +809,15 @@ async def run_sweep(
         else:
             raise CopyAttackError(f"unknown sweep {setting!r}")
         summary = await run_table2(config, servers)
-        for method, row in summary["methods"].items():
+        for method, row in summary.methods.items():
             rows.append(
                 {
                     setting: value,
                     "method": method,
-                    **{
-                        name: row["metrics"][f"all/sampled/{name}"]["mean"]
-                        for name in ("HR@20", "NDCG@20")
-                    },
+                    **{name: row.interval(sampled(name)).mean for name in CURVE_METRICS},
                 }
             )
-    columns = [setting, "method", "HR@20", "NDCG@20"]
+    columns = [setting, "method", *CURVE_METRICS]
     table = [columns, *([row[c] for c in columns] for row in rows)]
     write_text_atomic(base.out / f"{setting}_sweep.csv", _csv_text(table))
     plot_sweep(rows, setting, base.out / f"{setting}_sweep.png")
@@ -835,11 +833,11 @@ def plot_sweep(rows: list[dict[str, Any]], setting: str, path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for method in dict.fromkeys(r["method"] for r in rows):
         points = [r for r in rows if r["method"] == method]
-        for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
+        for axis, name in zip(axes, CURVE_METRICS, strict=True):
             axis.plot(
                 [p[setting] for p in points], [p[name] for p in points], marker="o", label=method
             )
-    for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
+    for axis, name in zip(axes, CURVE_METRICS, strict=True):
         axis.set_xlabel("tree depth" if setting == "depth" else "popularity decile (0 = least)")
         axis.set_ylabel(f"{name} (sampled, all evaluation users)")
         axis.grid(alpha=0.3)
@@ -873,23 +871,23 @@ async def run_learning_curve(
             cache_dir=base.cache_dir or base.out,
         )
         result = await run_table2(config, servers)
-        metric = result["methods"][method]["metrics"]["all/sampled/HR@20"]
+        metric = result.methods[method].interval(HEADLINE)
         rows.append(
             {
                 "update": snapshot["update"],
                 "training_queries": snapshot["queries"],
                 "training_injections": snapshot["injections"],
-                "HR@20": metric["mean"],
-                "ci95": metric["ci95"],
+                HR_20: metric.mean,
+                "ci95": metric.ci95,
             }
         )
-    columns = ["update", "training_queries", "training_injections", "HR@20", "ci95"]
+    columns = ["update", "training_queries", "training_injections", HR_20, "ci95"]
     table = [columns, *([row[c] for c in columns] for row in rows)]
     write_text_atomic(base.out / "learning_curve.csv", _csv_text(table))
     flat = {}
     if baselines is not None:
-        earlier = json.loads(baselines.read_text())
-        flat = {m: r["metrics"]["all/sampled/HR@20"]["mean"] for m, r in earlier["methods"].items()}
+        earlier = read_table2(baselines)
+        flat = {m: r.interval(HEADLINE).mean for m, r in earlier.methods.items()}
     plot_learning_curve(rows, flat, method, base.out / "learning_curve.png")
     return rows
 
@@ -920,7 +918,7 @@ def plot_learning_curve(
     x_label, x = learning_curve_x(rows)
     axis.errorbar(
         x,
-        [r["HR@20"] for r in rows],
+        [r[HR_20] for r in rows],
         yerr=[r["ci95"] for r in rows],
         marker="o",
         capsize=3,
@@ -930,7 +928,7 @@ def plot_learning_curve(
     for name, level in flat.items():
         axis.axhline(level, linestyle="--", linewidth=1, label=name, color=f"C{len(axis.lines)}")
     axis.set_xlabel(x_label)
-    axis.set_ylabel("HR@20 (sampled), evaluated targets")
+    axis.set_ylabel(f"{HR_20} (sampled), evaluated targets")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     _save_figure(figure, path)

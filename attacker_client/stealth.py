@@ -27,9 +27,10 @@ from attacker_client.harness import (
     _save_figure,
     run_cells,
 )
+from attacker_client.results import CellResult, MetricKey
 from shared.atomic import write_text_atomic
 from shared.machine import machine
-from shared.schemas import DETECTOR_NAMES
+from shared.schemas import ALL_USERS, DETECTOR_NAMES, HR_20
 
 STEALTH_METHODS = (
     "WithoutAttack",
@@ -43,7 +44,7 @@ STEALTH_METHODS = (
 )
 COPIED = ("TargetAttack40", "TargetAttack70", "TargetAttack100", "CopyAttack", "RandomAttack")
 DETECTION_METRICS = ("precision", "recall", "f1", "best_f1", "roc_auc")
-HR = (("sampled", "HR@20"), ("full", "HR@20"))
+HR = (MetricKey(ALL_USERS, "sampled", HR_20), MetricKey(ALL_USERS, "full", HR_20))
 # the issue's goal: generated profiles found with F1 >= 0.8 by some detector, copied
 # ones with F1 < 0.3 by every detector
 GOAL_FOUND, GOAL_HIDDEN = 0.8, 0.3
@@ -62,33 +63,30 @@ async def run_stealth(config: ExperimentConfig, servers: Servers | None = None) 
     return summary
 
 
-def summarise_stealth(cells: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise_stealth(cells: list[CellResult]) -> dict[str, Any]:
     """Per method: HR@20 (mean and 95% half-width over cells) and its lift over
     WithoutAttack on the same (target, seed); per detector the mean of each detection
     metric and of the distances over the cells that injected anything."""
-    by_method: dict[str, list[dict[str, Any]]] = {}
+    by_method: dict[str, list[CellResult]] = {}
     for cell in cells:
-        by_method.setdefault(cell["method"], []).append(cell)
-    clean = {
-        (c["target"], c["seed"]): c["after"]["all"] for c in by_method.get("WithoutAttack", [])
-    }
+        by_method.setdefault(cell.method, []).append(cell)
+    clean = {(c.target, c.seed): c.after for c in by_method.get("WithoutAttack", [])}
     rows: dict[str, Any] = {}
     for method, group in by_method.items():
-        row: dict[str, Any] = {"cells": len(group), "targets": len({c["target"] for c in group})}
-        for protocol, name in HR:
-            values = [c["after"]["all"][protocol][name] for c in group]
-            mean, half = _interval(values)
+        row: dict[str, Any] = {"cells": len(group), "targets": len({c.target for c in group})}
+        for metric in HR:
+            mean, half = _interval([metric.of(c.after) for c in group])
             lifts = [
-                c["after"]["all"][protocol][name] - clean[key][protocol][name]
+                metric.of(c.after) - metric.of(clean[key])
                 for c in group
-                if (key := (c["target"], c["seed"])) in clean
+                if (key := (c.target, c.seed)) in clean
             ]
-            row[f"{protocol}/{name}"] = {
+            row[_row_key(metric)] = {
                 "mean": mean,
                 "ci95": half,
                 "lift": float(np.mean(lifts)) if lifts else None,
             }
-        detected = [c["detection"] for c in group if c.get("detection") and c["profiles"] > 0]
+        detected = [c.detection for c in group if c.detection and c.profiles > 0]
         row["detectors"] = {
             name: {
                 metric: _mean([d[name][metric] for d in detected])
@@ -97,7 +95,7 @@ def summarise_stealth(cells: list[dict[str, Any]]) -> dict[str, Any]:
             for name in (detected[0] if detected else {})
         }
         shares = [
-            c["quarantined"] / c["profiles"] for c in group if "quarantined" in c and c["profiles"]
+            c.quarantined / c.profiles for c in group if c.quarantined is not None and c.profiles
         ]
         row["quarantined_share"] = _mean(shares)  # a defended run: the share kept out
         # the distances do not depend on the detector: any one's report has them
@@ -105,6 +103,11 @@ def summarise_stealth(cells: list[dict[str, Any]]) -> dict[str, Any]:
             row[distance] = _mean([next(iter(d.values()))[distance] for d in detected])
         rows[method] = row
     return {"methods": rows, "goal": _goal(rows)}
+
+
+def _row_key(metric: MetricKey) -> str:
+    """The summary's name of a metric (every one is over all evaluation users)."""
+    return f"{metric.protocol}/{metric.name}"
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -129,8 +132,9 @@ def _goal(rows: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_stealth_outputs(summary: dict[str, Any], cells: list[dict[str, Any]], out: Path) -> None:
-    write_text_atomic(out / "stealth.json", json.dumps({**summary, "cells": cells}, indent=1))
+def write_stealth_outputs(summary: dict[str, Any], cells: list[CellResult], out: Path) -> None:
+    content = {**summary, "cells": [cell.dump() for cell in cells]}
+    write_text_atomic(out / "stealth.json", json.dumps(content, indent=1))
     table = [
         ["method", "detector", *DETECTION_METRICS, "false_positive_rate", "js_distance",
          "tv_distance", "sampled_HR@20", "full_HR@20", "cells"]
@@ -141,7 +145,7 @@ def write_stealth_outputs(summary: dict[str, Any], cells: list[dict[str, Any]], 
                 [method, detector]
                 + [_fmt(values.get(m)) for m in (*DETECTION_METRICS, "false_positive_rate")]
                 + [_fmt(row["js_distance"]), _fmt(row["tv_distance"])]
-                + [_fmt(row[f"{p}/{n}"]["mean"]) for p, n in HR]
+                + [_fmt(row[_row_key(metric)]["mean"]) for metric in HR]
                 + [row["cells"]]
             )
     write_text_atomic(out / "stealth.csv", _csv_text(table))
@@ -169,8 +173,8 @@ def format_stealth(summary: dict[str, Any]) -> str:
     ]
     for method, row in rows.items():
         hr = []
-        for p, n in HR:
-            value = row[f"{p}/{n}"]
+        for metric in HR:
+            value = row[_row_key(metric)]
             hr += [f"{value['mean']:.4f} ± {value['ci95']:.4f}", _fmt(value["lift"])]
         verdicts = [
             " / ".join(
@@ -227,7 +231,7 @@ def plot_stealth(summary: dict[str, Any], path: Path) -> None:
     left.set_ylabel("ROC-AUC, injected vs real users")
     left.set_ylim(0, 1)
     left.legend(fontsize=7)
-    lifts = [row["sampled/HR@20"]["lift"] or 0.0 for row in rows.values()]
+    lifts = [row[_row_key(HR[0])]["lift"] or 0.0 for row in rows.values()]
     right.bar(x, lifts, color="tab:green")
     right.set_xticks(x, list(rows), rotation=30, ha="right", fontsize=8)
     right.set_ylabel("sampled HR@20 lift over WithoutAttack")

@@ -11,7 +11,7 @@ import pytest
 
 from attacker_client.cli import main as copyattack_main
 from attacker_client.generated import target_platform_stats
-from attacker_client.harness import read_cells
+from attacker_client.results import read_cells
 from attacker_client.stealth import STEALTH_METHODS, format_stealth, summarise_stealth
 from shared.process import ServerProcess
 from shared.schemas import DETECTOR_NAMES
@@ -36,25 +36,23 @@ def test_stealth_end_to_end_on_the_tiny_pair(
     assert len(cells) == 2 * len(STEALTH_METHODS)
     lengths = target_platform_stats(scenario_dir).lengths
     for cell in cells:
-        attacked = cell["method"] != "WithoutAttack"
-        assert cell["profiles"] == (6 if attacked else 0)
+        attacked = cell.method != "WithoutAttack"
+        assert cell.profiles == (6 if attacked else 0)
         if not attacked:
             continue
-        assert set(cell["detection"]) == set(DETECTOR_NAMES)
-        for report in cell["detection"].values():
-            assert report["n_injected"] == cell["profiles"]  # the final spend's
+        assert set(cell.detection) == set(DETECTOR_NAMES)
+        for report in cell.detection.values():
+            assert report["n_injected"] == cell.profiles  # the final spend's
             assert 0.0 <= report["roc_auc"] <= 1.0 and 0.0 <= report["f1"] <= 1.0
-        if cell["method"].endswith("Fake"):  # lengths drawn from the platform's
-            assert lengths.min() <= cell["items_per_profile"] <= lengths.max()
+        if cell.method.endswith("Fake"):  # lengths drawn from the platform's
+            assert lengths.min() <= cell.items_per_profile <= lengths.max()
     rows = printed["methods"]
     assert set(rows) == set(STEALTH_METHODS)
     assert rows["WithoutAttack"]["detectors"] == {} and rows["WithoutAttack"]["js_distance"] is None
     assert rows["WithoutAttack"]["sampled/HR@20"]["lift"] == 0.0
     for method in STEALTH_METHODS[1:]:
         assert set(rows[method]["detectors"]) == set(DETECTOR_NAMES)
-        expected = np.mean(
-            [c["detection"]["pca"]["roc_auc"] for c in cells if c["method"] == method]
-        )
+        expected = np.mean([c.detection["pca"]["roc_auc"] for c in cells if c.method == method])
         assert rows[method]["detectors"]["pca"]["roc_auc"] == pytest.approx(expected)
     for name in ("stealth.md", "stealth.csv", "stealth.json", "stealth.png"):
         assert (out / name).stat().st_size > 0
@@ -86,12 +84,12 @@ def test_stealth_against_a_defended_world(
     ]  # fmt: skip
     assert copyattack_main(argv) == 0
     rows = json.loads(capsys.readouterr().out)["methods"]
-    cells = {c["method"]: c for c in read_cells(out / "cells.jsonl")}
+    cells = {c.method: c for c in read_cells(out / "cells.jsonl")}
     for method, cell in cells.items():
-        assert 0 <= cell["quarantined"] <= cell["profiles"]
-        if cell["profiles"]:
-            assert rows[method]["quarantined_share"] == cell["quarantined"] / cell["profiles"]
+        assert 0 <= cell.quarantined <= cell.profiles
+        if cell.profiles:
+            assert rows[method]["quarantined_share"] == cell.quarantined / cell.profiles
     # the defence's detector finds random fakes on this world (ROC-AUC 0.99 offline)
-    assert cells["RandomFake"]["quarantined"] > 0
+    assert cells["RandomFake"].quarantined > 0
     assert "quarantined" in (out / "stealth.md").read_text()
     assert json.loads((out / "run.json").read_text())["defence"] == "degree"
