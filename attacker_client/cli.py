@@ -38,14 +38,13 @@ from attacker_client._exceptions import APIError
 from attacker_client.copyattack import CopyAttackArgs
 from attacker_client.demo import DemoArgs, run_demo
 from attacker_client.harness import (
-    ALL_METHODS,
-    METHODS,
     ExperimentConfig,
     Servers,
     run_learning_curve,
     run_sweep,
     run_table2,
 )
+from attacker_client.methods import ALL_METHODS, METHODS
 from attacker_client.pretrain import PretrainArgs, run_pretrain
 from attacker_client.readiness import READY_TIMEOUT
 from attacker_client.stealth import STEALTH_METHODS, run_stealth

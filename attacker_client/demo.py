@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attacker_client.copyattack import CopyAttackArgs
-from attacker_client.harness import METHODS, ExperimentConfig, run_table2
+from attacker_client.harness import ExperimentConfig, run_table2
+from attacker_client.methods import METHODS
 from shared.errors import CopyAttackError
 from shared.process import ServerProcess, run_tied
 

@@ -1,24 +1,23 @@
-"""The experiment harness: the paper's Table 2 and budget curve, over HTTP.
+"""The experiment harness: runs the paper's Table 2 and budget curve over HTTP.
 
 Every (method, target item, seed) is a cell run in its own world, several at once. A
 cell's final spend is evaluated by the server's admin evaluation at each checkpoint
 budget (5, 10, ..., budget: the budget curve of Fig. 5, from the same runs) and at the
 end. Finished cells are appended to ``cells.jsonl`` as they end, so an interrupted run
-resumes without redoing them. The tables are the mean and 95% interval over target
-items and seeds, with paired tests of each learner (CopyAttack, and the methods that spend
-a pretrained policy) against the best method that is not one of them (sampled HR@20 and
-NDCG@20, full HR@20).
+resumes without redoing them.
+
+Here: the settings (:class:`ExperimentConfig`) and the running of cells, runs, sweeps and
+learning curves. Elsewhere, one job each: the methods by name (:mod:`.methods`), the
+typed results and their files (:mod:`.results`), resuming (:mod:`.resume`), the means,
+intervals and paired tests (:mod:`.statistics`), the tables and CSV files
+(:mod:`.report`) and the figures (:mod:`.figures`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import dataclasses
-import functools
-import io
 import json
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -28,82 +27,37 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from scipy import stats
 from tqdm import tqdm
 
 from attacker_client._client import AsyncAdminClient, AsyncClient
-from attacker_client.attack import AttackContext, AttackMethod, require_scenario_of
-from attacker_client.baselines import random_attack, target_attack, without_attack
-from attacker_client.copyattack import CopyAttackArgs, copyattack
-from attacker_client.generated import GENERATED, generated_method, target_platform_stats
-from attacker_client.pretrain import PretrainedPolicy, copyattack_pretrained, load_policy
+from attacker_client.attack import AttackContext, require_scenario_of
+from attacker_client.copyattack import CopyAttackArgs
+from attacker_client.generated import GENERATED, target_platform_stats
+from attacker_client.methods import LEARNED, METHODS, PRETRAINED, PRETRAINED_NAME, method_of
+from attacker_client.pretrain import PretrainedPolicy, load_policy
 from attacker_client.readiness import READY_TIMEOUT, wait_until_ready
+from attacker_client.report import write_learning_curve, write_outputs, write_sweep
 from attacker_client.results import (
     CURVE_METRICS,
     HEADLINE,
     CellKey,
     CellResult,
-    Interval,
     Measured,
-    MethodSummary,
-    MetricKey,
-    PairedTest,
     Summary,
     cell_line,
     read_cells,
     read_table2,
     sampled,
-    write_table2,
 )
+from attacker_client.resume import claim_run
 from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, cached_source_mf
+from attacker_client.statistics import summarise
 from attacker_client.tree import BalancedClusterTree
-from shared.atomic import staged_file, write_text_atomic
-from shared.datasets.registry import sha256_file
 from shared.errors import CopyAttackError
 from shared.fake_profiles import PlatformStats
 from shared.machine import machine
 from shared.scenario import AttackerView, draw_targets, load_attacker_view
-from shared.schemas import (
-    ALL_USERS,
-    HR_20,
-    METRIC_NAMES,
-    NDCG_20,
-    PROTOCOLS,
-    Defence,
-    DetectorName,
-    EvaluationReport,
-    ModelInfo,
-)
-
-METHODS = (
-    "WithoutAttack",
-    "RandomAttack",
-    "TargetAttack40",
-    "TargetAttack70",
-    "TargetAttack100",
-    "PolicyNetwork",
-    "CopyAttack-Masking",
-    "CopyAttack-Length",
-    "CopyAttack",
-)
-# CopyAttack with a policy trained before the attack (attacker_client/pretrain.py): across
-# training targets on the server ("Amortised") or on the attacker's surrogate; as it is,
-# or fine-tuned per target ("+FT", the configured episodes)
-PRETRAINED = {
-    "CopyAttack-Amortised": ("amortised", False),
-    "CopyAttack-Amortised+FT": ("amortised", True),
-    "CopyAttack-Surrogate": ("surrogate", False),
-    "CopyAttack-Surrogate+FT": ("surrogate", True),
-}
-ALL_METHODS = (*METHODS, *PRETRAINED, *GENERATED)
-# the learners judged against the best of the other methods in the paired tests
-LEARNERS = ("CopyAttack", *PRETRAINED)
-# the metrics of the paired tests: the paper's headline and NDCG, and the full ranking,
-# where the methods can order differently
-PAIRED_METRICS = (HEADLINE, sampled(NDCG_20), MetricKey(ALL_USERS, "full", HR_20))
-# budgets below the full one where the learners are also tested on sampled HR@20 (a
-# learner may lead early and lose the lead, or the reverse), when the run checks them
-PAIRED_BUDGETS = (10,)
+from shared.schemas import HR_20, PROTOCOLS, Defence, DetectorName, EvaluationReport, ModelInfo
 
 
 @dataclass(frozen=True)
@@ -143,46 +97,6 @@ class ExperimentConfig:
         if self.threat_model == "retrain":
             return []
         return list(range(self.checkpoint_every, self.budget + 1, self.checkpoint_every))
-
-
-# the learning methods: CopyAttack and its ablations, as flags of CopyAttackArgs
-LEARNED: dict[str, dict[str, Any]] = {
-    "PolicyNetwork": {"depth": 1},
-    "CopyAttack-Masking": {"masking": False, "crafting": False},
-    "CopyAttack-Length": {"crafting": False},
-    "CopyAttack": {},
-}
-
-
-def method_of(
-    name: str,
-    args: CopyAttackArgs,
-    policies: dict[str, PretrainedPolicy] | None = None,
-) -> AttackMethod:
-    """The attack behind a method name (``policies``: the loaded pretrained ones)."""
-    fixed: dict[str, AttackMethod] = {
-        "WithoutAttack": without_attack,
-        "RandomAttack": random_attack,
-        "TargetAttack40": functools.partial(target_attack, share=0.4),
-        "TargetAttack70": functools.partial(target_attack, share=0.7),
-        "TargetAttack100": functools.partial(target_attack, share=1.0),
-    }
-    if name in fixed:
-        return fixed[name]
-    if name in GENERATED:
-        return generated_method(name)
-    if name in LEARNED:
-        return functools.partial(copyattack, args=dataclasses.replace(args, **LEARNED[name]))
-    if name in PRETRAINED:
-        kind, fine_tune = PRETRAINED[name]
-        if not policies or kind not in policies:
-            raise CopyAttackError(f"{name} needs a {kind} policy (--{kind}-policy FILE)")
-        return functools.partial(
-            copyattack_pretrained,
-            pretrained=policies[kind],
-            fine_tune_episodes=args.episodes if fine_tune else 0,
-        )
-    raise CopyAttackError(f"unknown method {name!r}; known: {', '.join(ALL_METHODS)}")
 
 
 # --- one cell -----------------------------------------------------------------------------
@@ -357,79 +271,6 @@ class OneServer:
 # --- the whole run ----------------------------------------------------------------------
 
 
-def run_key(
-    config: ExperimentConfig, model: ModelInfo, policies: dict[str, PretrainedPolicy]
-) -> dict[str, Any]:
-    """What a finished cell's numbers depend on, besides its (method, target, seed): a
-    resumed run may add methods, targets or seeds, but must not mix other settings in."""
-    settings = _jsonable(config)
-    # where things are and how fast they run do not change a cell's numbers
-    free = (
-        "server",
-        "scenario",
-        "out",
-        "methods",
-        "targets",
-        "decile",
-        "seeds",
-        "concurrency",
-        "policies",
-        "target_seed",
-        "ready_timeout",
-        "progress",
-    )
-    for name in free:
-        settings.pop(name)
-    # runs recorded before detection and defences existed resume
-    if not settings["detectors"]:
-        settings.pop("detectors")
-    if settings["defence"] == "none":
-        settings.pop("defence")
-    # an attack option left unset is the behaviour from before the option existed, so a
-    # run recorded by an earlier version (without the field) resumes
-    settings["attack"] = {k: v for k, v in settings["attack"].items() if v is not None}
-    return {
-        **settings,
-        "scenario": model.scenario_fingerprint,
-        "model": model.model_fingerprint,
-        # a policy by its content, wherever its file lies
-        **{f"{kind}_policy": sha256_file(p.path) for kind, p in policies.items()},
-    }
-
-
-def claim_run(
-    config: ExperimentConfig,
-    model: ModelInfo,
-    policies: dict[str, PretrainedPolicy],
-    *,
-    has_cells: bool,
-) -> None:
-    """Record the run's key in ``run.json``; refuse to resume cells of another key."""
-    path = config.out / "run.json"
-    key = run_key(config, model, policies)
-    if has_cells and not path.is_file():
-        raise CopyAttackError(
-            f"{config.out} holds cells of a run that recorded no run.json (an older version): "
-            "their settings and model cannot be checked; choose another --out"
-        )
-    if has_cells:
-        earlier = json.loads(path.read_text())
-        # a policy new to the run serves only methods its earlier cells could not have run
-        changed = sorted(
-            name
-            for name in key.keys() | earlier.keys()
-            if key.get(name) != earlier.get(name)
-            and not (name.endswith("_policy") and name not in earlier)
-        )
-        if changed:
-            details = ", ".join(f"{n}: {earlier.get(n)!r} -> {key.get(n)!r}" for n in changed)
-            raise CopyAttackError(
-                f"{config.out} holds cells of another run ({details}); resume with the same "
-                "settings and model, or choose another --out"
-            )
-    write_text_atomic(path, json.dumps(key, indent=1))
-
-
 def _load_policies(config: ExperimentConfig, view: AttackerView) -> dict[str, PretrainedPolicy]:
     wanted = {PRETRAINED[m][0] for m in config.methods if m in PRETRAINED}
     missing = wanted - config.policies.keys()
@@ -507,283 +348,6 @@ async def run_cells(
     return cells, started
 
 
-# --- statistics and outputs -------------------------------------------------------------
-
-
-def _interval(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t interval."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return float(values.mean()), 0.0
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return float(values.mean()), float(half)
-
-
-def summarise(cells: list[CellResult], config: ExperimentConfig) -> Summary:
-    by_method: dict[str, list[CellResult]] = {}
-    for cell in cells:
-        by_method.setdefault(cell.method, []).append(cell)
-    rows = {}
-    for method, group in by_method.items():
-        metrics: dict[str, Interval] = {}
-        for cohort, protocols in group[0].after.items():
-            for protocol, values in protocols.items():
-                for name in values:
-                    metric = MetricKey(cohort, protocol, name)
-                    mean, half = _interval([metric.of(c.after) for c in group])
-                    metrics[metric.key] = Interval(mean=mean, ci95=half)
-        curve = {}
-        for budget in config.checkpoints():
-            points = [c.checkpoints.get(budget) for c in group]
-            if all(p is not None for p in points):
-                curve[budget] = {
-                    name: float(np.mean([sampled(name).of(p) for p in points if p is not None]))
-                    for name in CURVE_METRICS
-                }
-        rows[method] = MethodSummary(
-            cells=len(group),
-            targets=len({c.target for c in group}),
-            metrics=metrics,
-            items_per_profile=float(np.mean([c.items_per_profile for c in group])),
-            queries=float(np.mean([c.queries for c in group])),
-            injections=float(np.mean([c.injections for c in group])),
-            seconds=float(np.mean([c.seconds for c in group])),
-            reward_density=_reward_density(group),
-            amortised_queries=_policy_cost_per_target(group, "training_queries"),
-            amortised_injections=_policy_cost_per_target(group, "training_injections"),
-            budget_curve=curve,
-        )
-    early = [b for b in PAIRED_BUDGETS if b in config.checkpoints() and b < config.budget]
-    tests = [
-        paired_test(by_method, metric, learner, budget)
-        for learner in LEARNERS
-        for metric, budget in [
-            *((m, None) for m in PAIRED_METRICS),
-            *((PAIRED_METRICS[0], b) for b in early),
-        ]
-    ]
-    return Summary(
-        methods=rows,
-        paired_tests=[test for test in tests if test is not None],
-        config=_jsonable(config),
-    )
-
-
-def _policy_cost_per_target(group: list[CellResult], key: str) -> float:
-    """The policy's whole training cost over the number of targets in the table: computed
-    here, not taken from the cells, which recorded the share of the run that made them (a
-    resumed run with more or fewer targets would mix shares)."""
-    cost = float(np.mean([c.info.get("policy", {}).get(key, 0.0) for c in group]))
-    return cost / len({c.target for c in group})
-
-
-def _reward_density(group: list[CellResult]) -> float | None:
-    """Over the cells that asked anything (cells recorded before a spend that asked
-    nothing stopped reporting a density of 0 still hold one)."""
-    asked = [c for c in group if c.info.get("reward_rounds", 1) > 0]
-    values = [c.info["reward_density"] for c in asked if "reward_density" in c.info]
-    return float(np.mean(values)) if values else None
-
-
-def paired_test(
-    by_method: dict[str, list[CellResult]],
-    metric: MetricKey,
-    learner: str = "CopyAttack",
-    budget: int | None = None,
-) -> PairedTest | None:
-    """``learner`` against the best method that is not one of the learners on ``metric``,
-    paired by (target, seed): Wilcoxon signed-rank and paired t; and its gain over
-    WithoutAttack as a multiple of that method's gain. With ``budget``, at that checkpoint
-    of the budget curve (sampled protocol only), not after the spend."""
-    others = [m for m in by_method if m not in LEARNERS]
-    if learner not in by_method or not others:
-        return None
-
-    def series(method: str) -> dict[tuple[int, int], float]:
-        if budget is None:
-            measured = [(c, c.after) for c in by_method[method]]
-        else:  # a WithoutAttack cell injects nothing: every checkpoint is its clean state
-            measured = [
-                (c, c.after if c.profiles == 0 else c.checkpoints.get(budget))
-                for c in by_method[method]
-            ]
-        return {(c.target, c.seed): metric.of(after) for c, after in measured if after is not None}
-
-    ours = series(learner)
-    other = {m: values for m in others if (values := series(m))}
-    if not ours or not other:
-        return None
-    best = max(other, key=lambda m: np.mean(list(other[m].values())))
-    keys = sorted(ours.keys() & other[best].keys())
-    a = np.array([ours[k] for k in keys])
-    b = np.array([other[best][k] for k in keys])
-    differences = a - b
-    # the optional fields are set only when computed: the file leaves the others out
-    optional: dict[str, float | None] = {}
-    clean_known = "WithoutAttack" in other and set(keys) <= other["WithoutAttack"].keys()
-    if clean_known and best != "WithoutAttack":
-        clean = np.array([other["WithoutAttack"][k] for k in keys])
-        gain = float((b - clean).mean())
-        optional["gain_ratio"] = float((a - clean).mean()) / gain if gain > 0 else None
-    if len(keys) >= 2 and differences.any():
-        optional["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue)
-        optional["paired_t_p"] = float(stats.ttest_rel(a, b).pvalue)
-    return PairedTest(
-        learner=learner,
-        metric=metric.key,
-        budget=budget,
-        best_other=best,
-        pairs=len(keys),
-        mean_difference=float(differences.mean()),
-        copyattack_wins=int((differences > 0).sum()),
-        ties=int((differences == 0).sum()),
-        **optional,
-    )
-
-
-def _jsonable(config: ExperimentConfig) -> dict[str, Any]:
-    out = dataclasses.asdict(config)
-    out.pop("admin_token")
-    return json.loads(json.dumps(out, default=str))
-
-
-def write_outputs(summary: Summary, cells: list[CellResult], out: Path) -> None:
-    """Each file whole or not at all: a run stopped mid-write keeps the previous version of
-    each file it had not replaced yet."""
-    write_table2(out / "table2.json", summary, cells)
-    table = [["method", "metric", "mean", "ci95", "cells"]]
-    for method, row in summary.methods.items():
-        for metric, value in row.metrics.items():
-            table.append([method, metric, f"{value.mean:.5f}", f"{value.ci95:.5f}", row.cells])
-    write_text_atomic(out / "table2.csv", _csv_text(table))
-    curve: list[list[Any]] = [["method", "budget", *CURVE_METRICS]]
-    for method, row in summary.methods.items():
-        for budget, point in row.budget_curve.items():
-            curve.append([method, budget, *(f"{point[name]:.5f}" for name in CURVE_METRICS)])
-    write_text_atomic(out / "budget_curve.csv", _csv_text(curve))
-    write_text_atomic(out / "table2.md", format_table2(summary))
-    plot_budget_curve(summary, out / "budget_curve.png")
-
-
-def _csv_text(rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
-    return buffer.getvalue()
-
-
-def _save_figure(figure: Any, path: Path) -> None:
-    """A PNG written whole or not at all, then the figure's memory released."""
-    import matplotlib.pyplot as plt
-
-    try:
-        figure.tight_layout()
-        with staged_file(path) as staging:
-            figure.savefig(staging, dpi=120, format="png")
-    finally:
-        plt.close(figure)
-
-
-# fewer target items than this: the t interval rests on too few values to be read
-MIN_TARGETS_FOR_INTERVAL = 5
-FEW_TARGETS = "†"
-
-
-def _mean_and_interval(row: MethodSummary, metric: MetricKey) -> str:
-    value = row.interval(metric)
-    flag = FEW_TARGETS if row.target_count < MIN_TARGETS_FOR_INTERVAL else ""
-    return f"{value.mean:.4f} ± {value.ci95:.4f}{flag}"
-
-
-def format_table2(summary: Summary | dict[str, Any]) -> str:
-    """The paper's Table 2 layout, one table per protocol (cohort: all evaluation users),
-    with what the ± means above it and a flag on intervals over fewer than 5 targets.
-    ``summary``: typed, or as read from a ``table2.json``."""
-    if not isinstance(summary, Summary):
-        summary = Summary.model_validate(summary)
-    rows = summary.methods.values()
-    lines = [
-        "Mean ± half-width of its 95% Student t interval (n - 1 degrees of freedom) over the "
-        "cells of each method (target items x seeds).",
-        "",
-    ]
-    for protocol in PROTOCOLS:
-        lines += [
-            f"**{protocol}** ({'100 sampled negatives' if protocol == 'sampled' else 'all items'})",
-            "",
-            "| method | "
-            + " | ".join(METRIC_NAMES)
-            + " | items/profile | reward density | queries | + training queries | s/cell |",
-            "|---" * (len(METRIC_NAMES) + 6) + "|",
-        ]
-        for method, row in summary.methods.items():
-            cells = [
-                _mean_and_interval(row, MetricKey(ALL_USERS, protocol, name))
-                for name in METRIC_NAMES
-            ]
-            density = row.reward_density
-            lines.append(
-                f"| {method} | "
-                + " | ".join(cells)
-                + f" | {row.items_per_profile:.1f}"
-                + f" | {'' if density is None else f'{density:.2f}'} | {row.queries:.0f}"
-                f" | {row.amortised_queries:.0f} | {row.seconds:.1f} |"
-            )
-        lines.append("")
-    few = sorted({r.target_count for r in rows if r.target_count < MIN_TARGETS_FOR_INTERVAL})
-    if few:
-        lines += [
-            f"{FEW_TARGETS} fewer than {MIN_TARGETS_FOR_INTERVAL} target items "
-            f"({', '.join(map(str, few))}): too few for the t interval to be read; "
-            "a smoke test, not a result.",
-            "",
-        ]
-    for test in summary.paired_tests:
-        p = test.wilcoxon_p
-        lines.append(
-            f"Paired test on {test.metric}"
-            + (f" at budget {test.budget}" if test.budget else "")
-            + f": {test.learner} - {test.best_other} = "
-            f"{test.mean_difference:+.4f} over {test.pairs} pairs "
-            f"({test.copyattack_wins} wins, {test.ties} ties"
-            + (f"; Wilcoxon p = {p:.3g}, paired t p = {test.paired_t_p:.3g})" if p else ")")
-            + (
-                f"; gain over WithoutAttack {test.gain_ratio:.2f}x the best other's"
-                if test.gain_ratio is not None
-                else ""
-            )
-        )
-        lines.append("")
-    return "\n".join(lines) + "\n"
-
-
-def plot_budget_curve(summary: Summary, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    budgets_all = [b for row in summary.methods.values() for b in row.budget_curve]
-    for method, row in summary.methods.items():
-        curve = row.budget_curve
-        if not curve:  # nothing injected: the clean level, flat
-            if budgets_all:
-                for axis, name in zip(axes, CURVE_METRICS, strict=True):
-                    level = row.interval(sampled(name)).mean
-                    axis.axhline(level, linestyle="--", color="grey", label=method)
-            continue
-        budgets = sorted(curve)
-        for axis, name in zip(axes, CURVE_METRICS, strict=True):
-            axis.plot(budgets, [curve[b][name] for b in budgets], marker="o", label=method)
-    for axis, name in zip(axes, CURVE_METRICS, strict=True):
-        axis.set_xlabel("budget (injected profiles)")
-        axis.set_ylabel(f"{name} (sampled, all evaluation users)")
-        axis.grid(alpha=0.3)
-    if axes[1].lines:
-        axes[1].legend(fontsize=7)
-    _save_figure(figure, path)
-
-
 # --- sweeps (Figures 3 and 4): Table 2 runs over one varied setting ----------------------
 
 
@@ -817,32 +381,8 @@ async def run_sweep(
                     **{name: row.interval(sampled(name)).mean for name in CURVE_METRICS},
                 }
             )
-    columns = [setting, "method", *CURVE_METRICS]
-    table = [columns, *([row[c] for c in columns] for row in rows)]
-    write_text_atomic(base.out / f"{setting}_sweep.csv", _csv_text(table))
-    plot_sweep(rows, setting, base.out / f"{setting}_sweep.png")
+    write_sweep(rows, setting, base.out)
     return rows
-
-
-def plot_sweep(rows: list[dict[str, Any]], setting: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        points = [r for r in rows if r["method"] == method]
-        for axis, name in zip(axes, CURVE_METRICS, strict=True):
-            axis.plot(
-                [p[setting] for p in points], [p[name] for p in points], marker="o", label=method
-            )
-    for axis, name in zip(axes, CURVE_METRICS, strict=True):
-        axis.set_xlabel("tree depth" if setting == "depth" else "popularity decile (0 = least)")
-        axis.set_ylabel(f"{name} (sampled, all evaluation users)")
-        axis.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
-    _save_figure(figure, path)
 
 
 # --- the learning curve of a pretrained policy -------------------------------------------
@@ -881,54 +421,9 @@ async def run_learning_curve(
                 "ci95": metric.ci95,
             }
         )
-    columns = ["update", "training_queries", "training_injections", HR_20, "ci95"]
-    table = [columns, *([row[c] for c in columns] for row in rows)]
-    write_text_atomic(base.out / "learning_curve.csv", _csv_text(table))
     flat = {}
     if baselines is not None:
         earlier = read_table2(baselines)
         flat = {m: r.interval(HEADLINE).mean for m, r in earlier.methods.items()}
-    plot_learning_curve(rows, flat, method, base.out / "learning_curve.png")
+    write_learning_curve(rows, flat, method, base.out)
     return rows
-
-
-# the method that spends a pretrained policy as it is, per kind of policy
-PRETRAINED_NAME = {kind: name for name, (kind, fine_tune) in PRETRAINED.items() if not fine_tune}
-
-
-def learning_curve_x(rows: list[dict[str, Any]]) -> tuple[str, list[int]]:
-    """The curve's x axis: target queries spent training, or, for a policy trained on
-    the surrogate (zero target queries at every snapshot), its updates."""
-    if all(row["training_queries"] == 0 for row in rows):
-        return "policy updates on the surrogate (zero target queries)", [
-            row["update"] for row in rows
-        ]
-    return "target queries spent training the policy", [row["training_queries"] for row in rows]
-
-
-def plot_learning_curve(
-    rows: list[dict[str, Any]], flat: dict[str, float], method: str, path: Path
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    x_label, x = learning_curve_x(rows)
-    axis.errorbar(
-        x,
-        [r[HR_20] for r in rows],
-        yerr=[r["ci95"] for r in rows],
-        marker="o",
-        capsize=3,
-        label=method,
-        color="black",
-    )
-    for name, level in flat.items():
-        axis.axhline(level, linestyle="--", linewidth=1, label=name, color=f"C{len(axis.lines)}")
-    axis.set_xlabel(x_label)
-    axis.set_ylabel(f"{HR_20} (sampled), evaluated targets")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-    _save_figure(figure, path)

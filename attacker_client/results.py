@@ -12,9 +12,10 @@ file that is read and written again is unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
@@ -29,6 +30,9 @@ from shared.schemas import (
     Metrics,
     Protocol,
 )
+
+if TYPE_CHECKING:
+    from attacker_client.harness import ExperimentConfig
 
 # cohort -> protocol -> metric name -> value: one evaluation of a world (or the clean model)
 Measured = dict[Cohort, dict[Protocol, Metrics]]
@@ -155,6 +159,13 @@ class Table2File(Summary):
     """``table2.json``: the summary and every cell it was computed from."""
 
     cells: list[CellResult]
+
+
+def recorded_config(config: ExperimentConfig) -> dict[str, Any]:
+    """The settings as a summary records them: JSON values, without the admin token."""
+    out = dataclasses.asdict(config)
+    out.pop("admin_token")
+    return json.loads(json.dumps(out, default=str))
 
 
 def read_cells(path: Path) -> list[CellResult]:

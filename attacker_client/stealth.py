@@ -18,16 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from attacker_client.harness import (
-    ExperimentConfig,
-    Servers,
-    _csv_text,
-    _interval,
-    _jsonable,
-    _save_figure,
-    run_cells,
-)
-from attacker_client.results import CellResult, MetricKey
+from attacker_client.figures import new_figure, save_figure
+from attacker_client.harness import ExperimentConfig, Servers, run_cells
+from attacker_client.report import csv_text
+from attacker_client.results import CellResult, MetricKey, recorded_config
+from attacker_client.statistics import mean_and_interval
 from shared.atomic import write_text_atomic
 from shared.machine import machine
 from shared.schemas import ALL_USERS, DETECTOR_NAMES, HR_20
@@ -56,7 +51,7 @@ async def run_stealth(config: ExperimentConfig, servers: Servers | None = None) 
         config = dataclasses.replace(config, detectors=DETECTOR_NAMES)
     cells, started = await run_cells(config, "stealth", servers)
     summary = summarise_stealth(cells)
-    summary["config"] = _jsonable(config)
+    summary["config"] = recorded_config(config)
     summary["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
     summary["machine"] = machine()
     write_stealth_outputs(summary, cells, config.out)
@@ -75,7 +70,7 @@ def summarise_stealth(cells: list[CellResult]) -> dict[str, Any]:
     for method, group in by_method.items():
         row: dict[str, Any] = {"cells": len(group), "targets": len({c.target for c in group})}
         for metric in HR:
-            mean, half = _interval([metric.of(c.after) for c in group])
+            mean, half = mean_and_interval([metric.of(c.after) for c in group])
             lifts = [
                 metric.of(c.after) - metric.of(clean[key])
                 for c in group
@@ -148,7 +143,7 @@ def write_stealth_outputs(summary: dict[str, Any], cells: list[CellResult], out:
                 + [_fmt(row[_row_key(metric)]["mean"]) for metric in HR]
                 + [row["cells"]]
             )
-    write_text_atomic(out / "stealth.csv", _csv_text(table))
+    write_text_atomic(out / "stealth.csv", csv_text(table))
     write_text_atomic(out / "stealth.md", format_stealth(summary))
     plot_stealth(summary, out / "stealth.png")
 
@@ -213,14 +208,9 @@ def _verdicts(verdicts: dict[str, bool]) -> str:
 
 def plot_stealth(summary: dict[str, Any], path: Path) -> None:
     """ROC-AUC per attack and detector beside each attack's sampled HR@20 lift."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = {m: r for m, r in summary["methods"].items() if r["detectors"]}
     detectors = sorted({d for row in rows.values() for d in row["detectors"]})
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    figure, (left, right) = new_figure(1, 2, figsize=(12, 4))
     x = np.arange(len(rows))
     width = 0.8 / max(len(detectors), 1)
     for index, detector in enumerate(detectors):
@@ -237,4 +227,4 @@ def plot_stealth(summary: dict[str, Any], path: Path) -> None:
     right.set_ylabel("sampled HR@20 lift over WithoutAttack")
     for axis in (left, right):
         axis.grid(alpha=0.3, axis="y")
-    _save_figure(figure, path)
+    save_figure(figure, path)

@@ -15,20 +15,13 @@ import pytest
 
 from attacker_client.cli import main as copyattack_main
 from attacker_client.copyattack import CopyAttackArgs
-from attacker_client.harness import (
-    METHODS,
-    PAIRED_METRICS,
-    Experiment,
-    ExperimentConfig,
-    format_table2,
-    learning_curve_x,
-    paired_test,
-    run_key,
-    run_table2,
-    summarise,
-    write_outputs,
-)
+from attacker_client.figures import learning_curve_x
+from attacker_client.harness import Experiment, ExperimentConfig, run_table2
+from attacker_client.methods import METHODS
+from attacker_client.report import format_table2, write_outputs
 from attacker_client.results import CellResult, Measured, Summary, cell_line, read_cells
+from attacker_client.resume import run_key
+from attacker_client.statistics import PAIRED_METRICS, paired_test, summarise
 from shared.errors import CopyAttackError
 from shared.process import ServerProcess
 from shared.scenario import save_scenario

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from attacker_client.harness import ExperimentConfig, format_table2, summarise, write_outputs
+from attacker_client.harness import ExperimentConfig
+from attacker_client.report import format_table2, write_outputs
 from attacker_client.results import (
     CellResult,
     Summary,
@@ -22,6 +23,7 @@ from attacker_client.results import (
     read_table2,
     write_table2,
 )
+from attacker_client.statistics import summarise
 from attacker_client.stealth import format_stealth, summarise_stealth
 from shared.errors import CopyAttackError
 
