@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -32,6 +32,7 @@ from tqdm import tqdm
 from attacker_client._client import AsyncAdminClient, AsyncClient
 from attacker_client.attack import AttackContext, require_scenario_of
 from attacker_client.copyattack import CopyAttackArgs
+from attacker_client.figures import summary_title
 from attacker_client.generated import GENERATED, target_platform_stats
 from attacker_client.methods import LEARNED, METHODS, PRETRAINED, PRETRAINED_NAME, method_of
 from attacker_client.pretrain import PretrainedPolicy, load_policy
@@ -43,7 +44,9 @@ from attacker_client.results import (
     CellKey,
     CellResult,
     Measured,
+    Snapshot,
     Summary,
+    SweepPoint,
     cell_line,
     read_cells,
     read_table2,
@@ -56,8 +59,8 @@ from attacker_client.tree import BalancedClusterTree
 from shared.errors import CopyAttackError
 from shared.fake_profiles import PlatformStats
 from shared.machine import machine
-from shared.scenario import AttackerView, draw_targets, load_attacker_view
-from shared.schemas import HR_20, PROTOCOLS, Defence, DetectorName, EvaluationReport, ModelInfo
+from shared.scenario import AttackerView, draw_targets, load_attacker_view, read_manifest
+from shared.schemas import PROTOCOLS, Defence, DetectorName, EvaluationReport, ModelInfo
 
 
 @dataclass(frozen=True)
@@ -282,20 +285,32 @@ def _load_policies(config: ExperimentConfig, view: AttackerView) -> dict[str, Pr
 
 async def run_table2(config: ExperimentConfig, servers: Servers | None = None) -> Summary:
     """One Table 2 run: its cells on ``servers`` (default: the one at ``config.server``)."""
-    cells, started = await run_cells(config, "table2", servers)
-    summary = summarise(cells, config)
-    summary.wall_seconds_this_run = round(time.perf_counter() - started, 1)
+    run = await run_cells(config, "table2", servers)
+    summary = summarise(run.cells, config)
+    summary.wall_seconds_this_run = round(time.perf_counter() - run.started, 1)
     summary.machine = machine()  # where the attacker ran; beside the server in our runs
-    write_outputs(summary, cells, config.out)
+    summary.pair, summary.victim = pair_of(config.scenario), run.victim
+    write_outputs(summary, run.cells, config.out)
     return summary
+
+
+def pair_of(scenario: Path) -> str:
+    """The scenario's source and target platforms, as the figures name them."""
+    manifest = read_manifest(scenario)
+    return f"{manifest['source']} → {manifest['target']}"
+
+
+class FinishedCells(NamedTuple):
+    cells: list[CellResult]  # in the run's order: seed, target, method
+    started: float  # when this run started (``time.perf_counter``)
+    victim: str  # the family of the recommender the cells attacked
 
 
 async def run_cells(
     config: ExperimentConfig, name: str, servers: Servers | None = None
-) -> tuple[list[CellResult], float]:
+) -> FinishedCells:
     """Every (method, target, seed) cell of the run, those of ``cells.jsonl`` resumed, the
-    rest run on ``servers`` (default: the one at ``config.server``); and when this run
-    started (``time.perf_counter``)."""
+    rest run on ``servers`` (default: the one at ``config.server``)."""
     view = load_attacker_view(config.scenario)
     pool = view.cold_targets if config.decile is None else view.decile_targets[config.decile]
     targets = draw_targets(pool, config.targets, config.target_seed)
@@ -316,6 +331,7 @@ async def run_cells(
     started = time.perf_counter()
     async with (servers or OneServer()).session(config, view) as replicas:
         claim_run(config, replicas.model, policies, has_cells=bool(done))  # before the slow part
+        victim = replicas.model.victim
         # the source MF and the trees take seconds: built off the event loop, so that open
         # connections are not left unread meanwhile
         embeddings = await asyncio.to_thread(
@@ -345,7 +361,7 @@ async def run_cells(
             await replicas.run(experiment, todo, record)
         progress.close()
     cells = [done[(m, t, s)] for s in config.seeds for t in targets for m in config.methods]
-    return cells, started
+    return FinishedCells(cells, started, victim)
 
 
 # --- sweeps (Figures 3 and 4): Table 2 runs over one varied setting ----------------------
@@ -353,10 +369,11 @@ async def run_cells(
 
 async def run_sweep(
     base: ExperimentConfig, setting: str, values: Sequence[int], servers: Servers | None = None
-) -> list[dict[str, Any]]:
+) -> list[SweepPoint]:
     """One Table 2 run per value of ``setting`` ("depth" or "decile"), each in its own
     subfolder (so each resumes), then ``{setting}_sweep.csv`` and ``.png``."""
-    rows = []
+    points: list[SweepPoint] = []
+    summaries: list[Summary] = []
     shared = {"cache_dir": base.cache_dir or base.out}  # one source MF for every value
     for value in values:
         if setting == "depth":
@@ -372,17 +389,18 @@ async def run_sweep(
             )
         else:
             raise CopyAttackError(f"unknown sweep {setting!r}")
-        summary = await run_table2(config, servers)
-        for method, row in summary.methods.items():
-            rows.append(
-                {
-                    setting: value,
-                    "method": method,
-                    **{name: row.interval(sampled(name)).mean for name in CURVE_METRICS},
-                }
+        summaries.append(await run_table2(config, servers))
+        points += [
+            SweepPoint(
+                value=value,
+                method=method,
+                metrics={name: row.interval(sampled(name)) for name in CURVE_METRICS},
             )
-    write_sweep(rows, setting, base.out)
-    return rows
+            for method, row in summaries[-1].methods.items()
+        ]
+    title = f"{summary_title(summaries[0])} at each {setting}" if summaries else setting
+    write_sweep(points, setting, title, base.out)
+    return points
 
 
 # --- the learning curve of a pretrained policy -------------------------------------------
@@ -393,7 +411,7 @@ async def run_learning_curve(
     pretrained: Path,
     baselines: Path | None,
     servers: Servers | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Snapshot]:
     """Each snapshot of a ``copyattack experiment pretrain`` folder spends the budget on
     the evaluated targets as it is (a Table 2 of one method, in its own subfolder, so each
     resumes); then ``learning_curve.csv`` and ``.png``: sampled HR@20 against the target
@@ -401,7 +419,8 @@ async def run_learning_curve(
     summary = json.loads((pretrained / "pretrain.json").read_text())
     kind = "surrogate" if summary["pretrain"]["backend"] == "surrogate" else "amortised"
     method = PRETRAINED_NAME[kind]
-    rows = []
+    snapshots: list[Snapshot] = []
+    titles = []
     for snapshot in summary["snapshots"]:
         config = dataclasses.replace(
             base,
@@ -411,19 +430,18 @@ async def run_learning_curve(
             cache_dir=base.cache_dir or base.out,
         )
         result = await run_table2(config, servers)
-        metric = result.methods[method].interval(HEADLINE)
-        rows.append(
-            {
-                "update": snapshot["update"],
-                "training_queries": snapshot["queries"],
-                "training_injections": snapshot["injections"],
-                HR_20: metric.mean,
-                "ci95": metric.ci95,
-            }
+        titles.append(summary_title(result))
+        snapshots.append(
+            Snapshot(
+                update=snapshot["update"],
+                training_queries=snapshot["queries"],
+                training_injections=snapshot["injections"],
+                hit_rate=result.methods[method].interval(HEADLINE),
+            )
         )
     flat = {}
     if baselines is not None:
         earlier = read_table2(baselines)
-        flat = {m: r.interval(HEADLINE).mean for m, r in earlier.methods.items()}
-    write_learning_curve(rows, flat, method, base.out)
-    return rows
+        flat = {m: r.interval(HEADLINE) for m, r in earlier.methods.items()}
+    write_learning_curve(snapshots, flat, method, titles[0] if titles else method, base.out)
+    return snapshots

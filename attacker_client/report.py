@@ -12,9 +12,12 @@ from attacker_client.figures import plot_budget_curve, plot_learning_curve, plot
 from attacker_client.results import (
     CURVE_METRICS,
     CellResult,
+    Interval,
     MethodSummary,
     MetricKey,
+    Snapshot,
     Summary,
+    SweepPoint,
     write_table2,
 )
 from shared.atomic import write_text_atomic
@@ -118,20 +121,30 @@ def format_table2(summary: Summary | dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_sweep(rows: list[dict[str, Any]], setting: str, out: Path) -> None:
-    """``{setting}_sweep.csv`` and ``.png``: each method's curve over the setting's values."""
-    columns = [setting, "method", *CURVE_METRICS]
-    table = [columns, *([row[c] for c in columns] for row in rows)]
+def write_sweep(points: list[SweepPoint], setting: str, title: str, out: Path) -> None:
+    """``{setting}_sweep.csv`` and ``.png``: each method's curve over the setting's values,
+    means and the half-widths of their 95% intervals."""
+    table: list[list[Any]] = [
+        [setting, "method", *CURVE_METRICS, *(f"{name} ci95" for name in CURVE_METRICS)]
+    ]
+    for point in points:
+        intervals = [point.metrics[name] for name in CURVE_METRICS]
+        table.append(
+            [point.value, point.method, *(i.mean for i in intervals), *(i.ci95 for i in intervals)]
+        )
     write_text_atomic(out / f"{setting}_sweep.csv", csv_text(table))
-    plot_sweep(rows, setting, out / f"{setting}_sweep.png")
+    plot_sweep(points, setting, title, out / f"{setting}_sweep.png")
 
 
 def write_learning_curve(
-    rows: list[dict[str, Any]], flat: dict[str, float], method: str, out: Path
+    snapshots: list[Snapshot], flat: dict[str, Interval], method: str, title: str, out: Path
 ) -> None:
     """``learning_curve.csv`` and ``.png``: a pretrained policy's snapshots, ``flat`` the
     other methods' levels."""
-    columns = ["update", "training_queries", "training_injections", HR_20, "ci95"]
-    table = [columns, *([row[c] for c in columns] for row in rows)]
+    table: list[list[Any]] = [["update", "training_queries", "training_injections", HR_20, "ci95"]]
+    for s in snapshots:
+        table.append(
+            [s.update, s.training_queries, s.training_injections, s.hit_rate.mean, s.hit_rate.ci95]
+        )
     write_text_atomic(out / "learning_curve.csv", csv_text(table))
-    plot_learning_curve(rows, flat, method, out / "learning_curve.png")
+    plot_learning_curve(snapshots, flat, method, title, out / "learning_curve.png")

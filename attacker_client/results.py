@@ -118,6 +118,9 @@ class MethodSummary(_Record):
     amortised_queries: float = 0.0
     amortised_injections: float = 0.0
     budget_curve: dict[int, Metrics]  # budget -> CURVE_METRICS name -> mean
+    # budget -> CURVE_METRICS name -> half-width of the 95% t interval; unset when there
+    # is no curve, and in summaries written before the figures showed intervals
+    budget_curve_ci95: dict[int, Metrics] = {}
 
     @property
     def target_count(self) -> int:
@@ -153,6 +156,25 @@ class Summary(_Record):
     config: dict[str, Any]  # the ExperimentConfig, without the admin token
     wall_seconds_this_run: float | None = None
     machine: str | None = None  # where the attacker ran
+    pair: str | None = None  # "source → target" platform of the scenario
+    victim: str | None = None  # the served recommender's family
+
+
+class SweepPoint(_Record):
+    """A method at one value of a swept setting (tree depth, popularity decile)."""
+
+    value: int
+    method: str
+    metrics: dict[str, Interval]  # CURVE_METRICS name -> sampled, over all evaluation users
+
+
+class Snapshot(_Record):
+    """A snapshot of a pretrained policy, spent as it is on the evaluated targets."""
+
+    update: int  # policy updates before the snapshot
+    training_queries: int  # target queries spent training it so far
+    training_injections: int
+    hit_rate: Interval  # the HEADLINE metric
 
 
 class Table2File(Summary):

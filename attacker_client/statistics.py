@@ -23,7 +23,7 @@ from attacker_client.results import (
     recorded_config,
     sampled,
 )
-from shared.schemas import ALL_USERS, HR_20, NDCG_20
+from shared.schemas import ALL_USERS, HR_20, NDCG_20, Metrics
 
 if TYPE_CHECKING:
     from attacker_client.harness import ExperimentConfig
@@ -58,14 +58,17 @@ def summarise(cells: list[CellResult], config: ExperimentConfig) -> Summary:
                     metric = MetricKey(cohort, protocol, name)
                     mean, half = mean_and_interval([metric.of(c.after) for c in group])
                     metrics[metric.key] = Interval(mean=mean, ci95=half)
-        curve = {}
+        curve: dict[int, Metrics] = {}
+        curve_ci95: dict[int, Metrics] = {}
         for budget in config.checkpoints():
             points = [c.checkpoints.get(budget) for c in group]
             if all(p is not None for p in points):
-                curve[budget] = {
-                    name: float(np.mean([sampled(name).of(p) for p in points if p is not None]))
+                intervals = {
+                    name: mean_and_interval([sampled(name).of(p) for p in points if p is not None])
                     for name in CURVE_METRICS
                 }
+                curve[budget] = {name: mean for name, (mean, _) in intervals.items()}
+                curve_ci95[budget] = {name: half for name, (_, half) in intervals.items()}
         rows[method] = MethodSummary(
             cells=len(group),
             targets=len({c.target for c in group}),
@@ -78,6 +81,8 @@ def summarise(cells: list[CellResult], config: ExperimentConfig) -> Summary:
             amortised_queries=_policy_cost_per_target(group, "training_queries"),
             amortised_injections=_policy_cost_per_target(group, "training_injections"),
             budget_curve=curve,
+            # left unset without a curve: such a summary is laid out as before
+            **({"budget_curve_ci95": curve_ci95} if curve_ci95 else {}),
         )
     early = [b for b in PAIRED_BUDGETS if b in config.checkpoints() and b < config.budget]
     tests = [

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from attacker_client.figures import new_figure, save_figure
-from attacker_client.harness import ExperimentConfig, Servers, run_cells
+from attacker_client.figures import new_figure, run_title, save_figure
+from attacker_client.harness import ExperimentConfig, Servers, pair_of, run_cells
 from attacker_client.report import csv_text
 from attacker_client.results import CellResult, MetricKey, recorded_config
 from attacker_client.statistics import mean_and_interval
@@ -49,12 +49,13 @@ async def run_stealth(config: ExperimentConfig, servers: Servers | None = None) 
     """The stealth run's cells on ``servers`` (default: the one at ``config.server``)."""
     if not config.detectors:
         config = dataclasses.replace(config, detectors=DETECTOR_NAMES)
-    cells, started = await run_cells(config, "stealth", servers)
-    summary = summarise_stealth(cells)
+    run = await run_cells(config, "stealth", servers)
+    summary = summarise_stealth(run.cells)
     summary["config"] = recorded_config(config)
-    summary["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
+    summary["wall_seconds_this_run"] = round(time.perf_counter() - run.started, 1)
     summary["machine"] = machine()
-    write_stealth_outputs(summary, cells, config.out)
+    summary["pair"], summary["victim"] = pair_of(config.scenario), run.victim
+    write_stealth_outputs(summary, run.cells, config.out)
     return summary
 
 
@@ -227,4 +228,9 @@ def plot_stealth(summary: dict[str, Any], path: Path) -> None:
     right.set_ylabel("sampled HR@20 lift over WithoutAttack")
     for axis in (left, right):
         axis.grid(alpha=0.3, axis="y")
+    targets = max((row["targets"] for row in summary["methods"].values()), default=0)
+    threat_model = summary.get("config", {}).get("threat_model", "frozen")
+    figure.suptitle(
+        run_title(summary.get("pair"), summary.get("victim"), threat_model, targets), fontsize=9
+    )
     save_figure(figure, path)

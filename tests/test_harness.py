@@ -19,12 +19,20 @@ from attacker_client.figures import learning_curve_x
 from attacker_client.harness import Experiment, ExperimentConfig, run_table2
 from attacker_client.methods import METHODS
 from attacker_client.report import format_table2, write_outputs
-from attacker_client.results import CellResult, Measured, Summary, cell_line, read_cells
+from attacker_client.results import (
+    CellResult,
+    Interval,
+    Measured,
+    Snapshot,
+    Summary,
+    cell_line,
+    read_cells,
+)
 from attacker_client.resume import run_key
 from attacker_client.statistics import PAIRED_METRICS, paired_test, summarise
 from shared.errors import CopyAttackError
 from shared.process import ServerProcess
-from shared.scenario import save_scenario
+from shared.scenario import read_manifest, save_scenario
 from shared.schemas import ModelInfo
 from tests.pinsage_fixtures import tiny_scenario
 from tests.service_fixtures import ADMIN_TOKEN
@@ -78,6 +86,10 @@ def test_table2_end_to_end_and_resume(
         assert (tmp_path / "out" / name).stat().st_size > 0
     written = json.loads((tmp_path / "out" / "table2.json").read_text())
     assert "cores" in written["machine"] and written["machine"] == summary.machine
+    # what the figures' titles name: the scenario's platforms and the served model's family
+    manifest = read_manifest(scenario)
+    assert written["pair"] == f"{manifest['source']} → {manifest['target']}"
+    assert written["victim"] == "pinsage"
     assert written["methods"] == json.loads(json.dumps(summary.dump()["methods"]))
     # the cells of cells.jsonl (in the order they finished), in the run's order
     assert len(written["cells"]) == len(cells)
@@ -233,7 +245,8 @@ def test_sweeps_write_one_run_per_value(
         == 0
     )
     rows = (out / "depth_sweep.csv").read_text().splitlines()
-    assert rows[0] == "depth,method,HR@20,NDCG@20" and len(rows) == 1 + 2 * 2
+    assert rows[0] == "depth,method,HR@20,NDCG@20,HR@20 ci95,NDCG@20 ci95"
+    assert len(rows) == 1 + 2 * 2
     assert (out / "depth_1" / "table2.md").is_file() and (out / "depth_sweep.png").is_file()
     out = tmp_path / "popularity"
     assert (
@@ -373,8 +386,13 @@ def test_an_attack_option_left_unset_keeps_earlier_runs_resumable(tmp_path: Path
 
 
 def test_a_surrogate_policys_learning_curve_runs_over_its_updates() -> None:
-    server = [{"update": u, "training_queries": 500 * u} for u in (0, 4, 8)]
-    surrogate = [{"update": u, "training_queries": 0} for u in (0, 4, 8)]
+    def snapshot(update: int, queries: int) -> Snapshot:
+        hit_rate = Interval(mean=0.5, ci95=0.1)
+        return Snapshot(update=update, training_queries=queries, training_injections=0,
+                        hit_rate=hit_rate)  # fmt: skip
+
+    server = [snapshot(u, 500 * u) for u in (0, 4, 8)]
+    surrogate = [snapshot(u, 0) for u in (0, 4, 8)]
     assert learning_curve_x(server) == ("target queries spent training the policy", [0, 2000, 4000])
     label, x = learning_curve_x(surrogate)
     assert x == [0, 4, 8] and "zero target queries" in label

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from attacker_client._client import AsyncAdminClient
 from attacker_client.copyattack import CopyAttackArgs
-from attacker_client.harness import ExperimentConfig, run_table2
+from attacker_client.harness import ExperimentConfig, run_learning_curve, run_table2
 from attacker_client.pretrain import (
     PretrainArgs,
     ServerEnvironment,
@@ -224,6 +225,21 @@ def test_surrogate_policy_attacks_with_no_query_before_its_first_injection(
     learners = {t.learner for t in summary.paired_tests}
     assert learners == {"CopyAttack-Surrogate", "CopyAttack-Surrogate+FT"}
     assert all(t.best_other in ("WithoutAttack", "TargetAttack100") for t in summary.paired_tests)
+    # its learning curve: each snapshot spent as it is, beside the table's methods
+    snapshots = asyncio.run(
+        run_learning_curve(
+            dataclasses.replace(config, out=tmp_path / "curve"),
+            tmp_path / "p",
+            tmp_path / "t2" / "table2.json",
+        )
+    )
+    written = json.loads((tmp_path / "p" / "pretrain.json").read_text())["snapshots"]
+    assert [s.update for s in snapshots] == [s["update"] for s in written]
+    assert all(s.training_queries == 0 for s in snapshots)  # the surrogate's
+    lines = (tmp_path / "curve" / "learning_curve.csv").read_text().splitlines()
+    assert lines[0] == "update,training_queries,training_injections,HR@20,ci95"
+    assert len(lines) == 1 + len(snapshots)
+    assert (tmp_path / "curve" / "learning_curve.png").stat().st_size > 0
     # a policy is refused where it does not belong
     with pytest.raises(CopyAttackError, match="need --surrogate-policy"):
         asyncio.run(run_table2(dataclasses.replace(config, policies={}, out=tmp_path / "x")))
