@@ -47,6 +47,7 @@ from attacker_client.harness import (
 from attacker_client.methods import ALL_METHODS, METHODS
 from attacker_client.pretrain import PretrainArgs, run_pretrain
 from attacker_client.readiness import READY_TIMEOUT
+from attacker_client.results import CellResult, read_cells
 from attacker_client.stealth import STEALTH_METHODS, run_stealth
 from shared import cli as shared_cli
 from shared.datasets.pair import NAMED_PAIRS
@@ -100,6 +101,9 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
                          default=list(DETECTOR_NAMES), help="run on each world")  # fmt: skip
     stealth.add_argument("--defence", choices=("none", *DETECTOR_NAMES), default="none",
                          help="every world defended by this detector (learners adapt)")  # fmt: skip
+    stealth.add_argument("--undefended", type=Path, metavar="DIR",
+                         help="with --defence: the same run without defence (its --out); "
+                              "states the share of each attack's lift it kept")  # fmt: skip
     stealth.add_argument("--json", action="store_true",
                          help="no progress bar; print the summary as JSON")  # fmt: skip
     depth = kinds.add_parser("depth", help="Table 2 per clustering-tree depth (Fig. 3)")
@@ -377,6 +381,25 @@ def run_experiment(args: argparse.Namespace) -> int:
         return _run_cells(args, f"ray:{args.ray}", "", servers)
 
 
+def _undefended_cells(args: argparse.Namespace) -> list[CellResult] | None:
+    """The cells of the run ``--undefended`` names (None without it), read and checked
+    before the defended run starts."""
+    if args.undefended is None:
+        return None
+    if args.defence == "none":
+        raise CopyAttackError("--undefended goes with --defence: it is the defended run's baseline")
+    cells, record = args.undefended / "cells.jsonl", args.undefended / "run.json"
+    if not cells.is_file() or not record.is_file():
+        raise CopyAttackError(
+            f"--undefended {args.undefended}: no cells.jsonl and run.json there "
+            "(it should be the --out folder of a stealth run without --defence)"
+        )
+    defence = json.loads(record.read_text()).get("defence", "none")
+    if defence != "none":
+        raise CopyAttackError(f"--undefended {args.undefended}: that run was defended ({defence})")
+    return read_cells(cells)
+
+
 def _run_cells(
     args: argparse.Namespace, server: str, admin_token: str, servers: Servers | None
 ) -> int:
@@ -419,7 +442,7 @@ def _run_cells(
         print(f"wrote {args.out}/decile_sweep.csv and .png")
         return 0
     if args.experiment_command == "stealth":
-        summary = asyncio.run(run_stealth(config, servers))
+        summary = asyncio.run(run_stealth(config, servers, _undefended_cells(args)))
         if args.json:
             print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
         else:

@@ -21,7 +21,7 @@ import numpy as np
 from attacker_client.figures import new_figure, run_title, save_figure
 from attacker_client.harness import ExperimentConfig, Servers, pair_of, run_cells
 from attacker_client.report import csv_text
-from attacker_client.results import CellResult, MetricKey, recorded_config
+from attacker_client.results import HEADLINE, CellKey, CellResult, MetricKey, recorded_config
 from attacker_client.statistics import mean_and_interval
 from shared.atomic import write_text_atomic
 from shared.machine import machine
@@ -41,16 +41,24 @@ COPIED = ("TargetAttack40", "TargetAttack70", "TargetAttack100", "CopyAttack", "
 DETECTION_METRICS = ("precision", "recall", "f1", "best_f1", "roc_auc")
 HR = (MetricKey(ALL_USERS, "sampled", HR_20), MetricKey(ALL_USERS, "full", HR_20))
 # the issue's goal: generated profiles found with F1 >= 0.8 by some detector, copied
-# ones with F1 < 0.3 by every detector
+# ones with F1 < 0.3 by every detector; under a defence, copied attacks keep at least
+# 80% of their undefended HR@20 lift and generated ones at most 20%
 GOAL_FOUND, GOAL_HIDDEN = 0.8, 0.3
+GOAL_COPIED_KEEP, GOAL_GENERATED_KEEP = 0.8, 0.2
 
 
-async def run_stealth(config: ExperimentConfig, servers: Servers | None = None) -> dict[str, Any]:
-    """The stealth run's cells on ``servers`` (default: the one at ``config.server``)."""
+async def run_stealth(
+    config: ExperimentConfig,
+    servers: Servers | None = None,
+    undefended: list[CellResult] | None = None,
+) -> dict[str, Any]:
+    """The stealth run's cells on ``servers`` (default: the one at ``config.server``);
+    ``undefended``: the cells of the same run without defence, to state how much of
+    each attack's lift the defence left it (:func:`lift_kept`)."""
     if not config.detectors:
         config = dataclasses.replace(config, detectors=DETECTOR_NAMES)
     run = await run_cells(config, "stealth", servers)
-    summary = summarise_stealth(run.cells)
+    summary = summarise_stealth(run.cells, undefended)
     summary["config"] = recorded_config(config)
     summary["wall_seconds_this_run"] = round(time.perf_counter() - run.started, 1)
     summary["machine"] = machine()
@@ -59,10 +67,13 @@ async def run_stealth(config: ExperimentConfig, servers: Servers | None = None) 
     return summary
 
 
-def summarise_stealth(cells: list[CellResult]) -> dict[str, Any]:
+def summarise_stealth(
+    cells: list[CellResult], undefended: list[CellResult] | None = None
+) -> dict[str, Any]:
     """Per method: HR@20 (mean and 95% half-width over cells) and its lift over
     WithoutAttack on the same (target, seed); per detector the mean of each detection
-    metric and of the distances over the cells that injected anything."""
+    metric and of the distances over the cells that injected anything; with the cells
+    of the same run ``undefended``, the share of each method's lift this run kept."""
     by_method: dict[str, list[CellResult]] = {}
     for cell in cells:
         by_method.setdefault(cell.method, []).append(cell)
@@ -98,7 +109,42 @@ def summarise_stealth(cells: list[CellResult]) -> dict[str, Any]:
         for distance in ("js_distance", "tv_distance"):
             row[distance] = _mean([next(iter(d.values()))[distance] for d in detected])
         rows[method] = row
-    return {"methods": rows, "goal": _goal(rows)}
+    summary: dict[str, Any] = {"methods": rows, "goal": _goal(rows)}
+    if undefended is not None:
+        kept = lift_kept(cells, undefended)
+        summary["lift_kept"] = kept
+        summary["goal"]["lift_kept"] = {
+            method: share >= GOAL_COPIED_KEEP if method in COPIED else share <= GOAL_GENERATED_KEEP
+            for method, share in kept.items()
+            if share is not None
+        }
+    return summary
+
+
+def _lifts(cells: list[CellResult]) -> dict[CellKey, float]:
+    """Each cell's sampled HR@20 lift over WithoutAttack on its (target, seed)."""
+    clean = {(c.target, c.seed): HEADLINE.of(c.after) for c in cells if c.method == "WithoutAttack"}
+    return {
+        c.key: HEADLINE.of(c.after) - clean[(c.target, c.seed)]
+        for c in cells
+        if c.method != "WithoutAttack" and (c.target, c.seed) in clean
+    }
+
+
+def lift_kept(defended: list[CellResult], undefended: list[CellResult]) -> dict[str, float | None]:
+    """Per method, its mean sampled HR@20 lift in the defended run over its mean lift
+    without defence, on the (target, seed) pairs both runs have: 1 is an attack the
+    defence did not touch, 0 one it undid. None where the undefended lift is not
+    positive (nothing to keep)."""
+    with_defence, without = _lifts(defended), _lifts(undefended)
+    shared = with_defence.keys() & without.keys()
+    kept: dict[str, float | None] = {}
+    for method in dict.fromkeys(key[0] for key in sorted(shared)):
+        keys = [key for key in shared if key[0] == method]
+        before = float(np.mean([without[key] for key in keys]))
+        after = float(np.mean([with_defence[key] for key in keys]))
+        kept[method] = after / before if before > 0 else None
+    return kept
 
 
 def _row_key(metric: MetricKey) -> str:
@@ -193,7 +239,19 @@ def format_stealth(summary: dict[str, Any]) -> str:
     if defended:
         shares = ", ".join(f"{m} {share:.2f}" for m, share in defended.items())
         lines += [f"Share of each attack's profiles the world's defence quarantined: {shares}.", ""]
-    for metric, verdict in summary["goal"].items():
+    if "lift_kept" in summary:
+        shares = ", ".join(
+            f"{m} {'-' if share is None else f'{share:.2f}'}"
+            for m, share in summary["lift_kept"].items()
+        )
+        lines += [
+            f"Share of each attack's undefended sampled HR@20 lift kept under this defence: "
+            f"{shares}. Goal (copied keep >= {GOAL_COPIED_KEEP}, generated <= "
+            f"{GOAL_GENERATED_KEEP}): {_verdicts(summary['goal']['lift_kept']) or '-'}.",
+            "",
+        ]
+    for metric in ("f1", "best_f1"):
+        verdict = summary["goal"][metric]
         found = _verdicts(verdict["generated_found"])
         hidden = _verdicts(verdict["copied_hidden"])
         lines.append(

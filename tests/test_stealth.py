@@ -11,8 +11,13 @@ import pytest
 
 from attacker_client.cli import main as copyattack_main
 from attacker_client.generated import target_platform_stats
-from attacker_client.results import read_cells
-from attacker_client.stealth import STEALTH_METHODS, format_stealth, summarise_stealth
+from attacker_client.results import CellResult, Measured, read_cells
+from attacker_client.stealth import (
+    STEALTH_METHODS,
+    format_stealth,
+    lift_kept,
+    summarise_stealth,
+)
 from shared.process import ServerProcess
 from shared.schemas import DETECTOR_NAMES
 from tests.service_fixtures import ADMIN_TOKEN
@@ -73,17 +78,30 @@ def test_stealth_against_a_defended_world(
     scenario_dir: Path, server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """Every world defended: CopyAttack learns from the defended model (the adaptive
-    attacker), each cell records how many of its profiles were quarantined."""
-    out = tmp_path / "defended"
+    attacker), each cell records how many of its profiles were quarantined, and the run
+    states the share of each attack's undefended lift it kept."""
+    undefended, out = tmp_path / "undefended", tmp_path / "defended"
     argv = [
         "experiment", "stealth", "--server", server.url, "--admin-token", ADMIN_TOKEN,
         "--scenario", str(scenario_dir), "--targets", "1", "--budget", "6",
         "--pretend-users", "10", "--episodes", "1", "--k", "20", "--checkpoint-every", "6",
         "--methods", "WithoutAttack", "RandomFake", "TargetAttack100", "CopyAttack",
-        "--detectors", "degree", "--defence", "degree", "--out", str(out), "--json",
+        "--detectors", "degree", "--json",
     ]  # fmt: skip
-    assert copyattack_main(argv) == 0
-    rows = json.loads(capsys.readouterr().out)["methods"]
+    assert copyattack_main([*argv, "--out", str(undefended)]) == 0
+    capsys.readouterr()
+    # the baseline must be an undefended run, and goes with a defence: refused before running
+    assert copyattack_main([*argv, "--undefended", str(undefended), "--out", str(out)]) == 2
+    assert "--undefended goes with --defence" in capsys.readouterr().err
+    missing = tmp_path / "nowhere"
+    defended = [*argv, "--defence", "degree", "--out", str(out)]
+    assert copyattack_main([*defended, "--undefended", str(missing)]) == 2
+    assert f"--undefended {missing}: no cells.jsonl" in capsys.readouterr().err
+    assert not out.exists()  # nothing run, nothing written
+
+    assert copyattack_main([*defended, "--undefended", str(undefended)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = summary["methods"]
     cells = {c.method: c for c in read_cells(out / "cells.jsonl")}
     for method, cell in cells.items():
         assert 0 <= cell.quarantined <= cell.profiles
@@ -91,5 +109,44 @@ def test_stealth_against_a_defended_world(
             assert rows[method]["quarantined_share"] == cell.quarantined / cell.profiles
     # the defence's detector finds random fakes on this world (ROC-AUC 0.99 offline)
     assert cells["RandomFake"].quarantined > 0
-    assert "quarantined" in (out / "stealth.md").read_text()
+    assert summary["lift_kept"] == lift_kept(
+        list(cells.values()), read_cells(undefended / "cells.jsonl")
+    )
+    assert set(summary["lift_kept"]) <= {"RandomFake", "TargetAttack100", "CopyAttack"}
+    table = (out / "stealth.md").read_text()
+    assert "quarantined" in table and "lift kept under this defence" in table
     assert json.loads((out / "run.json").read_text())["defence"] == "degree"
+    # a defended run is no baseline
+    assert copyattack_main([*defended, "--undefended", str(out)]) == 2
+    assert "that run was defended (degree)" in capsys.readouterr().err
+
+
+def _cell(method: str, target: int, hr: float) -> CellResult:
+    measured: Measured = {"all": {"sampled": {"HR@20": hr}}}
+    return CellResult(
+        method=method, target=target, seed=0, after=measured, before=measured,
+        n_users={"all": 10}, profiles=0, items_per_profile=0.0, queries=0, injections=0,
+        injected_items=0, seconds=1.0, info={},
+    )  # fmt: skip
+
+
+def test_lift_kept_is_the_defended_lift_over_the_undefended_one_on_shared_cells() -> None:
+    undefended = [
+        _cell("WithoutAttack", 1, 0.1), _cell("CopyAttack", 1, 0.5), _cell("RandomFake", 1, 0.3),
+        _cell("WithoutAttack", 2, 0.2), _cell("CopyAttack", 2, 0.6), _cell("RandomFake", 2, 0.1),
+        _cell("WithoutAttack", 3, 0.0), _cell("CopyAttack", 3, 0.9),  # not in the defended run
+    ]  # fmt: skip
+    defended = [
+        _cell("WithoutAttack", 1, 0.1), _cell("CopyAttack", 1, 0.4), _cell("RandomFake", 1, 0.1),
+        _cell("WithoutAttack", 2, 0.2), _cell("CopyAttack", 2, 0.5), _cell("RandomFake", 2, 0.2),
+    ]  # fmt: skip
+    kept = lift_kept(defended, undefended)
+    # CopyAttack: lifts 0.4 and 0.4 without, 0.3 and 0.3 with; target 3 is not shared
+    assert kept["CopyAttack"] == pytest.approx(0.75)
+    # RandomFake: mean lift without is (0.2 - 0.1) / 2 = 0.05 > 0; with it (0.0 + 0.0) / 2
+    assert kept["RandomFake"] == pytest.approx(0.0)
+    assert "WithoutAttack" not in kept
+    # nothing to keep: no positive lift without defence
+    assert lift_kept(defended, [c for c in defended if c.method == "WithoutAttack"] + [
+        _cell("CopyAttack", 1, 0.1), _cell("CopyAttack", 2, 0.2)
+    ]) == {"CopyAttack": None}  # fmt: skip
