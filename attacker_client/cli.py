@@ -33,23 +33,21 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from attacker_client._exceptions import APIError
 from attacker_client.copyattack import CopyAttackArgs
 from attacker_client.demo import DemoArgs, run_demo
 from attacker_client.harness import (
-    ALL_METHODS,
-    METHODS,
     ExperimentConfig,
     Servers,
-    read_cells,
     run_learning_curve,
     run_sweep,
     run_table2,
 )
+from attacker_client.methods import ALL_METHODS, METHODS
 from attacker_client.pretrain import PretrainArgs, run_pretrain
 from attacker_client.readiness import READY_TIMEOUT
+from attacker_client.results import CellResult, read_cells
 from attacker_client.stealth import STEALTH_METHODS, run_stealth
 from shared import cli as shared_cli
 from shared.datasets.pair import NAMED_PAIRS
@@ -383,7 +381,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         return _run_cells(args, f"ray:{args.ray}", "", servers)
 
 
-def _undefended_cells(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+def _undefended_cells(args: argparse.Namespace) -> list[CellResult] | None:
     """The cells of the run ``--undefended`` names (None without it), read and checked
     before the defended run starts."""
     if args.undefended is None:
@@ -456,7 +454,7 @@ def _run_cells(
     print((args.out / "table2.md").read_text())
     print(
         f"wrote {args.out}/table2.md, .csv, .json and budget_curve.csv/.png "
-        f"({summary['wall_seconds_this_run']} s)"
+        f"({summary.wall_seconds_this_run} s)"
     )
     return 0
 

@@ -43,6 +43,7 @@ from typing import Any
 from attacker_client._client import AsyncAdminClient
 from attacker_client.attack import require_scenario_of
 from attacker_client.harness import Cell, Experiment, ExperimentConfig, Record
+from attacker_client.results import CellResult
 from shared.errors import CopyAttackError
 from shared.process import ServerProcess
 from shared.scenario import AttackerView
@@ -128,7 +129,7 @@ class Replica:
             "starts": self.starts,
         }
 
-    async def run_cell(self, key: str, box: list[Any], cell: Cell) -> dict[str, Any] | Lost:
+    async def run_cell(self, key: str, box: list[Any], cell: Cell) -> CellResult | Lost:
         """Run one cell on the replica; :class:`Lost` if the replica died meanwhile (then a
         new one is started). ``box`` holds the run's :class:`Experiment` in the object
         store, fetched once per run (``key``)."""

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attacker_client.copyattack import CopyAttackArgs
-from attacker_client.harness import METHODS, ExperimentConfig, run_table2
+from attacker_client.harness import ExperimentConfig, run_table2
+from attacker_client.methods import METHODS
 from shared.errors import CopyAttackError
 from shared.process import ServerProcess, run_tied
 
@@ -93,6 +94,6 @@ def run_demo(args: DemoArgs) -> Path:
     print()
     print((out / "table2.md").read_text())
     print(f"tables: {out}/table2.md, .csv, .json; budget curve: {out}/budget_curve.png")
-    print(f"attack {summary['wall_seconds_this_run']} s; "
+    print(f"attack {summary.wall_seconds_this_run} s; "
           f"demo {time.perf_counter() - started:.0f} s in all")  # fmt: skip
     return out

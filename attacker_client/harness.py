@@ -1,86 +1,66 @@
-"""The experiment harness: the paper's Table 2 and budget curve, over HTTP.
+"""The experiment harness: runs the paper's Table 2 and budget curve over HTTP.
 
 Every (method, target item, seed) is a cell run in its own world, several at once. A
 cell's final spend is evaluated by the server's admin evaluation at each checkpoint
 budget (5, 10, ..., budget: the budget curve of Fig. 5, from the same runs) and at the
 end. Finished cells are appended to ``cells.jsonl`` as they end, so an interrupted run
-resumes without redoing them. The tables are the mean and 95% interval over target
-items and seeds, with paired tests of each learner (CopyAttack, and the methods that spend
-a pretrained policy) against the best method that is not one of them (sampled HR@20 and
-NDCG@20, full HR@20).
+resumes without redoing them.
+
+Here: the settings (:class:`ExperimentConfig`) and the running of cells, runs, sweeps and
+learning curves. Elsewhere, one job each: the methods by name (:mod:`.methods`), the
+typed results and their files (:mod:`.results`), resuming (:mod:`.resume`), the means,
+intervals and paired tests (:mod:`.statistics`), the tables and CSV files
+(:mod:`.report`) and the figures (:mod:`.figures`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import dataclasses
-import functools
-import io
 import json
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
-from scipy import stats
 from tqdm import tqdm
 
 from attacker_client._client import AsyncAdminClient, AsyncClient
-from attacker_client.attack import AttackContext, AttackMethod, require_scenario_of
-from attacker_client.baselines import random_attack, target_attack, without_attack
-from attacker_client.copyattack import CopyAttackArgs, copyattack
-from attacker_client.generated import GENERATED, generated_method, target_platform_stats
-from attacker_client.pretrain import PretrainedPolicy, copyattack_pretrained, load_policy
+from attacker_client.attack import AttackContext, require_scenario_of
+from attacker_client.copyattack import CopyAttackArgs
+from attacker_client.figures import summary_title
+from attacker_client.generated import GENERATED, target_platform_stats
+from attacker_client.methods import LEARNED, METHODS, PRETRAINED, PRETRAINED_NAME, method_of
+from attacker_client.pretrain import PretrainedPolicy, load_policy
 from attacker_client.readiness import READY_TIMEOUT, wait_until_ready
+from attacker_client.report import write_learning_curve, write_outputs, write_sweep
+from attacker_client.results import (
+    CURVE_METRICS,
+    HEADLINE,
+    CellKey,
+    CellResult,
+    Measured,
+    Snapshot,
+    Summary,
+    SweepPoint,
+    cell_line,
+    read_cells,
+    read_table2,
+    sampled,
+)
+from attacker_client.resume import claim_run
 from attacker_client.source_mf import SourceEmbeddings, SourceMFConfig, cached_source_mf
+from attacker_client.statistics import summarise
 from attacker_client.tree import BalancedClusterTree
-from shared.atomic import staged_file, write_text_atomic
-from shared.datasets.registry import sha256_file
 from shared.errors import CopyAttackError
 from shared.fake_profiles import PlatformStats
 from shared.machine import machine
-from shared.scenario import AttackerView, draw_targets, load_attacker_view
+from shared.scenario import AttackerView, draw_targets, load_attacker_view, read_manifest
 from shared.schemas import PROTOCOLS, Defence, DetectorName, EvaluationReport, ModelInfo
-
-METHODS = (
-    "WithoutAttack",
-    "RandomAttack",
-    "TargetAttack40",
-    "TargetAttack70",
-    "TargetAttack100",
-    "PolicyNetwork",
-    "CopyAttack-Masking",
-    "CopyAttack-Length",
-    "CopyAttack",
-)
-# CopyAttack with a policy trained before the attack (attacker_client/pretrain.py): across
-# training targets on the server ("Amortised") or on the attacker's surrogate; as it is,
-# or fine-tuned per target ("+FT", the configured episodes)
-PRETRAINED = {
-    "CopyAttack-Amortised": ("amortised", False),
-    "CopyAttack-Amortised+FT": ("amortised", True),
-    "CopyAttack-Surrogate": ("surrogate", False),
-    "CopyAttack-Surrogate+FT": ("surrogate", True),
-}
-ALL_METHODS = (*METHODS, *PRETRAINED, *GENERATED)
-# the learners judged against the best of the other methods in the paired tests
-LEARNERS = ("CopyAttack", *PRETRAINED)
-# (cohort, protocol, metric) of the paired tests: the paper's headline and NDCG, and the
-# full ranking, where the methods can order differently
-PAIRED_METRICS = (
-    ("all", "sampled", "HR@20"),
-    ("all", "sampled", "NDCG@20"),
-    ("all", "full", "HR@20"),
-)
-# budgets below the full one where the learners are also tested on sampled HR@20 (a
-# learner may lead early and lose the lead, or the reverse), when the run checks them
-PAIRED_BUDGETS = (10,)
 
 
 @dataclass(frozen=True)
@@ -122,53 +102,13 @@ class ExperimentConfig:
         return list(range(self.checkpoint_every, self.budget + 1, self.checkpoint_every))
 
 
-# the learning methods: CopyAttack and its ablations, as flags of CopyAttackArgs
-LEARNED: dict[str, dict[str, Any]] = {
-    "PolicyNetwork": {"depth": 1},
-    "CopyAttack-Masking": {"masking": False, "crafting": False},
-    "CopyAttack-Length": {"crafting": False},
-    "CopyAttack": {},
-}
-
-
-def method_of(
-    name: str,
-    args: CopyAttackArgs,
-    policies: dict[str, PretrainedPolicy] | None = None,
-) -> AttackMethod:
-    """The attack behind a method name (``policies``: the loaded pretrained ones)."""
-    fixed: dict[str, AttackMethod] = {
-        "WithoutAttack": without_attack,
-        "RandomAttack": random_attack,
-        "TargetAttack40": functools.partial(target_attack, share=0.4),
-        "TargetAttack70": functools.partial(target_attack, share=0.7),
-        "TargetAttack100": functools.partial(target_attack, share=1.0),
-    }
-    if name in fixed:
-        return fixed[name]
-    if name in GENERATED:
-        return generated_method(name)
-    if name in LEARNED:
-        return functools.partial(copyattack, args=dataclasses.replace(args, **LEARNED[name]))
-    if name in PRETRAINED:
-        kind, fine_tune = PRETRAINED[name]
-        if not policies or kind not in policies:
-            raise CopyAttackError(f"{name} needs a {kind} policy (--{kind}-policy FILE)")
-        return functools.partial(
-            copyattack_pretrained,
-            pretrained=policies[kind],
-            fine_tune_episodes=args.episodes if fine_tune else 0,
-        )
-    raise CopyAttackError(f"unknown method {name!r}; known: {', '.join(ALL_METHODS)}")
-
-
 # --- one cell -----------------------------------------------------------------------------
 
 
-def _flatten(report: EvaluationReport, side: str) -> dict[str, dict[str, dict[str, float]]]:
+def _flatten(report: EvaluationReport, side: str) -> Measured:
     """cohort -> protocol -> metric -> value, of the world ('after') or clean ('before')."""
     cohorts = report.targets[0].cohorts
-    return {cohort: getattr(entry, side) for cohort, entry in cohorts.items()}
+    return {cohort: getattr(entry, side) for cohort, entry in cohorts.items()}  # type: ignore[misc]
 
 
 @dataclass
@@ -198,13 +138,13 @@ class Experiment:
 
     async def run_cell(
         self, admin: AsyncAdminClient, method: str, target: int, seed: int
-    ) -> dict[str, Any]:
+    ) -> CellResult:
         config = self.config
         # the same seed gives every method the same pretend users: paired comparisons
         world = await admin.create_world(
             n_pretend_users=config.pretend_users, seed=seed, defence=config.defence
         )
-        checkpoints: dict[int, Any] = {}
+        checkpoints: dict[int, Measured] = {}
         last: tuple[int, EvaluationReport] | None = None  # the last checkpoint, whole
         started = time.perf_counter()
         try:
@@ -252,30 +192,34 @@ class Experiment:
         finally:
             await admin.delete_world(world.world_id)
         lengths = ctx.injected_lengths
-        return {
-            "method": method,
-            "target": target,
-            "seed": seed,
-            "after": _flatten(report, "after"),
-            "before": _flatten(report, "before"),
-            "n_users": {c: e.n_users for c, e in report.targets[0].cohorts.items()},
-            "checkpoints": {str(k): v for k, v in checkpoints.items()},
-            "profiles": len(lengths),
-            "items_per_profile": float(np.mean(lengths)) if lengths else 0.0,
-            "queries": usage.total.queries,
-            "injections": usage.total.injections,
-            "injected_items": usage.total.items,
-            "seconds": round(time.perf_counter() - started, 2),
-            "info": info,
+        # detection and quarantine are left unset (out of the file) when not asked for
+        optional: dict[str, Any] = {
             **({"detection": detection} if detection else {}),
             **({"quarantined": usage.quarantined} if config.defence != "none" else {}),
         }
+        return CellResult(
+            method=method,
+            target=target,
+            seed=seed,
+            after=_flatten(report, "after"),
+            before=_flatten(report, "before"),
+            n_users={c: e.n_users for c, e in report.targets[0].cohorts.items()},
+            checkpoints=checkpoints,
+            profiles=len(lengths),
+            items_per_profile=float(np.mean(lengths)) if lengths else 0.0,
+            queries=usage.total.queries,
+            injections=usage.total.injections,
+            injected_items=usage.total.items,
+            seconds=round(time.perf_counter() - started, 2),
+            info=info,
+            **optional,
+        )
 
 
 # --- where cells run ----------------------------------------------------------------------
 
-Cell = tuple[str, int, int]  # (method, target, seed)
-Record = Callable[[dict[str, Any]], None]  # takes each finished cell's result
+Cell = CellKey  # (method, target, seed)
+Record = Callable[[CellResult], None]  # takes each finished cell's result
 
 
 class CellPool(Protocol):
@@ -330,96 +274,6 @@ class OneServer:
 # --- the whole run ----------------------------------------------------------------------
 
 
-def _cell_key(cell: dict[str, Any]) -> tuple[str, int, int]:
-    return cell["method"], int(cell["target"]), int(cell["seed"])
-
-
-def read_cells(path: Path) -> list[dict[str, Any]]:
-    """Finished cells of an earlier run (a torn last line, from a kill, is dropped)."""
-    if not path.is_file():
-        return []
-    cells = []
-    for line in path.read_text().splitlines():
-        try:
-            cells.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return cells
-
-
-def run_key(
-    config: ExperimentConfig, model: ModelInfo, policies: dict[str, PretrainedPolicy]
-) -> dict[str, Any]:
-    """What a finished cell's numbers depend on, besides its (method, target, seed): a
-    resumed run may add methods, targets or seeds, but must not mix other settings in."""
-    settings = _jsonable(config)
-    # where things are and how fast they run do not change a cell's numbers
-    free = (
-        "server",
-        "scenario",
-        "out",
-        "methods",
-        "targets",
-        "decile",
-        "seeds",
-        "concurrency",
-        "policies",
-        "target_seed",
-        "ready_timeout",
-        "progress",
-    )
-    for name in free:
-        settings.pop(name)
-    # runs recorded before detection and defences existed resume
-    if not settings["detectors"]:
-        settings.pop("detectors")
-    if settings["defence"] == "none":
-        settings.pop("defence")
-    # an attack option left unset is the behaviour from before the option existed, so a
-    # run recorded by an earlier version (without the field) resumes
-    settings["attack"] = {k: v for k, v in settings["attack"].items() if v is not None}
-    return {
-        **settings,
-        "scenario": model.scenario_fingerprint,
-        "model": model.model_fingerprint,
-        # a policy by its content, wherever its file lies
-        **{f"{kind}_policy": sha256_file(p.path) for kind, p in policies.items()},
-    }
-
-
-def claim_run(
-    config: ExperimentConfig,
-    model: ModelInfo,
-    policies: dict[str, PretrainedPolicy],
-    *,
-    has_cells: bool,
-) -> None:
-    """Record the run's key in ``run.json``; refuse to resume cells of another key."""
-    path = config.out / "run.json"
-    key = run_key(config, model, policies)
-    if has_cells and not path.is_file():
-        raise CopyAttackError(
-            f"{config.out} holds cells of a run that recorded no run.json (an older version): "
-            "their settings and model cannot be checked; choose another --out"
-        )
-    if has_cells:
-        earlier = json.loads(path.read_text())
-        # a policy new to the run serves only methods its earlier cells could not have run
-        changed = sorted(
-            name
-            for name in key.keys() | earlier.keys()
-            if key.get(name) != earlier.get(name)
-            and not (name.endswith("_policy") and name not in earlier)
-        )
-        if changed:
-            details = ", ".join(f"{n}: {earlier.get(n)!r} -> {key.get(n)!r}" for n in changed)
-            raise CopyAttackError(
-                f"{config.out} holds cells of another run ({details}); resume with the same "
-                "settings and model, or choose another --out"
-            )
-    write_text_atomic(path, json.dumps(key, indent=1))
-
-
 def _load_policies(config: ExperimentConfig, view: AttackerView) -> dict[str, PretrainedPolicy]:
     wanted = {PRETRAINED[m][0] for m in config.methods if m in PRETRAINED}
     missing = wanted - config.policies.keys()
@@ -429,22 +283,34 @@ def _load_policies(config: ExperimentConfig, view: AttackerView) -> dict[str, Pr
     return {kind: load_policy(config.policies[kind], view) for kind in sorted(wanted)}
 
 
-async def run_table2(config: ExperimentConfig, servers: Servers | None = None) -> dict[str, Any]:
+async def run_table2(config: ExperimentConfig, servers: Servers | None = None) -> Summary:
     """One Table 2 run: its cells on ``servers`` (default: the one at ``config.server``)."""
-    cells, started = await run_cells(config, "table2", servers)
-    summary = summarise(cells, config)
-    summary["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
-    summary["machine"] = machine()  # where the attacker ran; beside the server in our runs
-    write_outputs(summary, cells, config.out)
+    run = await run_cells(config, "table2", servers)
+    summary = summarise(run.cells, config)
+    summary.wall_seconds_this_run = round(time.perf_counter() - run.started, 1)
+    summary.machine = machine()  # where the attacker ran; beside the server in our runs
+    summary.pair, summary.victim = pair_of(config.scenario), run.victim
+    write_outputs(summary, run.cells, config.out)
     return summary
+
+
+def pair_of(scenario: Path) -> str:
+    """The scenario's source and target platforms, as the figures name them."""
+    manifest = read_manifest(scenario)
+    return f"{manifest['source']} → {manifest['target']}"
+
+
+class FinishedCells(NamedTuple):
+    cells: list[CellResult]  # in the run's order: seed, target, method
+    started: float  # when this run started (``time.perf_counter``)
+    victim: str  # the family of the recommender the cells attacked
 
 
 async def run_cells(
     config: ExperimentConfig, name: str, servers: Servers | None = None
-) -> tuple[list[dict[str, Any]], float]:
+) -> FinishedCells:
     """Every (method, target, seed) cell of the run, those of ``cells.jsonl`` resumed, the
-    rest run on ``servers`` (default: the one at ``config.server``); and when this run
-    started (``time.perf_counter``)."""
+    rest run on ``servers`` (default: the one at ``config.server``)."""
     view = load_attacker_view(config.scenario)
     pool = view.cold_targets if config.decile is None else view.decile_targets[config.decile]
     targets = draw_targets(pool, config.targets, config.target_seed)
@@ -454,7 +320,7 @@ async def run_cells(
         raise CopyAttackError(f"a policy was trained on evaluated targets: {overlap}")
     config.out.mkdir(parents=True, exist_ok=True)
     cells_path = config.out / "cells.jsonl"
-    done = {_cell_key(c): c for c in read_cells(cells_path)}
+    done = {c.key: c for c in read_cells(cells_path)}
     todo = [
         (method, target, seed)
         for seed in config.seeds
@@ -465,6 +331,7 @@ async def run_cells(
     started = time.perf_counter()
     async with (servers or OneServer()).session(config, view) as replicas:
         claim_run(config, replicas.model, policies, has_cells=bool(done))  # before the slow part
+        victim = replicas.model.victim
         # the source MF and the trees take seconds: built off the event loop, so that open
         # connections are not left unread meanwhile
         embeddings = await asyncio.to_thread(
@@ -484,303 +351,17 @@ async def run_cells(
         )
         with open(cells_path, "a") as sink:
 
-            def record(result: dict[str, Any]) -> None:
-                sink.write(json.dumps(result) + "\n")
+            def record(result: CellResult) -> None:
+                sink.write(cell_line(result))
                 sink.flush()
                 os.fsync(sink.fileno())
-                done[_cell_key(result)] = result
+                done[result.key] = result
                 progress.update()
 
             await replicas.run(experiment, todo, record)
         progress.close()
     cells = [done[(m, t, s)] for s in config.seeds for t in targets for m in config.methods]
-    return cells, started
-
-
-# --- statistics and outputs -------------------------------------------------------------
-
-
-def _interval(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t interval."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return float(values.mean()), 0.0
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return float(values.mean()), float(half)
-
-
-def summarise(cells: list[dict[str, Any]], config: ExperimentConfig) -> dict[str, Any]:
-    by_method: dict[str, list[dict[str, Any]]] = {}
-    for cell in cells:
-        by_method.setdefault(cell["method"], []).append(cell)
-    rows = {}
-    for method, group in by_method.items():
-        metrics: dict[str, Any] = {}
-        for cohort in group[0]["after"]:
-            for protocol, values in group[0]["after"][cohort].items():
-                for name in values:
-                    series = [c["after"][cohort][protocol][name] for c in group]
-                    mean, half = _interval(series)
-                    metrics[f"{cohort}/{protocol}/{name}"] = {"mean": mean, "ci95": half}
-        curve = {}
-        for budget in config.checkpoints():
-            points = [c["checkpoints"].get(str(budget)) for c in group]
-            if all(p is not None for p in points):
-                curve[budget] = {
-                    name: float(np.mean([p["all"]["sampled"][name] for p in points]))
-                    for name in ("HR@20", "NDCG@20")
-                }
-        rows[method] = {
-            "cells": len(group),
-            "targets": len({c["target"] for c in group}),
-            "metrics": metrics,
-            "items_per_profile": float(np.mean([c["items_per_profile"] for c in group])),
-            "queries": float(np.mean([c["queries"] for c in group])),
-            "injections": float(np.mean([c["injections"] for c in group])),
-            "seconds": float(np.mean([c["seconds"] for c in group])),
-            "reward_density": _reward_density(group),
-            # a pretrained policy's training cost, shared by this table's targets
-            "amortised_queries": _policy_cost_per_target(group, "training_queries"),
-            "amortised_injections": _policy_cost_per_target(group, "training_injections"),
-            "budget_curve": curve,
-        }
-    early = [b for b in PAIRED_BUDGETS if b in config.checkpoints() and b < config.budget]
-    tests = [
-        paired_test(by_method, metric, learner, budget)
-        for learner in LEARNERS
-        for metric, budget in [
-            *((m, None) for m in PAIRED_METRICS),
-            *((PAIRED_METRICS[0], b) for b in early),
-        ]
-    ]
-    return {
-        "methods": rows,
-        "paired_tests": [test for test in tests if test is not None],
-        "config": _jsonable(config),
-    }
-
-
-def _policy_cost_per_target(group: list[dict[str, Any]], key: str) -> float:
-    """The policy's whole training cost over the number of targets in the table: computed
-    here, not taken from the cells, which recorded the share of the run that made them (a
-    resumed run with more or fewer targets would mix shares)."""
-    cost = float(np.mean([c["info"].get("policy", {}).get(key, 0.0) for c in group]))
-    return cost / len({c["target"] for c in group})
-
-
-def _reward_density(group: list[dict[str, Any]]) -> float | None:
-    """Over the cells that asked anything (cells recorded before a spend that asked
-    nothing stopped reporting a density of 0 still hold one)."""
-    asked = [c for c in group if c["info"].get("reward_rounds", 1) > 0]
-    return _mean_info(asked, "reward_density")
-
-
-def _mean_info(group: list[dict[str, Any]], key: str) -> float | None:
-    values = [c["info"][key] for c in group if key in c["info"]]
-    return float(np.mean(values)) if values else None
-
-
-def paired_test(
-    by_method: dict[str, list[dict[str, Any]]],
-    metric: tuple[str, str, str],
-    learner: str = "CopyAttack",
-    budget: int | None = None,
-) -> dict[str, Any] | None:
-    """``learner`` against the best method that is not one of the learners on ``metric``
-    (cohort, protocol, name), paired by (target, seed): Wilcoxon signed-rank and paired t;
-    and its gain over WithoutAttack as a multiple of that method's gain. With ``budget``,
-    at that checkpoint of the budget curve (sampled protocol only), not after the spend."""
-    others = [m for m in by_method if m not in LEARNERS]
-    if learner not in by_method or not others:
-        return None
-    cohort, protocol, name = metric
-
-    def series(method: str) -> dict[tuple[int, int], float]:
-        if budget is None:
-            measured = [(c, c["after"]) for c in by_method[method]]
-        else:  # a WithoutAttack cell injects nothing: every checkpoint is its clean state
-            measured = [
-                (c, c["after"] if c["profiles"] == 0 else c["checkpoints"].get(str(budget)))
-                for c in by_method[method]
-            ]
-        return {
-            (c["target"], c["seed"]): after[cohort][protocol][name]
-            for c, after in measured
-            if after is not None
-        }
-
-    ours = series(learner)
-    other = {m: values for m in others if (values := series(m))}
-    if not ours or not other:
-        return None
-    best = max(other, key=lambda m: np.mean(list(other[m].values())))
-    keys = sorted(ours.keys() & other[best].keys())
-    a = np.array([ours[k] for k in keys])
-    b = np.array([other[best][k] for k in keys])
-    differences = a - b
-    result: dict[str, Any] = {
-        "learner": learner,
-        "metric": "/".join(metric),
-        "budget": budget,
-        "best_other": best,
-        "pairs": len(keys),
-        "mean_difference": float(differences.mean()),
-        "copyattack_wins": int((differences > 0).sum()),
-        "ties": int((differences == 0).sum()),
-    }
-    clean_known = "WithoutAttack" in other and set(keys) <= other["WithoutAttack"].keys()
-    if clean_known and best != "WithoutAttack":
-        clean = np.array([other["WithoutAttack"][k] for k in keys])
-        gain = float((b - clean).mean())
-        result["gain_ratio"] = float((a - clean).mean()) / gain if gain > 0 else None
-    if len(keys) >= 2 and differences.any():
-        result["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue)
-        result["paired_t_p"] = float(stats.ttest_rel(a, b).pvalue)
-    return result
-
-
-def _jsonable(config: ExperimentConfig) -> dict[str, Any]:
-    out = dataclasses.asdict(config)
-    out.pop("admin_token")
-    return json.loads(json.dumps(out, default=str))
-
-
-def write_outputs(summary: dict[str, Any], cells: list[dict[str, Any]], out: Path) -> None:
-    """Each file whole or not at all: a run stopped mid-write keeps the previous version of
-    each file it had not replaced yet."""
-    write_text_atomic(out / "table2.json", json.dumps({**summary, "cells": cells}, indent=1))
-    table = [["method", "metric", "mean", "ci95", "cells"]]
-    for method, row in summary["methods"].items():
-        for metric, value in row["metrics"].items():
-            table.append(
-                [method, metric, f"{value['mean']:.5f}", f"{value['ci95']:.5f}", row["cells"]]
-            )
-    write_text_atomic(out / "table2.csv", _csv_text(table))
-    curve = [["method", "budget", "HR@20", "NDCG@20"]]
-    for method, row in summary["methods"].items():
-        for budget, point in row["budget_curve"].items():
-            curve.append([method, budget, f"{point['HR@20']:.5f}", f"{point['NDCG@20']:.5f}"])
-    write_text_atomic(out / "budget_curve.csv", _csv_text(curve))
-    write_text_atomic(out / "table2.md", format_table2(summary))
-    plot_budget_curve(summary, out / "budget_curve.png")
-
-
-def _csv_text(rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
-    return buffer.getvalue()
-
-
-def _save_figure(figure: Any, path: Path) -> None:
-    """A PNG written whole or not at all, then the figure's memory released."""
-    import matplotlib.pyplot as plt
-
-    try:
-        figure.tight_layout()
-        with staged_file(path) as staging:
-            figure.savefig(staging, dpi=120, format="png")
-    finally:
-        plt.close(figure)
-
-
-# fewer target items than this: the t interval rests on too few values to be read
-MIN_TARGETS_FOR_INTERVAL = 5
-FEW_TARGETS = "†"
-
-
-def _targets(row: dict[str, Any]) -> int:
-    return row.get("targets", row["cells"])  # a summary written before targets were counted
-
-
-def _mean_and_interval(row: dict[str, Any], metric: str) -> str:
-    value = row["metrics"][metric]
-    flag = FEW_TARGETS if _targets(row) < MIN_TARGETS_FOR_INTERVAL else ""
-    return f"{value['mean']:.4f} ± {value['ci95']:.4f}{flag}"
-
-
-def format_table2(summary: dict[str, Any]) -> str:
-    """The paper's Table 2 layout, one table per protocol (cohort: all evaluation users),
-    with what the ± means above it and a flag on intervals over fewer than 5 targets."""
-    rows = summary["methods"].values()
-    lines = [
-        "Mean ± half-width of its 95% Student t interval (n - 1 degrees of freedom) over the "
-        "cells of each method (target items x seeds).",
-        "",
-    ]
-    names = ("HR@20", "HR@10", "HR@5", "NDCG@20", "NDCG@10", "NDCG@5")
-    for protocol in ("sampled", "full"):
-        lines += [
-            f"**{protocol}** ({'100 sampled negatives' if protocol == 'sampled' else 'all items'})",
-            "",
-            "| method | "
-            + " | ".join(names)
-            + " | items/profile | reward density | queries | + training queries | s/cell |",
-            "|---" * (len(names) + 6) + "|",
-        ]
-        for method, row in summary["methods"].items():
-            cells = [_mean_and_interval(row, f"all/{protocol}/{n}") for n in names]
-            density = row.get("reward_density")
-            lines.append(
-                f"| {method} | "
-                + " | ".join(cells)
-                + f" | {row['items_per_profile']:.1f}"
-                + f" | {'' if density is None else f'{density:.2f}'} | {row['queries']:.0f}"
-                f" | {row.get('amortised_queries', 0.0):.0f} | {row['seconds']:.1f} |"
-            )
-        lines.append("")
-    few = sorted({_targets(row) for row in rows if _targets(row) < MIN_TARGETS_FOR_INTERVAL})
-    if few:
-        lines += [
-            f"{FEW_TARGETS} fewer than {MIN_TARGETS_FOR_INTERVAL} target items "
-            f"({', '.join(map(str, few))}): too few for the t interval to be read; "
-            "a smoke test, not a result.",
-            "",
-        ]
-    for test in summary["paired_tests"]:
-        p = test.get("wilcoxon_p")
-        lines.append(
-            f"Paired test on {test['metric']}"
-            + (f" at budget {test['budget']}" if test.get("budget") else "")
-            + f": {test['learner']} - {test['best_other']} = "
-            f"{test['mean_difference']:+.4f} over {test['pairs']} pairs "
-            f"({test['copyattack_wins']} wins, {test['ties']} ties"
-            + (f"; Wilcoxon p = {p:.3g}, paired t p = {test['paired_t_p']:.3g})" if p else ")")
-            + (
-                f"; gain over WithoutAttack {test['gain_ratio']:.2f}x the best other's"
-                if test.get("gain_ratio") is not None
-                else ""
-            )
-        )
-        lines.append("")
-    return "\n".join(lines) + "\n"
-
-
-def plot_budget_curve(summary: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    budgets_all = [int(b) for row in summary["methods"].values() for b in row["budget_curve"]]
-    for method, row in summary["methods"].items():
-        curve = row["budget_curve"]
-        if not curve:  # nothing injected: the clean level, flat
-            if budgets_all:
-                for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
-                    level = row["metrics"][f"all/sampled/{name}"]["mean"]
-                    axis.axhline(level, linestyle="--", color="grey", label=method)
-            continue
-        budgets = sorted(int(b) for b in curve)
-        for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
-            axis.plot(budgets, [curve[b][name] for b in budgets], marker="o", label=method)
-    for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
-        axis.set_xlabel("budget (injected profiles)")
-        axis.set_ylabel(f"{name} (sampled, all evaluation users)")
-        axis.grid(alpha=0.3)
-    if axes[1].lines:
-        axes[1].legend(fontsize=7)
-    _save_figure(figure, path)
+    return FinishedCells(cells, started, victim)
 
 
 # --- sweeps (Figures 3 and 4): Table 2 runs over one varied setting ----------------------
@@ -788,10 +369,11 @@ def plot_budget_curve(summary: dict[str, Any], path: Path) -> None:
 
 async def run_sweep(
     base: ExperimentConfig, setting: str, values: Sequence[int], servers: Servers | None = None
-) -> list[dict[str, Any]]:
+) -> list[SweepPoint]:
     """One Table 2 run per value of ``setting`` ("depth" or "decile"), each in its own
     subfolder (so each resumes), then ``{setting}_sweep.csv`` and ``.png``."""
-    rows = []
+    points: list[SweepPoint] = []
+    summaries: list[Summary] = []
     shared = {"cache_dir": base.cache_dir or base.out}  # one source MF for every value
     for value in values:
         if setting == "depth":
@@ -807,44 +389,18 @@ async def run_sweep(
             )
         else:
             raise CopyAttackError(f"unknown sweep {setting!r}")
-        summary = await run_table2(config, servers)
-        for method, row in summary["methods"].items():
-            rows.append(
-                {
-                    setting: value,
-                    "method": method,
-                    **{
-                        name: row["metrics"][f"all/sampled/{name}"]["mean"]
-                        for name in ("HR@20", "NDCG@20")
-                    },
-                }
+        summaries.append(await run_table2(config, servers))
+        points += [
+            SweepPoint(
+                value=value,
+                method=method,
+                metrics={name: row.interval(sampled(name)) for name in CURVE_METRICS},
             )
-    columns = [setting, "method", "HR@20", "NDCG@20"]
-    table = [columns, *([row[c] for c in columns] for row in rows)]
-    write_text_atomic(base.out / f"{setting}_sweep.csv", _csv_text(table))
-    plot_sweep(rows, setting, base.out / f"{setting}_sweep.png")
-    return rows
-
-
-def plot_sweep(rows: list[dict[str, Any]], setting: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        points = [r for r in rows if r["method"] == method]
-        for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
-            axis.plot(
-                [p[setting] for p in points], [p[name] for p in points], marker="o", label=method
-            )
-    for axis, name in zip(axes, ("HR@20", "NDCG@20"), strict=True):
-        axis.set_xlabel("tree depth" if setting == "depth" else "popularity decile (0 = least)")
-        axis.set_ylabel(f"{name} (sampled, all evaluation users)")
-        axis.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
-    _save_figure(figure, path)
+            for method, row in summaries[-1].methods.items()
+        ]
+    title = f"{summary_title(summaries[0])} at each {setting}" if summaries else setting
+    write_sweep(points, setting, title, base.out)
+    return points
 
 
 # --- the learning curve of a pretrained policy -------------------------------------------
@@ -855,7 +411,7 @@ async def run_learning_curve(
     pretrained: Path,
     baselines: Path | None,
     servers: Servers | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Snapshot]:
     """Each snapshot of a ``copyattack experiment pretrain`` folder spends the budget on
     the evaluated targets as it is (a Table 2 of one method, in its own subfolder, so each
     resumes); then ``learning_curve.csv`` and ``.png``: sampled HR@20 against the target
@@ -863,7 +419,8 @@ async def run_learning_curve(
     summary = json.loads((pretrained / "pretrain.json").read_text())
     kind = "surrogate" if summary["pretrain"]["backend"] == "surrogate" else "amortised"
     method = PRETRAINED_NAME[kind]
-    rows = []
+    snapshots: list[Snapshot] = []
+    titles = []
     for snapshot in summary["snapshots"]:
         config = dataclasses.replace(
             base,
@@ -873,64 +430,18 @@ async def run_learning_curve(
             cache_dir=base.cache_dir or base.out,
         )
         result = await run_table2(config, servers)
-        metric = result["methods"][method]["metrics"]["all/sampled/HR@20"]
-        rows.append(
-            {
-                "update": snapshot["update"],
-                "training_queries": snapshot["queries"],
-                "training_injections": snapshot["injections"],
-                "HR@20": metric["mean"],
-                "ci95": metric["ci95"],
-            }
+        titles.append(summary_title(result))
+        snapshots.append(
+            Snapshot(
+                update=snapshot["update"],
+                training_queries=snapshot["queries"],
+                training_injections=snapshot["injections"],
+                hit_rate=result.methods[method].interval(HEADLINE),
+            )
         )
-    columns = ["update", "training_queries", "training_injections", "HR@20", "ci95"]
-    table = [columns, *([row[c] for c in columns] for row in rows)]
-    write_text_atomic(base.out / "learning_curve.csv", _csv_text(table))
     flat = {}
     if baselines is not None:
-        earlier = json.loads(baselines.read_text())
-        flat = {m: r["metrics"]["all/sampled/HR@20"]["mean"] for m, r in earlier["methods"].items()}
-    plot_learning_curve(rows, flat, method, base.out / "learning_curve.png")
-    return rows
-
-
-# the method that spends a pretrained policy as it is, per kind of policy
-PRETRAINED_NAME = {kind: name for name, (kind, fine_tune) in PRETRAINED.items() if not fine_tune}
-
-
-def learning_curve_x(rows: list[dict[str, Any]]) -> tuple[str, list[int]]:
-    """The curve's x axis: target queries spent training, or, for a policy trained on
-    the surrogate (zero target queries at every snapshot), its updates."""
-    if all(row["training_queries"] == 0 for row in rows):
-        return "policy updates on the surrogate (zero target queries)", [
-            row["update"] for row in rows
-        ]
-    return "target queries spent training the policy", [row["training_queries"] for row in rows]
-
-
-def plot_learning_curve(
-    rows: list[dict[str, Any]], flat: dict[str, float], method: str, path: Path
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    x_label, x = learning_curve_x(rows)
-    axis.errorbar(
-        x,
-        [r["HR@20"] for r in rows],
-        yerr=[r["ci95"] for r in rows],
-        marker="o",
-        capsize=3,
-        label=method,
-        color="black",
-    )
-    for name, level in flat.items():
-        axis.axhline(level, linestyle="--", linewidth=1, label=name, color=f"C{len(axis.lines)}")
-    axis.set_xlabel(x_label)
-    axis.set_ylabel("HR@20 (sampled), evaluated targets")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-    _save_figure(figure, path)
+        earlier = read_table2(baselines)
+        flat = {m: r.interval(HEADLINE) for m, r in earlier.methods.items()}
+    write_learning_curve(snapshots, flat, method, titles[0] if titles else method, base.out)
+    return snapshots

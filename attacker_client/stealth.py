@@ -18,18 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from attacker_client.harness import (
-    ExperimentConfig,
-    Servers,
-    _csv_text,
-    _interval,
-    _jsonable,
-    _save_figure,
-    run_cells,
-)
+from attacker_client.figures import new_figure, run_title, save_figure
+from attacker_client.harness import ExperimentConfig, Servers, pair_of, run_cells
+from attacker_client.report import csv_text
+from attacker_client.results import HEADLINE, CellKey, CellResult, MetricKey, recorded_config
+from attacker_client.statistics import mean_and_interval
 from shared.atomic import write_text_atomic
 from shared.machine import machine
-from shared.schemas import DETECTOR_NAMES
+from shared.schemas import ALL_USERS, DETECTOR_NAMES, HR_20
 
 STEALTH_METHODS = (
     "WithoutAttack",
@@ -43,7 +39,7 @@ STEALTH_METHODS = (
 )
 COPIED = ("TargetAttack40", "TargetAttack70", "TargetAttack100", "CopyAttack", "RandomAttack")
 DETECTION_METRICS = ("precision", "recall", "f1", "best_f1", "roc_auc")
-HR = (("sampled", "HR@20"), ("full", "HR@20"))
+HR = (MetricKey(ALL_USERS, "sampled", HR_20), MetricKey(ALL_USERS, "full", HR_20))
 # the issue's goal: generated profiles found with F1 >= 0.8 by some detector, copied
 # ones with F1 < 0.3 by every detector; under a defence, copied attacks keep at least
 # 80% of their undefended HR@20 lift and generated ones at most 20%
@@ -54,52 +50,50 @@ GOAL_COPIED_KEEP, GOAL_GENERATED_KEEP = 0.8, 0.2
 async def run_stealth(
     config: ExperimentConfig,
     servers: Servers | None = None,
-    undefended: list[dict[str, Any]] | None = None,
+    undefended: list[CellResult] | None = None,
 ) -> dict[str, Any]:
     """The stealth run's cells on ``servers`` (default: the one at ``config.server``);
     ``undefended``: the cells of the same run without defence, to state how much of
     each attack's lift the defence left it (:func:`lift_kept`)."""
     if not config.detectors:
         config = dataclasses.replace(config, detectors=DETECTOR_NAMES)
-    cells, started = await run_cells(config, "stealth", servers)
-    summary = summarise_stealth(cells, undefended)
-    summary["config"] = _jsonable(config)
-    summary["wall_seconds_this_run"] = round(time.perf_counter() - started, 1)
+    run = await run_cells(config, "stealth", servers)
+    summary = summarise_stealth(run.cells, undefended)
+    summary["config"] = recorded_config(config)
+    summary["wall_seconds_this_run"] = round(time.perf_counter() - run.started, 1)
     summary["machine"] = machine()
-    write_stealth_outputs(summary, cells, config.out)
+    summary["pair"], summary["victim"] = pair_of(config.scenario), run.victim
+    write_stealth_outputs(summary, run.cells, config.out)
     return summary
 
 
 def summarise_stealth(
-    cells: list[dict[str, Any]], undefended: list[dict[str, Any]] | None = None
+    cells: list[CellResult], undefended: list[CellResult] | None = None
 ) -> dict[str, Any]:
     """Per method: HR@20 (mean and 95% half-width over cells) and its lift over
     WithoutAttack on the same (target, seed); per detector the mean of each detection
     metric and of the distances over the cells that injected anything; with the cells
     of the same run ``undefended``, the share of each method's lift this run kept."""
-    by_method: dict[str, list[dict[str, Any]]] = {}
+    by_method: dict[str, list[CellResult]] = {}
     for cell in cells:
-        by_method.setdefault(cell["method"], []).append(cell)
-    clean = {
-        (c["target"], c["seed"]): c["after"]["all"] for c in by_method.get("WithoutAttack", [])
-    }
+        by_method.setdefault(cell.method, []).append(cell)
+    clean = {(c.target, c.seed): c.after for c in by_method.get("WithoutAttack", [])}
     rows: dict[str, Any] = {}
     for method, group in by_method.items():
-        row: dict[str, Any] = {"cells": len(group), "targets": len({c["target"] for c in group})}
-        for protocol, name in HR:
-            values = [c["after"]["all"][protocol][name] for c in group]
-            mean, half = _interval(values)
+        row: dict[str, Any] = {"cells": len(group), "targets": len({c.target for c in group})}
+        for metric in HR:
+            mean, half = mean_and_interval([metric.of(c.after) for c in group])
             lifts = [
-                c["after"]["all"][protocol][name] - clean[key][protocol][name]
+                metric.of(c.after) - metric.of(clean[key])
                 for c in group
-                if (key := (c["target"], c["seed"])) in clean
+                if (key := (c.target, c.seed)) in clean
             ]
-            row[f"{protocol}/{name}"] = {
+            row[_row_key(metric)] = {
                 "mean": mean,
                 "ci95": half,
                 "lift": float(np.mean(lifts)) if lifts else None,
             }
-        detected = [c["detection"] for c in group if c.get("detection") and c["profiles"] > 0]
+        detected = [c.detection for c in group if c.detection and c.profiles > 0]
         row["detectors"] = {
             name: {
                 metric: _mean([d[name][metric] for d in detected])
@@ -108,7 +102,7 @@ def summarise_stealth(
             for name in (detected[0] if detected else {})
         }
         shares = [
-            c["quarantined"] / c["profiles"] for c in group if "quarantined" in c and c["profiles"]
+            c.quarantined / c.profiles for c in group if c.quarantined is not None and c.profiles
         ]
         row["quarantined_share"] = _mean(shares)  # a defended run: the share kept out
         # the distances do not depend on the detector: any one's report has them
@@ -127,24 +121,17 @@ def summarise_stealth(
     return summary
 
 
-def _lifts(cells: list[dict[str, Any]]) -> dict[tuple[str, int, int], float]:
+def _lifts(cells: list[CellResult]) -> dict[CellKey, float]:
     """Each cell's sampled HR@20 lift over WithoutAttack on its (target, seed)."""
-    clean = {
-        (c["target"], c["seed"]): c["after"]["all"]["sampled"]["HR@20"]
-        for c in cells
-        if c["method"] == "WithoutAttack"
-    }
+    clean = {(c.target, c.seed): HEADLINE.of(c.after) for c in cells if c.method == "WithoutAttack"}
     return {
-        (c["method"], c["target"], c["seed"]): c["after"]["all"]["sampled"]["HR@20"]
-        - clean[(c["target"], c["seed"])]
+        c.key: HEADLINE.of(c.after) - clean[(c.target, c.seed)]
         for c in cells
-        if c["method"] != "WithoutAttack" and (c["target"], c["seed"]) in clean
+        if c.method != "WithoutAttack" and (c.target, c.seed) in clean
     }
 
 
-def lift_kept(
-    defended: list[dict[str, Any]], undefended: list[dict[str, Any]]
-) -> dict[str, float | None]:
+def lift_kept(defended: list[CellResult], undefended: list[CellResult]) -> dict[str, float | None]:
     """Per method, its mean sampled HR@20 lift in the defended run over its mean lift
     without defence, on the (target, seed) pairs both runs have: 1 is an attack the
     defence did not touch, 0 one it undid. None where the undefended lift is not
@@ -158,6 +145,11 @@ def lift_kept(
         after = float(np.mean([with_defence[key] for key in keys]))
         kept[method] = after / before if before > 0 else None
     return kept
+
+
+def _row_key(metric: MetricKey) -> str:
+    """The summary's name of a metric (every one is over all evaluation users)."""
+    return f"{metric.protocol}/{metric.name}"
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -182,8 +174,9 @@ def _goal(rows: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_stealth_outputs(summary: dict[str, Any], cells: list[dict[str, Any]], out: Path) -> None:
-    write_text_atomic(out / "stealth.json", json.dumps({**summary, "cells": cells}, indent=1))
+def write_stealth_outputs(summary: dict[str, Any], cells: list[CellResult], out: Path) -> None:
+    content = {**summary, "cells": [cell.dump() for cell in cells]}
+    write_text_atomic(out / "stealth.json", json.dumps(content, indent=1))
     table = [
         ["method", "detector", *DETECTION_METRICS, "false_positive_rate", "js_distance",
          "tv_distance", "sampled_HR@20", "full_HR@20", "cells"]
@@ -194,10 +187,10 @@ def write_stealth_outputs(summary: dict[str, Any], cells: list[dict[str, Any]], 
                 [method, detector]
                 + [_fmt(values.get(m)) for m in (*DETECTION_METRICS, "false_positive_rate")]
                 + [_fmt(row["js_distance"]), _fmt(row["tv_distance"])]
-                + [_fmt(row[f"{p}/{n}"]["mean"]) for p, n in HR]
+                + [_fmt(row[_row_key(metric)]["mean"]) for metric in HR]
                 + [row["cells"]]
             )
-    write_text_atomic(out / "stealth.csv", _csv_text(table))
+    write_text_atomic(out / "stealth.csv", csv_text(table))
     write_text_atomic(out / "stealth.md", format_stealth(summary))
     plot_stealth(summary, out / "stealth.png")
 
@@ -222,8 +215,8 @@ def format_stealth(summary: dict[str, Any]) -> str:
     ]
     for method, row in rows.items():
         hr = []
-        for p, n in HR:
-            value = row[f"{p}/{n}"]
+        for metric in HR:
+            value = row[_row_key(metric)]
             hr += [f"{value['mean']:.4f} ± {value['ci95']:.4f}", _fmt(value["lift"])]
         verdicts = [
             " / ".join(
@@ -274,14 +267,9 @@ def _verdicts(verdicts: dict[str, bool]) -> str:
 
 def plot_stealth(summary: dict[str, Any], path: Path) -> None:
     """ROC-AUC per attack and detector beside each attack's sampled HR@20 lift."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = {m: r for m, r in summary["methods"].items() if r["detectors"]}
     detectors = sorted({d for row in rows.values() for d in row["detectors"]})
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    figure, (left, right) = new_figure(1, 2, figsize=(12, 4))
     x = np.arange(len(rows))
     width = 0.8 / max(len(detectors), 1)
     for index, detector in enumerate(detectors):
@@ -292,10 +280,15 @@ def plot_stealth(summary: dict[str, Any], path: Path) -> None:
     left.set_ylabel("ROC-AUC, injected vs real users")
     left.set_ylim(0, 1)
     left.legend(fontsize=7)
-    lifts = [row["sampled/HR@20"]["lift"] or 0.0 for row in rows.values()]
+    lifts = [row[_row_key(HR[0])]["lift"] or 0.0 for row in rows.values()]
     right.bar(x, lifts, color="tab:green")
     right.set_xticks(x, list(rows), rotation=30, ha="right", fontsize=8)
     right.set_ylabel("sampled HR@20 lift over WithoutAttack")
     for axis in (left, right):
         axis.grid(alpha=0.3, axis="y")
-    _save_figure(figure, path)
+    targets = max((row["targets"] for row in summary["methods"].values()), default=0)
+    threat_model = summary.get("config", {}).get("threat_model", "frozen")
+    figure.suptitle(
+        run_title(summary.get("pair"), summary.get("victim"), threat_model, targets), fontsize=9
+    )
+    save_figure(figure, path)

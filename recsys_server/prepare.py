@@ -32,18 +32,20 @@ from shared.scenario import (
     build_scenario,
     save_scenario,
 )
+from shared.schemas import ACTIVE_USERS, ALL_USERS
 
 SCENARIO_DIR = "scenario"
 MODEL_FILE = "model.pt"
 
 
 def _evaluate_split(data: TargetData, score: ScoreFn, seed: int) -> dict[str, Any]:
-    """Test metrics on every case, and on the cases of users with 3+ training items."""
+    """Test metrics on every case, and on the cases of users with 3+ training items (the
+    cohorts of the server's evaluation)."""
     train_counts = np.bincount(data.train[:, 0], minlength=data.n_users)
     active = data.test[train_counts[data.test[:, 0]] >= ACTIVE_MIN_TRAIN]
     return {
-        "all": evaluate(score, data.test, data.known, seed=seed),
-        f"users_with_{ACTIVE_MIN_TRAIN}+_train": evaluate(score, active, data.known, seed=seed),
+        ALL_USERS: evaluate(score, data.test, data.known, seed=seed),
+        ACTIVE_USERS: evaluate(score, active, data.known, seed=seed),
     }
 
 

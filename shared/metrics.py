@@ -16,9 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from shared.schemas import PROTOCOLS
+from shared.schemas import KS, PROTOCOLS, hit_rate_at, ndcg_at
 
-KS = (5, 10, 20)
 ACTIVE_MIN_TRAIN = 3  # the paper's second cohort: users with 3+ training interactions
 N_SAMPLED = 100
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # user ids -> (len, n_items) scores
@@ -136,8 +135,8 @@ def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str,
     out: dict[str, float] = {}
     for k in ks:
         hit = ranks < k
-        out[f"HR@{k}"] = float(hit.mean())
-        out[f"NDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2), 0.0).mean())
+        out[hit_rate_at(k)] = float(hit.mean())
+        out[ndcg_at(k)] = float(np.where(hit, 1.0 / np.log2(ranks + 2), 0.0).mean())
     return out
 
 

@@ -26,7 +26,6 @@ def _decimal_digits(value: object) -> object:
 # "3.0", "+3", " 3" or "3_0" (which pydantic's lax mode reads as 3 or 30) are refused.
 # Usage: Annotated[int, Path(ge=0), DECIMAL_DIGITS].
 DECIMAL_DIGITS = BeforeValidator(_decimal_digits)
-KS = (5, 10, 20)
 MAX_BUDGET = 2**53  # stored as SQLite integers; far beyond any experiment
 
 
@@ -213,10 +212,28 @@ class EvaluateRequest(_Strict):
         return tuple(p for p in PROTOCOLS if p in self.protocols)
 
 
-Metrics = dict[str, float]  # "HR@10" -> value
+# --- evaluation: the one spelling of each cohort and metric name ------------------------
+
+KS = (5, 10, 20)  # the cut-offs K of HR@K and NDCG@K
 
 
-COHORTS = ("all", "3+")  # every evaluation user; those with 3+ training interactions
+def hit_rate_at(k: int) -> str:
+    return f"HR@{k}"
+
+
+def ndcg_at(k: int) -> str:
+    return f"NDCG@{k}"
+
+
+HR_20, NDCG_20 = hit_rate_at(20), ndcg_at(20)  # the paper's headline metrics
+# every metric an evaluation reports, in the order of the paper's Table 2
+METRIC_NAMES = (*(hit_rate_at(k) for k in reversed(KS)), *(ndcg_at(k) for k in reversed(KS)))
+Metrics = dict[str, float]  # metric name ("HR@10") -> value
+
+Cohort = Literal["all", "3+"]
+ALL_USERS: Cohort = "all"  # every evaluation user
+ACTIVE_USERS: Cohort = "3+"  # those with 3+ training interactions (the paper's second cohort)
+COHORTS: tuple[Cohort, ...] = (ALL_USERS, ACTIVE_USERS)
 
 
 class CohortEvaluation(BaseModel):
@@ -228,7 +245,8 @@ class CohortEvaluation(BaseModel):
 class TargetEvaluation(BaseModel):
     item: ItemId
     cohorts: dict[str, CohortEvaluation] = Field(
-        description="'all' evaluation users, and those with '3+' training interactions."
+        description=f"{ALL_USERS!r} evaluation users, and those with {ACTIVE_USERS!r} "
+        "training interactions."
     )
 
 

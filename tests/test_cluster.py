@@ -30,9 +30,9 @@ from attacker_client.harness import (
     Experiment,
     ExperimentConfig,
     Record,
-    read_cells,
     run_table2,
 )
+from attacker_client.results import CellResult, read_cells
 from shared.errors import CopyAttackError
 from shared.process import ServerProcess
 from shared.scenario import AttackerView
@@ -69,9 +69,9 @@ def config_of(scenario: Path, server: str, out: Path) -> ExperimentConfig:
 def numbers(out: Path) -> dict[tuple[str, int, int], dict[str, Any]]:
     """Each cell of a run by its key, less its wall time (the one field that varies)."""
     cells = read_cells(out / "cells.jsonl")
-    keyed = {(c["method"], c["target"], c["seed"]): c for c in cells}
+    keyed = {c.key: c for c in cells}
     assert len(keyed) == len(cells)  # no cell recorded twice
-    return {key: {k: v for k, v in c.items() if k != "seconds"} for key, c in keyed.items()}
+    return {key: c.model_dump(exclude={"seconds"}) for key, c in keyed.items()}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ class KillAtFirstCell:
     async def run(self, experiment: Experiment, cells: Sequence[Cell], record: Record) -> None:
         killed = False
 
-        def record_then_kill(result: dict[str, Any]) -> None:
+        def record_then_kill(result: CellResult) -> None:
             nonlocal killed
             record(result)
             if not killed:

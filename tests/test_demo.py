@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from attacker_client.cli import main as copyattack_main
-from attacker_client.harness import read_cells
+from attacker_client.results import read_cells
 
 
 def numbers(results: Path) -> dict[str, object]:
-    return {cell["method"]: cell["after"] for cell in read_cells(results / "cells.jsonl")}
+    return {cell.method: cell.after for cell in read_cells(results / "cells.jsonl")}
 
 
 def test_demo_runs_the_stack_then_reuses_the_model(

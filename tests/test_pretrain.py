@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from attacker_client._client import AsyncAdminClient
 from attacker_client.copyattack import CopyAttackArgs
-from attacker_client.harness import ExperimentConfig, read_cells, run_table2
+from attacker_client.harness import ExperimentConfig, run_learning_curve, run_table2
 from attacker_client.pretrain import (
     PretrainArgs,
     ServerEnvironment,
@@ -24,6 +25,7 @@ from attacker_client.pretrain import (
     pretrain,
     split_targets,
 )
+from attacker_client.results import read_cells
 from attacker_client.source_mf import SourceMFConfig, fit_source_mf
 from attacker_client.surrogate import CooccurrenceSurrogate, SurrogateConfig
 from attacker_client.tree import BalancedClusterTree
@@ -209,21 +211,35 @@ def test_surrogate_policy_attacks_with_no_query_before_its_first_injection(
         policies={"surrogate": tmp_path / "p" / "policy-0001.pt"},
     )
     summary = asyncio.run(run_table2(config))
-    cells = {c["method"]: c for c in read_cells(tmp_path / "t2" / "cells.jsonl")}
+    cells = {c.method: c for c in read_cells(tmp_path / "t2" / "cells.jsonl")}
     # as it is: the server counted the 6 injections and not one query (its usage endpoint)
-    assert cells["CopyAttack-Surrogate"]["queries"] == 0
-    assert cells["CopyAttack-Surrogate"]["injections"] == 6
-    assert cells["CopyAttack-Surrogate"]["info"]["policy"]["training_queries"] == 0
+    assert cells["CopyAttack-Surrogate"].queries == 0
+    assert cells["CopyAttack-Surrogate"].injections == 6
+    assert cells["CopyAttack-Surrogate"].info["policy"]["training_queries"] == 0
     # it asked nothing, so it has no reward density (not a density of 0)
-    assert summary["methods"]["CopyAttack-Surrogate"]["reward_density"] is None
-    assert 0 <= summary["methods"]["CopyAttack-Surrogate+FT"]["reward_density"] <= 1
+    assert summary.methods["CopyAttack-Surrogate"].reward_density is None
+    density = summary.methods["CopyAttack-Surrogate+FT"].reward_density
+    assert density is not None and 0 <= density <= 1
     # fine-tuned: one episode and the final spend, each asking after every 3 profiles
-    assert cells["CopyAttack-Surrogate+FT"]["queries"] == 2 * 2 * 5
-    learners = {t["learner"] for t in summary["paired_tests"]}
+    assert cells["CopyAttack-Surrogate+FT"].queries == 2 * 2 * 5
+    learners = {t.learner for t in summary.paired_tests}
     assert learners == {"CopyAttack-Surrogate", "CopyAttack-Surrogate+FT"}
-    assert all(
-        t["best_other"] in ("WithoutAttack", "TargetAttack100") for t in summary["paired_tests"]
+    assert all(t.best_other in ("WithoutAttack", "TargetAttack100") for t in summary.paired_tests)
+    # its learning curve: each snapshot spent as it is, beside the table's methods
+    snapshots = asyncio.run(
+        run_learning_curve(
+            dataclasses.replace(config, out=tmp_path / "curve"),
+            tmp_path / "p",
+            tmp_path / "t2" / "table2.json",
+        )
     )
+    written = json.loads((tmp_path / "p" / "pretrain.json").read_text())["snapshots"]
+    assert [s.update for s in snapshots] == [s["update"] for s in written]
+    assert all(s.training_queries == 0 for s in snapshots)  # the surrogate's
+    lines = (tmp_path / "curve" / "learning_curve.csv").read_text().splitlines()
+    assert lines[0] == "update,training_queries,training_injections,HR@20,ci95"
+    assert len(lines) == 1 + len(snapshots)
+    assert (tmp_path / "curve" / "learning_curve.png").stat().st_size > 0
     # a policy is refused where it does not belong
     with pytest.raises(CopyAttackError, match="need --surrogate-policy"):
         asyncio.run(run_table2(dataclasses.replace(config, policies={}, out=tmp_path / "x")))

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from attacker_client.cli import main as copyattack_main
 from attacker_client.generated import target_platform_stats
-from attacker_client.harness import read_cells
+from attacker_client.results import CellResult, Measured, read_cells
 from attacker_client.stealth import (
     STEALTH_METHODS,
     format_stealth,
@@ -42,25 +41,23 @@ def test_stealth_end_to_end_on_the_tiny_pair(
     assert len(cells) == 2 * len(STEALTH_METHODS)
     lengths = target_platform_stats(scenario_dir).lengths
     for cell in cells:
-        attacked = cell["method"] != "WithoutAttack"
-        assert cell["profiles"] == (6 if attacked else 0)
+        attacked = cell.method != "WithoutAttack"
+        assert cell.profiles == (6 if attacked else 0)
         if not attacked:
             continue
-        assert set(cell["detection"]) == set(DETECTOR_NAMES)
-        for report in cell["detection"].values():
-            assert report["n_injected"] == cell["profiles"]  # the final spend's
+        assert set(cell.detection) == set(DETECTOR_NAMES)
+        for report in cell.detection.values():
+            assert report["n_injected"] == cell.profiles  # the final spend's
             assert 0.0 <= report["roc_auc"] <= 1.0 and 0.0 <= report["f1"] <= 1.0
-        if cell["method"].endswith("Fake"):  # lengths drawn from the platform's
-            assert lengths.min() <= cell["items_per_profile"] <= lengths.max()
+        if cell.method.endswith("Fake"):  # lengths drawn from the platform's
+            assert lengths.min() <= cell.items_per_profile <= lengths.max()
     rows = printed["methods"]
     assert set(rows) == set(STEALTH_METHODS)
     assert rows["WithoutAttack"]["detectors"] == {} and rows["WithoutAttack"]["js_distance"] is None
     assert rows["WithoutAttack"]["sampled/HR@20"]["lift"] == 0.0
     for method in STEALTH_METHODS[1:]:
         assert set(rows[method]["detectors"]) == set(DETECTOR_NAMES)
-        expected = np.mean(
-            [c["detection"]["pca"]["roc_auc"] for c in cells if c["method"] == method]
-        )
+        expected = np.mean([c.detection["pca"]["roc_auc"] for c in cells if c.method == method])
         assert rows[method]["detectors"]["pca"]["roc_auc"] == pytest.approx(expected)
     for name in ("stealth.md", "stealth.csv", "stealth.json", "stealth.png"):
         assert (out / name).stat().st_size > 0
@@ -105,13 +102,13 @@ def test_stealth_against_a_defended_world(
     assert copyattack_main([*defended, "--undefended", str(undefended)]) == 0
     summary = json.loads(capsys.readouterr().out)
     rows = summary["methods"]
-    cells = {c["method"]: c for c in read_cells(out / "cells.jsonl")}
+    cells = {c.method: c for c in read_cells(out / "cells.jsonl")}
     for method, cell in cells.items():
-        assert 0 <= cell["quarantined"] <= cell["profiles"]
-        if cell["profiles"]:
-            assert rows[method]["quarantined_share"] == cell["quarantined"] / cell["profiles"]
+        assert 0 <= cell.quarantined <= cell.profiles
+        if cell.profiles:
+            assert rows[method]["quarantined_share"] == cell.quarantined / cell.profiles
     # the defence's detector finds random fakes on this world (ROC-AUC 0.99 offline)
-    assert cells["RandomFake"]["quarantined"] > 0
+    assert cells["RandomFake"].quarantined > 0
     assert summary["lift_kept"] == lift_kept(
         list(cells.values()), read_cells(undefended / "cells.jsonl")
     )
@@ -124,9 +121,13 @@ def test_stealth_against_a_defended_world(
     assert "that run was defended (degree)" in capsys.readouterr().err
 
 
-def _cell(method: str, target: int, hr: float) -> dict[str, Any]:
-    return {"method": method, "target": target, "seed": 0,
-            "after": {"all": {"sampled": {"HR@20": hr}}}}  # fmt: skip
+def _cell(method: str, target: int, hr: float) -> CellResult:
+    measured: Measured = {"all": {"sampled": {"HR@20": hr}}}
+    return CellResult(
+        method=method, target=target, seed=0, after=measured, before=measured,
+        n_users={"all": 10}, profiles=0, items_per_profile=0.0, queries=0, injections=0,
+        injected_items=0, seconds=1.0, info={},
+    )  # fmt: skip
 
 
 def test_lift_kept_is_the_defended_lift_over_the_undefended_one_on_shared_cells() -> None:
@@ -146,6 +147,6 @@ def test_lift_kept_is_the_defended_lift_over_the_undefended_one_on_shared_cells(
     assert kept["RandomFake"] == pytest.approx(0.0)
     assert "WithoutAttack" not in kept
     # nothing to keep: no positive lift without defence
-    assert lift_kept(defended, [c for c in defended if c["method"] == "WithoutAttack"] + [
+    assert lift_kept(defended, [c for c in defended if c.method == "WithoutAttack"] + [
         _cell("CopyAttack", 1, 0.1), _cell("CopyAttack", 2, 0.2)
     ]) == {"CopyAttack": None}  # fmt: skip
