@@ -45,16 +45,23 @@ from recsys_server.cancellation import Cancelled, run_cancellable
 from recsys_server.data import TargetData
 from recsys_server.detection.features import Profiles
 from recsys_server.detection.service import Detection
+from recsys_server.errors import (
+    BudgetExhausted,
+    IdempotencyKeyReused,
+    InvalidProfile,
+    KeyRevoked,
+    NoEvaluationUsers,
+    PretendPoolTooSmall,
+    RetrainFinished,
+    RetrainJobNotFound,
+    RetrainQueueFull,
+    RetrainUnderWay,
+    UnknownItems,
+    UserNotFound,
+    WorldNotFound,
+)
 from recsys_server.ledger import Ledger, LedgerError, RetrainRecord, WorldRecord
 from recsys_server.observability import ServiceMetrics
-from recsys_server.problems import (
-    Conflict,
-    InvalidRequest,
-    NotFound,
-    QuotaExceeded,
-    TooManyJobs,
-    Unauthorized,
-)
 from recsys_server.security import hash_key, new_api_key
 from recsys_server.victims.base import ServingState
 from shared.metrics import (
@@ -214,7 +221,7 @@ class WorldRegistry:
         try:
             return self._worlds[world_id]
         except KeyError:
-            raise NotFound(f"no world {world_id!r}") from None
+            raise WorldNotFound(world_id) from None
 
     def world_for_key(self, key: str) -> World | None:
         # looked up by the key's SHA-256: lookup time can only reveal bits of the hash,
@@ -231,7 +238,7 @@ class WorldRegistry:
         on the real pairs, on the refresh thread), so its threshold can be stated."""
         pool = self.data.pretend_pool
         if request.n_pretend_users > len(pool):
-            raise InvalidRequest(
+            raise PretendPoolTooSmall(
                 f"n_pretend_users is {request.n_pretend_users}, but the pretend-user pool "
                 f"holds {len(pool)} users"
             )
@@ -291,13 +298,13 @@ class WorldRegistry:
         earlier = world.unfinished_retrain()
         if earlier is not None:
             # a second fine-tune would start from the first one's model: one at a time
-            raise Conflict(
+            raise RetrainUnderWay(
                 f"world {world.world_id!r} already has retrain job {earlier.view.job_id} "
                 f"({earlier.view.status}); wait for it or cancel it"
             )
         unfinished = sum(not job.view.finished for job in self._retrains.values())
         if unfinished >= self.max_retrain_jobs:
-            raise TooManyJobs(
+            raise RetrainQueueFull(
                 f"{unfinished} retrain jobs are queued or running, the limit "
                 f"(RECSYS_MAX_RETRAIN_JOBS); retry when one has finished",
                 RETRAIN_RETRY_AFTER,
@@ -318,13 +325,13 @@ class WorldRegistry:
         try:
             return world.retrains[job_id]
         except KeyError:
-            raise NotFound(f"world {world.world_id!r} has no retrain job {job_id!r}") from None
+            raise RetrainJobNotFound(world.world_id, job_id) from None
 
     async def cancel_retrain(self, job: Retrain) -> RetrainJob:
         """Stop an unfinished job and answer once it has stopped (a running fine-tune
         stops at its next batch); the world keeps the model it had."""
         if job.view.finished:
-            raise Conflict(
+            raise RetrainFinished(
                 f"retrain job {job.view.job_id} already {job.view.status}; nothing to cancel "
                 "(a reset of the world drops a finished retrain)"
             )
@@ -409,18 +416,18 @@ class WorldRegistry:
         in one committed write, so there is one write per lease, not per query, and an
         answered query was always committed before it was answered."""
         if world.deleted:
-            raise Unauthorized("unknown API key")
+            raise KeyRevoked()
         # the attacker may query its pretend users and the users it injected, nothing else
         if user in world.pretend_users:
             state = world.state
         elif world.injected_state.graph.is_injected(user):
             state = world.injected_state
         else:
-            raise NotFound(f"no user {user}")
+            raise UserNotFound(user)
         if world.query_lease == 0:
             world.query_lease = self.ledger.lease_queries(world.world_id, self.query_lease)
             if world.query_lease == 0:
-                raise QuotaExceeded("the query budget of this world is spent")
+                raise BudgetExhausted("the query budget of this world is spent")
         world.query_lease -= 1
         self.metrics.queries.labels(world.world_id).inc()
         return state.topk(user, k).tolist()
@@ -431,20 +438,18 @@ class WorldRegistry:
         self._check_profile(items)
         async with world.lock:
             if world.deleted:
-                raise Unauthorized("unknown API key")
+                raise KeyRevoked()
             if idempotency_key is not None:
                 earlier = self.ledger.injection_by_key(world.world_id, idempotency_key)
                 if earlier is not None:
                     if earlier.items != items:
-                        raise Conflict(
-                            f"Idempotency-Key {idempotency_key!r} was used for another profile"
-                        )
+                        raise IdempotencyKeyReused(idempotency_key)
                     return self._injected(world, earlier.user_id, len(items))
             remaining = self.ledger.world(world.world_id).remaining()
             if remaining.injections < 1:
-                raise QuotaExceeded("the injection budget of this world is spent")
+                raise BudgetExhausted("the injection budget of this world is spent")
             if remaining.items < len(items):
-                raise QuotaExceeded(
+                raise BudgetExhausted(
                     f"the item budget of this world has {remaining.items} items left, "
                     f"the profile has {len(items)}"
                 )
@@ -457,7 +462,7 @@ class WorldRegistry:
             if not self.ledger.record_injection(
                 world.world_id, user, items, idempotency_key, quarantined
             ):
-                raise QuotaExceeded("a budget of this world is spent")  # checked above: rare
+                raise BudgetExhausted("a budget of this world is spent")  # checked above: rare
             world.state, world.shadow = refreshed, shadow
             world.quarantined += quarantined
             world.embedding_epoch += 1
@@ -644,14 +649,14 @@ class WorldRegistry:
         unknown = sorted({i for i in items if i >= self.data.n_items})
         if unknown:
             shown = ", ".join(map(str, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
-            raise InvalidRequest(
+            raise UnknownItems(
                 f"{name}: {len(unknown)} unknown item ids (the catalogue has ids 0.."
                 f"{self.data.n_items - 1}): {shown}"
             )
 
     def _check_profile(self, items: list[int]) -> None:
         if len(items) > self.max_profile_length:
-            raise InvalidRequest(
+            raise InvalidProfile(
                 f"items: the profile has {len(items)} items, at most "
                 f"{self.max_profile_length} are allowed"
             )
@@ -659,7 +664,7 @@ class WorldRegistry:
         seen: set[int] = set()
         repeated = sorted({i for i in items if i in seen or seen.add(i)})
         if repeated:
-            raise InvalidRequest(
+            raise InvalidProfile(
                 f"items: repeated item ids {repeated[:10]}; a profile holds each item once"
             )
 
@@ -690,7 +695,7 @@ class WorldRegistry:
             holders = self._holders[:, target].nonzero()[0]
             users = np.setdiff1d(self.data.eval_users, holders)
             if len(users) == 0:
-                raise InvalidRequest(f"target_items: every evaluation user holds item {target}")
+                raise NoEvaluationUsers(f"target_items: every evaluation user holds item {target}")
             negatives = sample_negatives(users, self.data.known, N_SAMPLED, self.eval_seed)
             active = self._train_counts[users] >= ACTIVE_MIN_TRAIN
             self._cases[target] = EvaluationCases(users, negatives, active)
@@ -755,7 +760,7 @@ def _retrained(
 
 def _still_there(world: World) -> None:
     if world.deleted:
-        raise NotFound(f"no world {world.world_id!r}")
+        raise WorldNotFound(world.world_id)
 
 
 def _mean(reports: list[dict[str, Metrics]]) -> dict[str, Metrics]:

@@ -17,14 +17,14 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import Receive, Scope, Send
 
-from recsys_server.observability import ServiceMetrics
-from recsys_server.problems import (
+from recsys_server.api.problems import (
     ContentTooLarge,
     Forbidden,
     NotReady,
     RateLimited,
     Unauthorized,
 )
+from recsys_server.observability import ServiceMetrics
 from recsys_server.ratelimit import KeyRateLimiter
 from recsys_server.security import same_secret
 from recsys_server.settings import Settings

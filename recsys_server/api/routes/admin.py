@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response
 
 from recsys_server import __version__
 from recsys_server.api.deps import AdminDep, AdminRoute, MetricsDep, RegistryDep, WorldDep
-from recsys_server.problems import (
+from recsys_server.api.problems import (
     Conflict,
     ContentTooLarge,
     Forbidden,

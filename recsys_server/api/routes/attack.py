@@ -12,7 +12,7 @@ from recsys_server.api.deps import (
     authenticate_attacker,
     fast_path_route,
 )
-from recsys_server.problems import (
+from recsys_server.api.problems import (
     Conflict,
     ContentTooLarge,
     InvalidRequest,
