@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-import recsys_server.worlds as worlds_module
+import recsys_server.worlds.attacks as attacks_module
 from recsys_server.detection.features import Profiles
 from recsys_server.detection.service import Detection
 from recsys_server.graph import InteractionGraph
@@ -156,13 +156,13 @@ async def test_a_quarantined_injection_costs_the_refresh_an_accepted_one_does(
     """Both verdicts run the same refreshes (the shadow's and the defended state's), so
     an injection's answer time does not tell the attacker it was quarantined."""
     refreshes: list[int] = []
-    real_with_user = worlds_module._with_user
+    real_with_user = attacks_module.with_user
 
     def counted(state: ServingState, items: list[int]) -> tuple[ServingState, int]:
         refreshes.append(len(items))
         return real_with_user(state, items)
 
-    monkeypatch.setattr(worlds_module, "_with_user", counted)
+    monkeypatch.setattr(attacks_module, "with_user", counted)
     verdicts = []
     async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
         world, key = await world_of(client, defence="degree")

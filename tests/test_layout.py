@@ -18,7 +18,7 @@ FORBIDDEN = {
 }
 # the domain knows nothing of HTTP: the API edge maps its errors to problems
 DOMAIN = (
-    "recsys_server/worlds.py",
+    "recsys_server/worlds",
     "recsys_server/errors.py",
     "recsys_server/ledger.py",
     "recsys_server/detection",
