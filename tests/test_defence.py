@@ -4,12 +4,15 @@ kept out of the recommender; a restarted server quarantines the same."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+import recsys_server.detection.detectors as detectors_module
 import recsys_server.worlds.attacks as attacks_module
 from recsys_server.detection.features import Profiles
 from recsys_server.detection.service import Detection
@@ -173,3 +176,46 @@ async def test_a_quarantined_injection_costs_the_refresh_an_accepted_one_does(
             url = f"/admin/worlds/{world['world_id']}/injections"
             verdicts.append((await client.get(url, headers=ADMIN)).json()[-1]["quarantined"])
     assert any(verdicts) and not all(verdicts)  # both verdicts were exercised
+
+
+async def test_a_default_threshold_is_recorded_and_outlives_a_change_of_the_default(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A world created without a threshold keeps the one in force at its creation: after a
+    restart under code whose default moved, it states and screens with the same."""
+    settings = settings_for(artifact, tmp_path / "ledger.db")
+    async with serving(settings) as client:
+        world, key = await world_of(client, defence="degree")
+        created = world["defence_threshold"]
+    monkeypatch.setattr(detectors_module, "FALSE_ALARM", 0.5)  # the code's default moves
+    batch = profiles()
+    async with serving(settings) as client:
+        moved, _ = await world_of(client, defence="degree")
+        assert moved["defence_threshold"] < created  # the default did move
+        usage = await client.get(f"/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
+        assert usage.json()["defence_threshold"] == created
+        await inject_all(client, key, batch)
+        export = await client.get(f"/admin/worlds/{world['world_id']}/injections", headers=ADMIN)
+        verdicts = [p["quarantined"] for p in export.json()]
+    detection = Detection(InteractionGraph(DATA.train, DATA.n_users, DATA.n_items))
+    scores = detection.detector("degree")[0].score(Profiles.of(batch))
+    assert verdicts == (scores > created).tolist()
+    assert verdicts != (scores > moved["defence_threshold"]).tolist()  # the two tell apart
+
+
+async def test_a_world_recorded_without_its_threshold_keeps_the_default_of_its_first_restore(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger written before thresholds were recorded: the first restore records the
+    default then in force, and a later default does not change it."""
+    settings = settings_for(artifact, tmp_path / "ledger.db")
+    async with serving(settings) as client:
+        world, _ = await world_of(client, defence="degree")
+    with closing(sqlite3.connect(settings.ledger_path)) as db, db:
+        db.execute("UPDATE worlds SET defence_threshold = NULL")  # as older versions wrote
+    async with serving(settings):
+        pass  # the restore records the default
+    monkeypatch.setattr(detectors_module, "FALSE_ALARM", 0.5)  # the code's default moves
+    async with serving(settings) as client:
+        usage = await client.get(f"/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
+        assert usage.json()["defence_threshold"] == world["defence_threshold"]

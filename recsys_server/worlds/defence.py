@@ -25,24 +25,22 @@ class Defences:
     def close(self) -> None:
         self._detector.shutdown(wait=True)
 
-    async def prepare(self, name: DetectorName) -> None:
-        """Fit the detector now if it is not yet (a defence's threshold is then known)."""
-        await run_on(self._detector, self.detection.detector, name)
+    async def prepare(self, name: DetectorName) -> float:
+        """Fit the detector if it is not yet, on this piece's thread (a fit holds up no
+        other detector's users); its default threshold."""
+        return await run_on(self._detector, self.default_threshold, name)
 
-    def threshold_of(self, world: World) -> float | None:
-        """The defence's threshold in force (None without a defence). A restored world's
-        detector is fitted here if it was not yet (the replay's, on the loading thread)."""
-        if world.defence == "none" or world.defence_threshold is not None:
-            return world.defence_threshold
-        return self.detection.detector(world.defence)[0].threshold  # type: ignore[arg-type]
+    def default_threshold(self, name: DetectorName) -> float:
+        """The detector's own threshold (fitted first if it is not yet: seconds)."""
+        return self.detection.detector(name)[0].threshold
 
     def flags(self, world: World, items: list[int]) -> bool:
         """Whether the world's defence quarantines this profile (its score is above the
-        threshold). Runs on the refresh thread: a defence's first use fits its detector."""
+        world's threshold). Runs on the refresh thread; the detector was fitted when the
+        world was created or restored."""
         detector, _ = self.detection.detector(world.defence)  # type: ignore[arg-type]
-        score = float(detector.score(Profiles.of([items]))[0])
-        threshold = self.threshold_of(world)
-        return threshold is not None and score > threshold
+        assert world.defence_threshold is not None  # set for every defended world
+        return float(detector.score(Profiles.of([items]))[0]) > world.defence_threshold
 
     async def detect(self, world: World, request: DetectRequest) -> DetectionReport:
         """Run a shilling detector over the world's real and injected users (the ledger's

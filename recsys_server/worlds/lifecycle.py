@@ -4,6 +4,7 @@ when the service starts."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterator
 
@@ -25,6 +26,8 @@ from shared.schemas import (
     WorldCreated,
     WorldUsage,
 )
+
+log = logging.getLogger("recsys_server")
 
 
 class Worlds:
@@ -69,19 +72,22 @@ class Worlds:
 
     async def create(self, request: CreateWorldRequest) -> WorldCreated:
         """A new world; a defence's detector is fitted first (once per detector: seconds
-        on the real pairs, off the event loop), so its threshold can be stated."""
+        on the real pairs, off the event loop). The threshold in force, the stated one or
+        else the detector's default, is recorded: a restart, or a later version whose
+        default differs, screens the world's injections at the same threshold."""
         pool = self.data.pretend_pool
         if request.n_pretend_users > len(pool):
             raise PretendPoolTooSmall(
                 f"n_pretend_users is {request.n_pretend_users}, but the pretend-user pool "
                 f"holds {len(pool)} users"
             )
-        if request.defence != "none":
-            await self.defences.prepare(request.defence)
+        defence, threshold = request.defence, request.defence_threshold
+        if defence != "none":
+            default = await self.defences.prepare(defence)
+            threshold = default if threshold is None else threshold
         rng = np.random.default_rng(request.seed)
         pretend = sorted(int(u) for u in rng.choice(pool, request.n_pretend_users, replace=False))
         world_id, key = "w_" + secrets.token_hex(8), new_api_key()
-        defence, threshold = request.defence, request.defence_threshold
         self.ledger.create_world(
             world_id, hash_key(key), pretend, request.budgets, defence, threshold
         )
@@ -93,7 +99,7 @@ class Worlds:
             pretend_users=pretend,
             budgets=request.budgets,
             defence=defence,
-            defence_threshold=self.defences.threshold_of(world),
+            defence_threshold=world.defence_threshold,
         )
 
     async def delete(self, world: World) -> None:
@@ -145,7 +151,7 @@ class Worlds:
             injected_users=len(world.state.graph.injected_users),
             embedding_epoch=world.embedding_epoch,
             defence=world.defence,
-            defence_threshold=self.defences.threshold_of(world),
+            defence_threshold=world.defence_threshold,
             quarantined=world.quarantined,
         )
 
@@ -169,15 +175,16 @@ class Worlds:
             self._restore(record)
 
     def _restore(self, record: WorldRecord) -> None:
-        world = self._new_world(
-            record.world_id,
-            record.key_hash,
-            record.pretend_users,
-            record.defence,
-            record.defence_threshold,
-        )
+        threshold = record.defence_threshold
         if record.defence != "none":  # fitted while loading, not on a first request
-            self.defences.detection.detector(record.defence)  # type: ignore[arg-type]
+            default = self.defences.default_threshold(record.defence)  # type: ignore[arg-type]
+            if threshold is None:  # a ledger written before thresholds were recorded
+                threshold = default
+                self.ledger.record_defence_threshold(record.world_id, threshold)
+                log.info("world %s: defence threshold %s recorded", record.world_id, threshold)
+        world = self._new_world(
+            record.world_id, record.key_hash, record.pretend_users, record.defence, threshold
+        )
         retrains = self.ledger.retrains(record.world_id)
         injections = self.ledger.injections(record.world_id)
         for position, injection in enumerate(injections):

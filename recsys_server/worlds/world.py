@@ -51,6 +51,8 @@ class World:
     # so a quarantined injection is answered exactly like an accepted one; ``state``
     # holds the accepted ones only and answers the pretend users and evaluations
     defence: str = "none"
+    # flagged: a score above it; the creator's or the detector's default at creation
+    # (recorded in the ledger, so it stays); None without a defence
     defence_threshold: float | None = None
     shadow: ServingState | None = None
     quarantined: int = 0
