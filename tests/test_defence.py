@@ -4,7 +4,9 @@ kept out of the recommender; a restarted server quarantines the same."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from contextlib import closing
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import numpy as np
 import pytest
 
 import recsys_server.detection.detectors as detectors_module
+import recsys_server.detection.service as detection_service
 import recsys_server.worlds.attacks as attacks_module
+from recsys_server.detection.detectors import Detector
 from recsys_server.detection.features import Profiles
 from recsys_server.detection.service import Detection
 from recsys_server.graph import InteractionGraph
@@ -201,6 +205,44 @@ async def test_a_default_threshold_is_recorded_and_outlives_a_change_of_the_defa
     scores = detection.detector("degree")[0].score(Profiles.of(batch))
     assert verdicts == (scores > created).tolist()
     assert verdicts != (scores > moved["defence_threshold"]).tolist()  # the two tell apart
+
+
+async def test_fitting_a_detector_holds_up_no_other_world(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit takes seconds on the real pairs: while a new world's detector is fitted, a
+    defended world's injections, top-k and usage are answered (nothing waits for the fit
+    on a shared lock, a shared thread or the event loop)."""
+    fit_started, release = threading.Event(), threading.Event()
+    real_fitted = detection_service.fitted
+
+    def held_fit(name: str, *args: object) -> Detector:
+        if name == "pca":
+            fit_started.set()
+            release.wait()
+        return real_fitted(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(detection_service, "fitted", held_fit)
+    # only ends a fit that something waits for (a pass never needs it): the requests
+    # below then answer after the release, and the test fails instead of hanging
+    deadline = threading.Timer(60, release.set)
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, key = await world_of(client, defence="degree")
+        creating = asyncio.create_task(
+            client.post("/admin/worlds", json={"seed": 2, "defence": "pca"}, headers=ADMIN)
+        )
+        deadline.start()
+        try:
+            assert await asyncio.to_thread(fit_started.wait, 60)
+            answers = await inject_all(client, key, profiles()[:2])
+            await tops(client, key, [answers[0]["user_id"], world["pretend_users"][0]])
+            usage = await client.get(f"/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
+            assert usage.status_code == 200
+            assert not release.is_set()  # all answered while the fit was under way
+        finally:
+            release.set()
+            deadline.cancel()
+        assert (await creating).status_code == 201
 
 
 async def test_a_world_recorded_without_its_threshold_keeps_the_default_of_its_first_restore(
