@@ -70,10 +70,6 @@ ADDED_COLUMNS = (
     ("worlds", "defence_threshold", "REAL"),
     ("injections", "quarantined", "INTEGER NOT NULL DEFAULT 0"),
 )
-# the schema moves forward only (docs/service.md, "Ledger"): 1 the first ledgers, 2 with
-# the defence columns; recorded in ``meta``, so a version refuses a ledger of a later one
-# (an older version cannot read the later columns, and would ignore a world's defence)
-SCHEMA_VERSION = 2
 
 
 class LedgerError(CopyAttackError):
@@ -132,14 +128,10 @@ class Ledger:
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
-            _refuse_a_later_schema(self._db, path)
             for table, column, kind in ADDED_COLUMNS:
                 present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
                 if column not in present:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{path}: not a usable SQLite ledger ({exc})") from None
         row = self._db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
@@ -319,16 +311,6 @@ class Ledger:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-
-
-def _refuse_a_later_schema(db: sqlite3.Connection, path: Path) -> None:
-    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is not None and int(row[0]) > SCHEMA_VERSION:
-        raise LedgerError(
-            f"{path} has ledger schema {row[0]}, written by a later version; this version "
-            f"reads schema {SCHEMA_VERSION} and older. Serve it with that version, or "
-            "restore the copy of the ledger taken before the upgrade"
-        )
 
 
 def _world_record(row: tuple) -> WorldRecord:
