@@ -1,5 +1,5 @@
 """Does an injection get slower as its world grows? The service's injection step (fork the
-world's installed state, add one user to the fork: ``recsys_server.worlds._with_user``)
+world's installed state, add one user to the fork: ``recsys_server.worlds.world.with_user``)
 timed on a world of 1 injection and on a world of 100, in one run, on one compute thread
 as the server's default.
 

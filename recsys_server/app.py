@@ -21,11 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from recsys_server import __version__
+from recsys_server.api.problems import PROBLEM_JSON, LedgerUnavailable, ServiceProblem, problem_of
 from recsys_server.api.routes import admin, attack, ops
 from recsys_server.artifact import ModelArtifact
+from recsys_server.errors import WorldError
 from recsys_server.ledger import Ledger
 from recsys_server.observability import MetricsMiddleware, ServiceMetrics
-from recsys_server.problems import PROBLEM_JSON, LedgerUnavailable, ServiceProblem
 from recsys_server.ratelimit import KeyRateLimiter
 from recsys_server.settings import Settings
 from recsys_server.worlds import WorldRegistry
@@ -137,6 +138,11 @@ def _add_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceProblem)
     async def service_problem(request: Request, exc: ServiceProblem) -> JSONResponse:
         return _problem_response(request, exc.problem(), exc.headers)
+
+    @app.exception_handler(WorldError)
+    async def refused(request: Request, exc: WorldError) -> JSONResponse:
+        problem = problem_of(exc)
+        return _problem_response(request, problem.problem(), problem.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

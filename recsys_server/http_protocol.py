@@ -23,7 +23,7 @@ import h11
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE  # as uvicorn imports it
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from recsys_server.problems import PROBLEM_JSON
+from recsys_server.api.problems import PROBLEM_JSON
 from shared.schemas import Problem
 
 # what a client branches on; titles say what happened in words

@@ -85,7 +85,9 @@ class WorldRecord:
     used: Counts
     total: Counts
     defence: str = "none"  # the detector that screens injections (recsys_server.detection)
-    defence_threshold: float | None = None  # None: the detector's own
+    # the threshold in force; None without a defence, or in a ledger written before
+    # thresholds were recorded (the restore records the detector's default then)
+    defence_threshold: float | None = None
 
     def remaining(self) -> Counts:
         return Counts(
@@ -170,6 +172,11 @@ class Ledger:
                 defence,
                 defence_threshold,
             ),
+        )
+
+    def record_defence_threshold(self, world_id: str, threshold: float) -> None:
+        self._db.execute(
+            "UPDATE worlds SET defence_threshold = ? WHERE world_id = ?", (threshold, world_id)
         )
 
     def delete_world(self, world_id: str) -> None:

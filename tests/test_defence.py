@@ -4,13 +4,20 @@ kept out of the recommender; a restarted server quarantines the same."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import threading
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-import recsys_server.worlds as worlds_module
+import recsys_server.detection.detectors as detectors_module
+import recsys_server.detection.service as detection_service
+import recsys_server.worlds.attacks as attacks_module
+from recsys_server.detection.detectors import Detector
 from recsys_server.detection.features import Profiles
 from recsys_server.detection.service import Detection
 from recsys_server.graph import InteractionGraph
@@ -156,13 +163,13 @@ async def test_a_quarantined_injection_costs_the_refresh_an_accepted_one_does(
     """Both verdicts run the same refreshes (the shadow's and the defended state's), so
     an injection's answer time does not tell the attacker it was quarantined."""
     refreshes: list[int] = []
-    real_with_user = worlds_module._with_user
+    real_with_user = attacks_module.with_user
 
     def counted(state: ServingState, items: list[int]) -> tuple[ServingState, int]:
         refreshes.append(len(items))
         return real_with_user(state, items)
 
-    monkeypatch.setattr(worlds_module, "_with_user", counted)
+    monkeypatch.setattr(attacks_module, "with_user", counted)
     verdicts = []
     async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
         world, key = await world_of(client, defence="degree")
@@ -173,3 +180,84 @@ async def test_a_quarantined_injection_costs_the_refresh_an_accepted_one_does(
             url = f"/admin/worlds/{world['world_id']}/injections"
             verdicts.append((await client.get(url, headers=ADMIN)).json()[-1]["quarantined"])
     assert any(verdicts) and not all(verdicts)  # both verdicts were exercised
+
+
+async def test_a_default_threshold_is_recorded_and_outlives_a_change_of_the_default(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A world created without a threshold keeps the one in force at its creation: after a
+    restart under code whose default moved, it states and screens with the same."""
+    settings = settings_for(artifact, tmp_path / "ledger.db")
+    async with serving(settings) as client:
+        world, key = await world_of(client, defence="degree")
+        created = world["defence_threshold"]
+    monkeypatch.setattr(detectors_module, "FALSE_ALARM", 0.5)  # the code's default moves
+    batch = profiles()
+    async with serving(settings) as client:
+        moved, _ = await world_of(client, defence="degree")
+        assert moved["defence_threshold"] < created  # the default did move
+        usage = await client.get(f"/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
+        assert usage.json()["defence_threshold"] == created
+        await inject_all(client, key, batch)
+        export = await client.get(f"/admin/worlds/{world['world_id']}/injections", headers=ADMIN)
+        verdicts = [p["quarantined"] for p in export.json()]
+    detection = Detection(InteractionGraph(DATA.train, DATA.n_users, DATA.n_items))
+    scores = detection.detector("degree")[0].score(Profiles.of(batch))
+    assert verdicts == (scores > created).tolist()
+    assert verdicts != (scores > moved["defence_threshold"]).tolist()  # the two tell apart
+
+
+async def test_fitting_a_detector_holds_up_no_other_world(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit takes seconds on the real pairs: while a new world's detector is fitted, a
+    defended world's injections, top-k and usage are answered (nothing waits for the fit
+    on a shared lock, a shared thread or the event loop)."""
+    fit_started, release = threading.Event(), threading.Event()
+    real_fitted = detection_service.fitted
+
+    def held_fit(name: str, *args: object) -> Detector:
+        if name == "pca":
+            fit_started.set()
+            release.wait()
+        return real_fitted(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(detection_service, "fitted", held_fit)
+    # only ends a fit that something waits for (a pass never needs it): the requests
+    # below then answer after the release, and the test fails instead of hanging
+    deadline = threading.Timer(60, release.set)
+    async with serving(settings_for(artifact, tmp_path / "ledger.db")) as client:
+        world, key = await world_of(client, defence="degree")
+        creating = asyncio.create_task(
+            client.post("/admin/worlds", json={"seed": 2, "defence": "pca"}, headers=ADMIN)
+        )
+        deadline.start()
+        try:
+            assert await asyncio.to_thread(fit_started.wait, 60)
+            answers = await inject_all(client, key, profiles()[:2])
+            await tops(client, key, [answers[0]["user_id"], world["pretend_users"][0]])
+            usage = await client.get(f"/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
+            assert usage.status_code == 200
+            assert not release.is_set()  # all answered while the fit was under way
+        finally:
+            release.set()
+            deadline.cancel()
+        assert (await creating).status_code == 201
+
+
+async def test_a_world_recorded_without_its_threshold_keeps_the_default_of_its_first_restore(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger written before thresholds were recorded: the first restore records the
+    default then in force, and a later default does not change it."""
+    settings = settings_for(artifact, tmp_path / "ledger.db")
+    async with serving(settings) as client:
+        world, _ = await world_of(client, defence="degree")
+    with closing(sqlite3.connect(settings.ledger_path)) as db, db:
+        db.execute("UPDATE worlds SET defence_threshold = NULL")  # as older versions wrote
+    async with serving(settings):
+        pass  # the restore records the default
+    monkeypatch.setattr(detectors_module, "FALSE_ALARM", 0.5)  # the code's default moves
+    async with serving(settings) as client:
+        usage = await client.get(f"/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
+        assert usage.json()["defence_threshold"] == world["defence_threshold"]

@@ -16,6 +16,14 @@ FORBIDDEN = {
     "attacker_client": ("recsys_server",),
     "recsys_server": ("attacker_client",),
 }
+# the domain knows nothing of HTTP: the API edge maps its errors to problems
+DOMAIN = (
+    "recsys_server/worlds",
+    "recsys_server/errors.py",
+    "recsys_server/ledger.py",
+    "recsys_server/detection",
+)
+HTTP = ("fastapi", "starlette", "recsys_server.api")
 MODULE_NAME = re.compile(r"^(?:recsys_server|attacker_client)(?:\.\w+)+$")
 
 
@@ -46,6 +54,18 @@ def test_each_package_imports_only_what_its_side_may() -> None:
         for path in (ROOT / package).rglob("*.py"):
             for name in _imports(ast.parse(path.read_text())):
                 if name.split(".")[0] in forbidden:
+                    offenders.append(f"{path.relative_to(ROOT)}: {name}")
+    assert offenders == []
+
+
+def test_the_domain_imports_nothing_of_http() -> None:
+    offenders = []
+    for part in DOMAIN:
+        root = ROOT / part
+        assert root.exists(), part  # a moved module would silently leave the rule
+        for path in [root] if root.is_file() else root.rglob("*.py"):
+            for name in _imports(ast.parse(path.read_text())):
+                if any(name == http or name.startswith(http + ".") for http in HTTP):
                     offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert offenders == []
 

@@ -17,14 +17,14 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import Receive, Scope, Send
 
-from recsys_server.observability import ServiceMetrics
-from recsys_server.problems import (
+from recsys_server.api.problems import (
     ContentTooLarge,
     Forbidden,
     NotReady,
     RateLimited,
     Unauthorized,
 )
+from recsys_server.observability import ServiceMetrics
 from recsys_server.ratelimit import KeyRateLimiter
 from recsys_server.security import same_secret
 from recsys_server.settings import Settings
@@ -76,7 +76,7 @@ async def authenticate_attacker(request: Request, key: str | None) -> Attacker:
     registry = await get_registry(request)
     if not key:
         raise Unauthorized("send a world's API key in the X-API-Key header")
-    world = registry.world_for_key(key)
+    world = registry.worlds.for_key(key)
     if world is None:
         raise Unauthorized("unknown API key")
     limiter: KeyRateLimiter = request.app.state.limiter
@@ -107,7 +107,7 @@ async def require_admin(request: Request, bearer: Bearer) -> None:
     if token is not None and same_secret(token, settings.admin_token.get_secret_value()):
         return
     key = request.headers.get(api_key_header.model.name)
-    if any(k and registry.world_for_key(k) is not None for k in (token, key)):
+    if any(k and registry.worlds.for_key(k) is not None for k in (token, key)):
         raise Forbidden("an attacker key cannot reach /admin")
     raise Unauthorized("send the admin token as 'Authorization: Bearer <token>'", "Bearer")
 
@@ -117,7 +117,7 @@ AdminDep = Depends(require_admin)
 
 
 async def admin_world(world_id: str, registry: RegistryDep) -> World:
-    return registry.get(world_id)
+    return registry.worlds.get(world_id)
 
 
 WorldDep = Annotated[World, Depends(admin_world)]

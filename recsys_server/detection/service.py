@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
-from recsys_server.detection.detectors import Detector, fitted
+from recsys_server.detection.detectors import DETECTORS, Detector, fitted
 from recsys_server.detection.features import Profiles, distribution_distances
 from recsys_server.graph import InteractionGraph
 from shared.fake_profiles import PlatformStats
@@ -26,12 +26,14 @@ class Detection:
         self.stats = PlatformStats(self.real.lengths, graph.train_degree.copy())
         self.seed = seed
         self._detectors: dict[str, tuple[Detector, np.ndarray]] = {}
-        self._lock = threading.Lock()  # one fit per detector, whichever thread asks first
+        # one fit per detector, whichever thread asks first; a lock per detector, so a fit
+        # (seconds on the real pairs) holds up only those waiting for that same detector
+        self._fitting = {name: threading.Lock() for name in DETECTORS}
 
     def detector(self, name: DetectorName) -> tuple[Detector, np.ndarray]:
         """The fitted detector and its scores of the real users (out of bag for the
         supervised one: see :meth:`Detector.real_scores`)."""
-        with self._lock:
+        with self._fitting[name]:
             if name not in self._detectors:
                 detector = fitted(name, self.real, self.stats, self.seed)
                 self._detectors[name] = detector, detector.real_scores(self.real)

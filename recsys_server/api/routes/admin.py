@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response
 
 from recsys_server import __version__
 from recsys_server.api.deps import AdminDep, AdminRoute, MetricsDep, RegistryDep, WorldDep
-from recsys_server.problems import (
+from recsys_server.api.problems import (
     Conflict,
     ContentTooLarge,
     Forbidden,
@@ -70,19 +70,19 @@ async def create_world(
     body: CreateWorldRequest, registry: RegistryDep, metrics: MetricsDep
 ) -> WorldCreated:
     """A new world: its key (shown once), its pretend users, its budgets, its defence."""
-    created = await registry.create(body)
+    created = await registry.worlds.create(body)
     metrics.worlds.set(registry.n_worlds)
     return created
 
 
 @router.get("/worlds", responses=problem_responses(InvalidRequest))
 async def list_worlds(registry: RegistryDep) -> list[WorldUsage]:
-    return [registry.usage(registry.get(world_id)) for world_id in registry.world_ids()]
+    return [registry.worlds.usage(world) for world in registry.worlds]
 
 
 @router.get("/worlds/{world_id}/usage", responses=WORLD_PROBLEMS)
 async def world_usage(world: WorldDep, registry: RegistryDep) -> WorldUsage:
-    return registry.usage(world)
+    return registry.worlds.usage(world)
 
 
 @router.post("/worlds/{world_id}/reset", responses=WORLD_BODY_PROBLEMS)
@@ -90,7 +90,7 @@ async def reset_world(
     world: WorldDep, registry: RegistryDep, body: ResetRequest | None = None
 ) -> WorldUsage:
     """Drop the world's injections; its pretend users and key stay."""
-    return await registry.reset(world, (body or ResetRequest()).restore_budgets)
+    return await registry.worlds.reset(world, (body or ResetRequest()).restore_budgets)
 
 
 @router.post(
@@ -104,7 +104,7 @@ async def retrain_world(
     """Scheduled retraining (the second threat model) as a job: fine-tune the model on the
     world's polluted graph; once the job succeeded the world serves the tuned model. The
     fine-tune takes seconds to minutes: poll the job (its URL is in ``Location``)."""
-    job = registry.start_retrain(world, (body or RetrainRequest()).epochs)
+    job = registry.retrains.start(world, (body or RetrainRequest()).epochs)
     response.headers["Location"] = f"/admin/worlds/{world.world_id}/retrain/{job.job_id}"
     return job
 
@@ -115,7 +115,7 @@ JobId = Annotated[str, Path(description="A retrain job of the world.")]
 @router.get("/worlds/{world_id}/retrain/{job_id}", responses=problem_responses(NotFound))
 async def retrain_job(world: WorldDep, registry: RegistryDep, job_id: JobId) -> RetrainJob:
     """The job's status: queued, running, then succeeded, failed or cancelled."""
-    return registry.retrain_job(world, job_id).view
+    return registry.retrains.job(world, job_id).view
 
 
 @router.delete(
@@ -124,12 +124,12 @@ async def retrain_job(world: WorldDep, registry: RegistryDep, job_id: JobId) -> 
 async def cancel_retrain(world: WorldDep, registry: RegistryDep, job_id: JobId) -> RetrainJob:
     """Cancel a queued or running job; answers once it has stopped (a running fine-tune
     stops at its next training batch), the world keeping the model it had."""
-    return await registry.cancel_retrain(registry.retrain_job(world, job_id))
+    return await registry.retrains.cancel(registry.retrains.job(world, job_id))
 
 
 @router.delete("/worlds/{world_id}", status_code=204, responses=WORLD_PROBLEMS)
 async def delete_world(world: WorldDep, registry: RegistryDep, metrics: MetricsDep) -> Response:
-    await registry.delete(world)
+    await registry.worlds.delete(world)
     metrics.worlds.set(registry.n_worlds)
     return Response(status_code=204)
 
@@ -137,7 +137,7 @@ async def delete_world(world: WorldDep, registry: RegistryDep, metrics: MetricsD
 @router.get("/worlds/{world_id}/injections", responses=WORLD_PROBLEMS)
 async def export_injections(world: WorldDep, registry: RegistryDep) -> list[InjectedProfile]:
     """Every injected profile of the world, in injection order."""
-    return registry.export(world)
+    return registry.worlds.export(world)
 
 
 @router.post("/worlds/{world_id}/evaluate", responses=WORLD_BODY_PROBLEMS)
@@ -147,7 +147,7 @@ async def evaluate_world(
     """HR@K and NDCG@K (K = 5, 10, 20) of each target over the evaluation users (never
     pretend users), under the requested protocols (default both), clean model vs this
     world on the same samples."""
-    return await registry.evaluate(world, body.target_items, body.protocol_set())
+    return await registry.evaluation.evaluate(world, body.target_items, body.protocol_set())
 
 
 @router.post("/worlds/{world_id}/detect", responses=WORLD_BODY_PROBLEMS)
@@ -158,4 +158,4 @@ async def detect_in_world(
     score and flag, and precision, recall, F1 and ROC-AUC against the ledger's record of
     which users were injected. The first call of a detector fits it on the clean
     training graph (seconds on the real pairs), later ones reuse it."""
-    return await registry.detect(world, body)
+    return await registry.defences.detect(world, body)

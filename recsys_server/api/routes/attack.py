@@ -12,7 +12,7 @@ from recsys_server.api.deps import (
     authenticate_attacker,
     fast_path_route,
 )
-from recsys_server.problems import (
+from recsys_server.api.problems import (
     Conflict,
     ContentTooLarge,
     InvalidRequest,
@@ -61,7 +61,7 @@ def attacker_router(max_k: int) -> APIRouter:
     ) -> InjectUserResponse:
         """Inject a user holding ``items`` (oldest first). The incremental refresh runs
         before the answer, so the next ``/topk`` already sees the new user."""
-        return await attacker.registry.inject(attacker.world, body.items, idempotency_key)
+        return await attacker.registry.attacks.inject(attacker.world, body.items, idempotency_key)
 
     async def topk(
         user_id: Annotated[int, Path(ge=0, le=MAX_USER_ID), DECIMAL_DIGITS],
@@ -70,7 +70,7 @@ def attacker_router(max_k: int) -> APIRouter:
     ) -> TopKResponse:
         """The ``k`` items the recommender ranks highest for the user, best first, among
         items the user does not have. One call is one query of the world's budget."""
-        items = attacker.registry.topk(attacker.world, user_id, k)
+        items = attacker.registry.attacks.topk(attacker.world, user_id, k)
         return TopKResponse(user_id=user_id, items=items)
 
     async def plain_topk(request: Request) -> Response | None:
@@ -88,7 +88,7 @@ def attacker_router(max_k: int) -> APIRouter:
         attacker = await authenticate_attacker(
             request, request.headers.get(api_key_header.model.name)
         )
-        items = attacker.registry.topk(attacker.world, user, k)
+        items = attacker.registry.attacks.topk(attacker.world, user, k)
         # the bytes FastAPI writes for TopKResponse (tests compare the two paths)
         body = json.dumps({"user_id": user, "items": items}, separators=(",", ":"))
         return Response(

@@ -8,7 +8,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recsys_server.api.deps import AdminDep, MetricsDep, RegistryDep
-from recsys_server.problems import Forbidden, NotReady, Unauthorized, problem_responses
+from recsys_server.api.problems import Forbidden, NotReady, Unauthorized, problem_responses
 
 router = APIRouter(tags=["operations"])
 

@@ -1,10 +1,12 @@
 """Every error the service answers with, as an RFC 9457 problem: its status, its ``type``
-(what clients branch on) and a detail that names what was wrong."""
+(what clients branch on) and a detail that names what was wrong; and the one mapping of
+the domain's errors (``recsys_server.errors``) to them."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from recsys_server import errors
 from shared.schemas import Problem
 
 PROBLEM_JSON = "application/problem+json"
@@ -92,6 +94,25 @@ class LedgerUnavailable(ServiceProblem):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"Retry-After": "1"})
+
+
+def problem_of(error: errors.WorldError) -> ServiceProblem:
+    """The problem a domain error is answered with; its message is the detail."""
+    detail = str(error)
+    match error:
+        case errors.KeyRevoked():  # to its attacker, a deleted world's key is unknown
+            return Unauthorized(detail)
+        case errors.WorldNotFound() | errors.UserNotFound() | errors.RetrainJobNotFound():
+            return NotFound(detail)
+        case errors.InvalidInput():
+            return InvalidRequest(detail)
+        case errors.BudgetExhausted():
+            return QuotaExceeded(detail)
+        case errors.RetrainQueueFull():
+            return TooManyJobs(detail, error.retry_after)
+        case errors.IdempotencyKeyReused() | errors.RetrainUnderWay() | errors.RetrainFinished():
+            return Conflict(detail)
+    raise TypeError(f"no problem for {type(error).__name__}")  # a new error left unmapped
 
 
 def problem_responses(*problems: type[ServiceProblem]) -> dict[int | str, dict[str, Any]]:
