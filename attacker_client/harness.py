@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from attacker_client._client import AsyncAdminClient, AsyncClient
 from attacker_client.attack import AttackContext, AttackMethod, require_scenario_of
-from attacker_client.baselines import random_attack, target_attack, without_attack
+from attacker_client.attack_baselines import random_attack, target_attack, without_attack
 from attacker_client.copyattack import CopyAttackArgs, copyattack
 from attacker_client.generated import GENERATED, generated_method, target_platform_stats
 from attacker_client.pretrain import PretrainedPolicy, copyattack_pretrained, load_policy
