@@ -1,7 +1,7 @@
-"""One source per setting: the options of ``copyattack experiment`` are generated from
-the settings they fill (ExperimentConfig, CopyAttackArgs, PretrainArgs), so every
-setting is reachable from the command line and its help shows the default the code
-uses."""
+"""One source per setting: the options of ``copyattack experiment`` and ``recsys-server
+serve`` are generated from the settings they fill (ExperimentConfig, CopyAttackArgs,
+PretrainArgs, the server's Settings), so every setting is reachable from the command
+line and its help shows the default the code uses."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ from attacker_client.cli import experiment_config
 from attacker_client.copyattack import CopyAttackArgs
 from attacker_client.harness import ExperimentConfig
 from attacker_client.pretrain import PretrainArgs
+from recsys_server.cli import SERVE_FLAGS
+from recsys_server.cli import build_parser as recsys_parser
+from recsys_server.settings import Settings
 from shared.options import add_options, from_options, option
 
 # ExperimentConfig's fields that a command sets itself rather than through an option of
@@ -157,6 +160,41 @@ def test_pretrain_options_are_pretrain_args_and_the_attack_args() -> None:
         built = from_options(cls, args)
         for name in _fields(cls):
             assert getattr(built, name) == expected[cls.__name__, name], name
+
+
+def test_every_server_setting_but_the_token_is_a_serve_option_with_its_default() -> None:
+    serve = _subparser(recsys_parser(), "serve")
+    actions = _actions(serve)
+    assert set(Settings.model_fields) - set(SERVE_FLAGS) == {"admin_token"}
+    assert SERVE_FLAGS["ledger_path"] == "--ledger"  # the option's name since before
+    for name, info in Settings.model_fields.items():
+        if name == "admin_token":
+            assert not any("token" in flag for flag in SERVE_FLAGS.values())
+            continue
+        action = actions[name]
+        assert action.option_strings == [SERVE_FLAGS[name]]
+        # unset, the option leaves the setting to its RECSYS_ variable
+        assert action.default is None
+        shown = _help_of(serve, action)
+        assert info.description and shown.startswith(info.description)
+        assert f"RECSYS_{name.upper()}" in shown
+        if info.default is not None and not info.is_required():
+            assert f"(default: {info.default}, or RECSYS_" in shown, shown
+
+
+def test_a_serve_option_reaches_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSYS_ADMIN_TOKEN", "x" * 16)
+    argv = ["serve", "--artifact", "m.pt", "--ledger", "l.db", "--ledger-synchronous", "FULL",
+            "--max-body-bytes", "5000", "--eval-seed", "3", "--max-retrain-jobs", "2"]  # fmt: skip
+    args = recsys_parser().parse_args(argv)
+    settings = Settings(**{name: getattr(args, name) for name in SERVE_FLAGS
+                           if getattr(args, name) is not None})  # fmt: skip
+    assert (settings.ledger_path, settings.ledger_synchronous, settings.max_body_bytes) == (
+        Path("l.db"),
+        "FULL",
+        5000,
+    )
+    assert (settings.eval_seed, settings.max_retrain_jobs, settings.port) == (3, 2, 8000)
 
 
 # --- the generator itself ----------------------------------------------------------------
