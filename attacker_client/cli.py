@@ -7,7 +7,7 @@
     copyattack experiment depth ... [--depths 1 2 3 4]          (Fig. 3)
     copyattack experiment popularity ... [--deciles 0 1 ... 9]  (Fig. 4)
     copyattack experiment pretrain --scenario DIR [--backend server|surrogate] [--server URL]
-        [--targets 40] [--validation-targets 10] [--min-holders N] [--passes 3] --out DIR
+        [--targets N] [--validation-targets N] [--min-holders N] [--passes N] --out DIR
     copyattack experiment table2 ... --methods ... CopyAttack-Amortised CopyAttack-Surrogate
         --amortised-policy DIR/policy-NNNN.pt --surrogate-policy DIR/policy-NNNN.pt
     copyattack experiment learning-curve --pretrained DIR [--baselines table2.json] ...
@@ -17,8 +17,10 @@
     copyattack experiment table2|depth|popularity|learning-curve ... --ray [auto|ADDRESS]
         --artifact MODEL.pt [--replicas N]     (the cells on server replicas on Ray)
 
-The admin token also comes from ``RECSYS_ADMIN_TOKEN``. A run writes table2.md/.csv/.json,
-budget_curve.csv/.png and cells.jsonl into ``--out``; run it again to resume.
+The experiments' options are the fields of ExperimentConfig, CopyAttackArgs and
+PretrainArgs (``--help`` shows each with its default). The admin token also comes from
+``RECSYS_ADMIN_TOKEN``. A run writes table2.md/.csv/.json, budget_curve.csv/.png and
+cells.jsonl into ``--out``; run it again to resume.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from attacker_client._exceptions import APIError
 from attacker_client.copyattack import CopyAttackArgs
@@ -44,15 +47,13 @@ from attacker_client.harness import (
     run_sweep,
     run_table2,
 )
-from attacker_client.methods import ALL_METHODS, METHODS
 from attacker_client.pretrain import PretrainArgs, run_pretrain
-from attacker_client.readiness import READY_TIMEOUT
 from attacker_client.results import CellResult, read_cells
 from attacker_client.stealth import STEALTH_METHODS, run_stealth
 from shared import cli as shared_cli
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
-from shared.profiles import WINDOW_SHARES
+from shared.options import add_options, from_options, positive
 from shared.schemas import DETECTOR_NAMES
 
 
@@ -82,9 +83,9 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--workdir", type=Path, default=DemoArgs.workdir, help="model cache")
     demo.add_argument("--out", type=Path, default=DemoArgs.out, help="tables and plots")
-    demo.add_argument("--targets", type=_positive, default=DemoArgs.targets,
+    demo.add_argument("--targets", type=positive, default=DemoArgs.targets,
                       help="cold target items")  # fmt: skip
-    demo.add_argument("--episodes", type=_positive, default=DemoArgs().attack.episodes,
+    demo.add_argument("--episodes", type=positive, default=DemoArgs().attack.episodes,
                       help="CopyAttack's training episodes")  # fmt: skip
     experiment = commands.add_parser("experiment", help="run the paper's experiments over HTTP")
     kinds = experiment.add_subparsers(
@@ -95,12 +96,9 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     stealth = kinds.add_parser(
         "stealth", help="attacks judged by the server's shilling detectors (issue 19)"
     )
-    _add_run_options(stealth, Path("results/stealth"))
-    stealth.set_defaults(methods=list(STEALTH_METHODS))
-    stealth.add_argument("--detectors", nargs="+", choices=DETECTOR_NAMES,
-                         default=list(DETECTOR_NAMES), help="run on each world")  # fmt: skip
-    stealth.add_argument("--defence", choices=("none", *DETECTOR_NAMES), default="none",
-                         help="every world defended by this detector (learners adapt)")  # fmt: skip
+    _add_run_options(stealth, Path("results/stealth"), methods=STEALTH_METHODS)
+    add_options(stealth, ExperimentConfig, only=("detectors", "defence"),
+                defaults={"detectors": DETECTOR_NAMES})  # fmt: skip
     stealth.add_argument("--undefended", type=Path, metavar="DIR",
                          help="with --defence: the same run without defence (its --out); "
                               "states the share of each attack's lift it kept")  # fmt: skip
@@ -118,37 +116,14 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
         "pretrain",
         help="train one policy across training targets (server or surrogate), with snapshots",
     )
-    _add_attack_options(pretrain)
+    add_options(pretrain, CopyAttackArgs)
     _add_server(pretrain, "base URL of the service (backend server)", required=False)
-    pretrain.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"),
-                          help="default: $RECSYS_ADMIN_TOKEN")  # fmt: skip
     pretrain.add_argument("--scenario", type=Path, required=True, help="the scenario folder")
     pretrain.add_argument("--out", type=Path, default=Path("results/pretrain"),
                           help="policy snapshots and pretrain.json")  # fmt: skip
     pretrain.add_argument("--cache-dir", type=Path, help="where the source MF is kept")
     pretrain.add_argument("--json", action="store_true", help="no progress; the summary as JSON")
-    defaults = PretrainArgs()
-    for name, help_text in (
-        ("backend", "server: worlds on the target; surrogate: offline, zero target queries"),
-        ("targets", "training targets, from the cold pool less the evaluated ones"),
-        ("validation_targets", "targets set aside (disjoint) for choosing settings"),
-        ("min_holders", "a training target is held by at least this many source users"),
-        ("passes", "passes over the training targets"),
-        ("group", "episodes per target per pass (their mean return is the baseline)"),
-        ("batch", "targets per policy update"),
-        ("snapshots", "policies saved evenly over training (the learning curve)"),
-        ("budget", "profiles per training episode"),
-        ("pretend_users", "pretend users per training world"),
-        ("seed", "seed of the split, the episodes and the policy"),
-    ):
-        default = getattr(defaults, name)
-        option = "--" + name.replace("_", "-")
-        if name == "backend":
-            pretrain.add_argument(
-                option, choices=("server", "surrogate"), default=default, help=help_text
-            )
-        else:
-            pretrain.add_argument(option, type=int, default=default, help=help_text)
+    add_options(pretrain, PretrainArgs)
     curve = kinds.add_parser(
         "learning-curve",
         help="Table 2 of each snapshot of a pretrained policy on the evaluated targets",
@@ -160,113 +135,39 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     )
 
 
-def _add_attack_options(parser: argparse.ArgumentParser) -> None:
-    """The learner's settings (CopyAttackArgs)."""
-    parser.add_argument(
-        "--episodes",
-        type=int,
-        default=CopyAttackArgs.episodes,
-        help="training episodes per target (pretrained: fine-tune episodes)",
-    )
-    parser.add_argument("--k", type=int, default=CopyAttackArgs.k, help="top-k of the reward")
-    parser.add_argument("--reward", choices=("hit", "rank"), default=CopyAttackArgs.reward,
-                        help="hit: the target in a top-k; rank: (k - position) / k")  # fmt: skip
-    parser.add_argument("--depth", type=int, default=CopyAttackArgs.depth,
-                        help="clustering tree depth")  # fmt: skip
-    parser.add_argument("--lr", type=float, default=CopyAttackArgs.lr, help="Adam step size")
-    parser.add_argument(
-        "--entropy",
-        type=float,
-        default=CopyAttackArgs.entropy,
-        help="weight of the policies' entropy bonus",
-    )
-    parser.add_argument(
-        "--crafting-prior",
-        type=float,
-        choices=WINDOW_SHARES,
-        metavar="SHARE",
-        help="the window share crafting starts preferring, of 0.1 .. 1.0 (default: uniform)",
-    )
-    parser.add_argument("--online", action="store_true", help="no world resets")
-
-
-def _attack_args(args: argparse.Namespace) -> CopyAttackArgs:
-    return CopyAttackArgs(
-        episodes=args.episodes,
-        k=args.k,
-        reward=args.reward,
-        depth=args.depth,
-        lr=args.lr,
-        entropy=args.entropy,
-        crafting_prior=args.crafting_prior,
-        online=args.online,
-    )
-
-
-def _add_wait_ready(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--wait-ready",
-        type=_seconds,
-        default=READY_TIMEOUT,
-        metavar="SECONDS",
-        help="wait this long for the server's /readyz (backoff, 0.5 s to 10 s)",
-    )
-
-
 # the service's base URL: the same variable for the CLI, the README's SDK example and the
 # notebook (compose sets it for the notebook)
 SERVER_VARIABLE = "COPYATTACK_SERVER"
+# ExperimentConfig's fields that are not an option of every command that runs cells:
+# the service (``_add_server``: from the environment, or Ray's replicas), the pretrained
+# policies (an option per kind), the swept decile (popularity --deciles), the progress bar
+# (stealth --json), the detectors and the defence (stealth's options)
+_NOT_RUN_OPTIONS = ("server", "admin_token", "ready_timeout", "policies", "decile", "progress",
+                    "detectors", "defence")  # fmt: skip
 
 
 def _add_server(parser: argparse.ArgumentParser, help_text: str, *, required: bool) -> None:
     default = os.environ.get(SERVER_VARIABLE) or None
     parser.add_argument("--server", default=default, required=required and default is None,
                         help=f"{help_text} (default: ${SERVER_VARIABLE})")  # fmt: skip
-    _add_wait_ready(parser)
-
-
-def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
-    _add_server(table2, "base URL of the recommender service (unless --ray)", required=False)
-    table2.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"),
+    parser.add_argument("--admin-token", default=os.environ.get("RECSYS_ADMIN_TOKEN"),
                         help="default: $RECSYS_ADMIN_TOKEN")  # fmt: skip
-    table2.add_argument("--scenario", type=Path, required=True, help="the scenario folder")
-    table2.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS),
-                        metavar="METHOD", help=f"of: {', '.join(ALL_METHODS)}")  # fmt: skip
-    table2.add_argument("--targets", type=int, default=50, help="cold target items")
-    table2.add_argument(
-        "--target-seed",
-        type=int,
-        default=0,
-        help="fewer targets than the scenario lists: the seed of their draw",
-    )
-    table2.add_argument("--seeds", type=int, nargs="+", default=[0], help="world seeds")
-    table2.add_argument("--budget", type=int, default=30, help="profiles per attack")
-    table2.add_argument("--pretend-users", type=int, default=50, help="per world")
-    table2.add_argument("--concurrency", type=int, default=4, help="worlds at once")
-    table2.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=ExperimentConfig.checkpoint_every,
-        help="evaluate the budget curve every this many profiles (the budget: only at the end)",
-    )
-    _add_attack_options(table2)
+    add_options(parser, ExperimentConfig, only=("ready_timeout",))
+
+
+def _add_run_options(parser: argparse.ArgumentParser, out: Path, **defaults: Any) -> None:
+    """The options of a command that runs cells: ExperimentConfig's, with the attack's
+    (``defaults``: this command's own)."""
+    _add_server(parser, "base URL of the recommender service (unless --ray)", required=False)
+    add_options(parser, ExperimentConfig, exclude=_NOT_RUN_OPTIONS,
+                defaults={"out": out, **defaults})  # fmt: skip
     for kind in ("amortised", "surrogate"):
-        table2.add_argument(
+        parser.add_argument(
             f"--{kind}-policy",
             type=Path,
             help=f"the saved policy of CopyAttack-{kind.title()}[+FT]",
         )
-    table2.add_argument(
-        "--threat-model",
-        choices=("frozen", "retrain"),
-        default="frozen",
-        help="retrain: fine-tune the model on the polluted graph before evaluating",
-    )
-    table2.add_argument("--out", type=Path, default=out, help="results (resumed)")
-    table2.add_argument(
-        "--cache-dir", type=Path, help="where the source MF is kept between runs (default: --out)"
-    )
-    cluster = table2.add_argument_group("on a Ray cluster (the extra: pip install -e '.[ray]')")
+    cluster = parser.add_argument_group("on a Ray cluster (the extra: pip install -e '.[ray]')")
     cluster.add_argument(
         "--ray",
         nargs="?",
@@ -280,24 +181,10 @@ def _add_run_options(table2: argparse.ArgumentParser, out: Path) -> None:
     )
     cluster.add_argument(
         "--replicas",
-        type=_positive,
+        type=positive,
         help="with --ray: server replicas, one actor and 1 CPU each (default: the cluster's CPUs); "
         "--concurrency worlds at once on each",
     )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {text}")
-    return value
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -334,22 +221,20 @@ def run_demo_command(args: argparse.Namespace) -> None:
 
 def run_pretrain_command(args: argparse.Namespace) -> int:
     try:
-        pretrain_args = PretrainArgs(
-            **{name: getattr(args, name) for name in PretrainArgs.__dataclass_fields__}
-        )
+        pretrain_args = from_options(PretrainArgs, args)
     except ValueError as exc:
         raise CopyAttackError(str(exc)) from None
     summary = asyncio.run(
         run_pretrain(
             args.scenario,
             args.out,
-            _attack_args(args),
+            from_options(CopyAttackArgs, args),
             pretrain_args,
             server=args.server,
             admin_token=args.admin_token,
             cache_dir=args.cache_dir,
             progress=not args.json,
-            ready_timeout=args.wait_ready,
+            ready_timeout=args.ready_timeout,
         )
     )
     if args.json:
@@ -400,28 +285,13 @@ def _undefended_cells(args: argparse.Namespace) -> list[CellResult] | None:
     return read_cells(cells)
 
 
-def _run_cells(
-    args: argparse.Namespace, server: str, admin_token: str, servers: Servers | None
-) -> int:
-    config = ExperimentConfig(
+def experiment_config(args: argparse.Namespace, server: str, admin_token: str) -> ExperimentConfig:
+    """The run's settings: its options, the service it runs on."""
+    return from_options(
+        ExperimentConfig,
+        args,
         server=server,
         admin_token=admin_token,
-        scenario=args.scenario,
-        out=args.out,
-        methods=tuple(args.methods),
-        targets=args.targets,
-        seeds=tuple(args.seeds),
-        budget=args.budget,
-        pretend_users=args.pretend_users,
-        concurrency=args.concurrency,
-        checkpoint_every=args.checkpoint_every,
-        threat_model=args.threat_model,
-        cache_dir=args.cache_dir,
-        attack=_attack_args(args),
-        target_seed=args.target_seed,
-        ready_timeout=args.wait_ready,
-        detectors=tuple(getattr(args, "detectors", ())),
-        defence=getattr(args, "defence", "none"),
         progress=not getattr(args, "json", False),
         policies={
             kind: path
@@ -429,6 +299,12 @@ def _run_cells(
             if (path := getattr(args, f"{kind}_policy")) is not None
         },
     )
+
+
+def _run_cells(
+    args: argparse.Namespace, server: str, admin_token: str, servers: Servers | None
+) -> int:
+    config = experiment_config(args, server, admin_token)
     if args.experiment_command == "learning-curve":
         rows = asyncio.run(run_learning_curve(config, args.pretrained, args.baselines, servers))
         print(f"wrote {args.out}/learning_curve.csv and .png ({len(rows)} snapshots)")

@@ -35,27 +35,41 @@ from torch import nn
 from attacker_client.attack import AttackContext
 from attacker_client.source_mf import SourceEmbeddings
 from attacker_client.tree import BalancedClusterTree
+from shared.options import option
 from shared.profiles import WINDOW_SHARES, crop_around_target
 
 
 @dataclass(frozen=True)
 class CopyAttackArgs:
-    episodes: int = 8  # training episodes before the final spend
-    query_every: int = 3  # injections between reward rounds (the paper)
-    k: int = 20  # top-k asked per pretend user (up to the server's max_k)
-    reward: Literal["hit", "rank"] = "hit"
-    depth: int = 3  # levels of the clustering tree (paper: 3 for Flixster, 6 for Netflix)
-    masking: bool = True
-    crafting: bool = True
-    hidden: int = 32
-    lr: float = 0.001
-    gamma: float = 0.6
-    online: bool = False
-    entropy: float = 0.0  # weight of an entropy bonus on the policies (0: the paper)
-    # the window share crafting starts preferring (None: uniform over W, the paper); the
-    # fixed-share baselines show whole profiles push hardest on some victims, and a
-    # uniform start spends the first episodes cutting profiles to half on average
-    crafting_prior: float | None = None
+    episodes: int = option(8, "training episodes per target (pretrained: fine-tune episodes)")
+    query_every: int = option(3, "injections between reward rounds")
+    k: int = option(20, "top-k of the reward, asked per pretend user (up to the server's max_k)")
+    reward: Literal["hit", "rank"] = option(
+        "hit", "hit: the target in a top-k; rank: (k - position) / k"
+    )
+    depth: int = option(
+        3, "clustering tree depth (paper: 3 for Flixster, 6 for Netflix; PolicyNetwork: 1)"
+    )
+    masking: bool = option(
+        True, "mask subtrees holding no profile with the target (the ablations set their own)"
+    )
+    crafting: bool = option(
+        True, "cut each copy to a learned window around the target (the ablations set their own)"
+    )
+    hidden: int = option(32, "hidden units of each policy MLP")
+    lr: float = option(0.001, "Adam step size")
+    gamma: float = option(0.6, "discount of the reward over query rounds")
+    online: bool = option(False, "no world resets")
+    entropy: float = option(0.0, "weight of the policies' entropy bonus (0: the paper)")
+    # None: uniform over W, the paper; the fixed-share baselines show whole profiles push
+    # hardest on some victims, and a uniform start spends the first episodes cutting
+    # profiles to half on average
+    crafting_prior: float | None = option(
+        None,
+        "the window share crafting starts preferring, of 0.1 .. 1.0 (default: uniform)",
+        choices=WINDOW_SHARES,
+        metavar="SHARE",
+    )
 
 
 # --- policies ---------------------------------------------------------------------------

@@ -34,7 +34,14 @@ from attacker_client.attack import AttackContext, require_scenario_of
 from attacker_client.copyattack import CopyAttackArgs
 from attacker_client.figures import summary_title
 from attacker_client.generated import GENERATED, target_platform_stats
-from attacker_client.methods import LEARNED, METHODS, PRETRAINED, PRETRAINED_NAME, method_of
+from attacker_client.methods import (
+    ALL_METHODS,
+    LEARNED,
+    METHODS,
+    PRETRAINED,
+    PRETRAINED_NAME,
+    method_of,
+)
 from attacker_client.pretrain import PretrainedPolicy, load_policy
 from attacker_client.readiness import READY_TIMEOUT, wait_until_ready
 from attacker_client.report import write_learning_curve, write_outputs, write_sweep
@@ -59,42 +66,60 @@ from attacker_client.tree import BalancedClusterTree
 from shared.errors import CopyAttackError
 from shared.fake_profiles import PlatformStats
 from shared.machine import machine
+from shared.options import option, seconds
 from shared.scenario import AttackerView, draw_targets, load_attacker_view, read_manifest
 from shared.schemas import PROTOCOLS, Defence, DetectorName, EvaluationReport, ModelInfo
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    server: str
-    admin_token: str
-    scenario: Path
-    out: Path
-    methods: tuple[str, ...] = METHODS
-    targets: int = 50  # cold target items, in the scenario's order
-    decile: int | None = None  # instead: the targets of this popularity decile (Fig. 4)
-    seeds: tuple[int, ...] = (0,)
-    budget: int = 30  # profiles per attack (the paper)
-    pretend_users: int = 50
-    concurrency: int = 4  # worlds at once
-    checkpoint_every: int = 5
+    server: str = option(help="base URL of the recommender service")
+    admin_token: str = option(help="bearer token of the /admin routes")
+    scenario: Path = option(help="the scenario folder")
+    out: Path = option(help="results (resumed)")
+    methods: tuple[str, ...] = option(
+        METHODS, f"of: {', '.join(ALL_METHODS)}", choices=ALL_METHODS, metavar="METHOD"
+    )
+    targets: int = option(50, "cold target items: a seeded draw from the scenario's list")
+    decile: int | None = option(None, "instead: the targets of this popularity decile (Fig. 4)")
+    seeds: tuple[int, ...] = option((0,), "world seeds")
+    budget: int = option(30, "profiles per attack (the paper)")
+    pretend_users: int = option(50, "per world")
+    concurrency: int = option(4, "worlds at once")
+    checkpoint_every: int = option(
+        5, "evaluate the budget curve every this many profiles (the budget: only at the end)"
+    )
     # "frozen": the paper's fixed model; "retrain": a scheduled fine-tune on the polluted
     # graph after the attack, evaluated after the retrain (no budget curve: one retrain
     # per cell). The retrain is a job on the server, started and polled until it
     # succeeded; a cell stopped meanwhile deletes its world, which cancels the job.
-    threat_model: Literal["frozen", "retrain"] = "frozen"
-    retrain_epochs: int = 3
+    threat_model: Literal["frozen", "retrain"] = option(
+        "frozen", "retrain: fine-tune the model on the polluted graph before evaluating"
+    )
+    retrain_epochs: int = option(3, "epochs of that fine-tune (--threat-model retrain)")
     attack: CopyAttackArgs = field(default_factory=CopyAttackArgs)
-    cache_dir: Path | None = None  # where the source MF is kept between runs (default: out)
+    cache_dir: Path | None = option(
+        None, "where the source MF is kept between runs (default: --out)"
+    )
     # the saved policies of the pretrained methods (copyattack experiment pretrain)
-    policies: dict[str, Path] = field(default_factory=dict)  # "amortised" / "surrogate"
-    target_seed: int = 0  # fewer targets than the scenario lists: a draw with this seed
-    ready_timeout: float = READY_TIMEOUT  # s: how long to wait for the server's /readyz
-    # shilling detectors the server runs on each cell's world before it is deleted
-    detectors: tuple[DetectorName, ...] = ()
-    # the server's defence of every world ("none", or a detector's name): a learner
-    # trained in a defended world learns from its defended model (the adaptive attacker)
-    defence: Defence = "none"
-    progress: bool = True  # a progress bar on the terminal
+    policies: dict[str, Path] = option(
+        help="the saved policy of each kind (amortised, surrogate)", factory=dict
+    )
+    target_seed: int = option(0, "fewer targets than the scenario lists: the seed of their draw")
+    ready_timeout: float = option(
+        READY_TIMEOUT,
+        "wait this long for the server's /readyz (backoff, 0.5 s to 10 s)",
+        flag="--wait-ready",
+        metavar="SECONDS",
+        parse=seconds,
+    )
+    detectors: tuple[DetectorName, ...] = option(
+        (), "shilling detectors the server runs on each world before it is deleted"
+    )
+    # a learner trained in a defended world learns from its defended model (the adaptive
+    # attacker)
+    defence: Defence = option("none", "every world defended by this detector (learners adapt)")
+    progress: bool = option(True, "a progress bar on the terminal")
 
     def checkpoints(self) -> list[int]:
         if self.threat_model == "retrain":

@@ -7,7 +7,7 @@ import functools
 from typing import Any
 
 from attacker_client.attack import AttackMethod
-from attacker_client.baselines import random_attack, target_attack, without_attack
+from attacker_client.attack_baselines import random_attack, target_attack, without_attack
 from attacker_client.copyattack import CopyAttackArgs, copyattack
 from attacker_client.generated import GENERATED, generated_method
 from attacker_client.pretrain import PretrainedPolicy, copyattack_pretrained

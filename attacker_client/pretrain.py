@@ -50,6 +50,7 @@ from attacker_client.surrogate import CooccurrenceSurrogate, SurrogateConfig, Su
 from attacker_client.tree import BalancedClusterTree
 from shared.atomic import staged_file, write_text_atomic
 from shared.errors import CopyAttackError
+from shared.options import option
 from shared.scenario import AttackerView, load_attacker_view
 
 POLICY_FORMAT = 1
@@ -57,17 +58,21 @@ POLICY_FORMAT = 1
 
 @dataclass(frozen=True)
 class PretrainArgs:
-    backend: Literal["server", "surrogate"] = "server"
-    targets: int = 40  # training targets, from the cold pool less the evaluated ones
-    validation_targets: int = 10  # set aside (disjoint) for choosing settings
-    min_holders: int = 1  # a training target is held by at least this many source users
-    passes: int = 3  # over the training targets
-    group: int = 2  # episodes per target per pass; their mean return is the baseline
-    batch: int = 4  # targets per policy update (attacked at once on the server)
-    snapshots: int = 4  # policies saved evenly over training, besides the untrained one
-    budget: int = 30
-    pretend_users: int = 50  # per server world
-    seed: int = 0
+    backend: Literal["server", "surrogate"] = option(
+        "server", "server: worlds on the target; surrogate: offline, zero target queries"
+    )
+    targets: int = option(40, "training targets, from the cold pool less the evaluated ones")
+    validation_targets: int = option(10, "targets set aside (disjoint) for choosing settings")
+    min_holders: int = option(1, "a training target is held by at least this many source users")
+    passes: int = option(3, "passes over the training targets")
+    group: int = option(2, "episodes per target per pass (their mean return is the baseline)")
+    batch: int = option(4, "targets per policy update (attacked at once on the server)")
+    snapshots: int = option(
+        4, "policies saved evenly over training (the learning curve), besides the untrained one"
+    )
+    budget: int = option(30, "profiles per training episode")
+    pretend_users: int = option(50, "pretend users per training world")
+    seed: int = option(0, "seed of the split, the episodes and the policy")
 
     def __post_init__(self) -> None:
         if self.group < 2:  # one episode is its own baseline: no gradient at all

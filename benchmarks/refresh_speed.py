@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from recsys_server.artifact import ModelArtifact
-from recsys_server.baselines import BPRMF, BPRConfig
 from recsys_server.data import TargetData
 from recsys_server.graph import InteractionGraph
 from recsys_server.lightgcn.model import LightGCN, LightGCNConfig
 from recsys_server.lightgcn.refresh import LightGCNState, full_layers
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
+from recsys_server.reference_recommenders import BPRMF, BPRConfig
 from recsys_server.victims.base import ServingState
 from recsys_server.victims.itemknn import NeighbourState
 from recsys_server.victims.lightgcn import LightGCNVictim

@@ -34,6 +34,7 @@ from recsys_server.artifact import ModelArtifact
 from recsys_server.pinsage.model import VARIANTS, PinSageConfig
 from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.prepare import prepare, train_artifact
+from recsys_server.settings import Settings
 from recsys_server.training import TrainConfig
 from recsys_server.victims.base import VictimConfig
 from recsys_server.victims.pinsage import PinSageVictim
@@ -41,28 +42,39 @@ from recsys_server.victims.registry import VICTIMS
 from shared.cli import Parser, add_year_tolerance, default_data_dir
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
+from shared.options import typed
 from shared.process import scratch_removed_on_exit, watch_parent
 from shared.scenario import ScenarioConfig, load_scenario
 
-# the settings of ``serve`` that also have a flag: Settings field -> flag
-SERVE_FLAGS = {
-    "artifact": "--artifact",
-    "host": "--host",
-    "port": "--port",
-    "ledger_path": "--ledger",
-    "max_k": "--max-k",
-    "rate_limit": "--rate-limit",
-    "query_lease": "--query-lease",
-    "compute_threads": "--compute-threads",
-}
 ADMIN_TOKEN_VARIABLE = "RECSYS_ADMIN_TOKEN"
 SERVE_DESCRIPTION = (
     f"Serve a trained model over HTTP. Required: {ADMIN_TOKEN_VARIABLE}, the bearer token "
     "of the /admin routes (16 characters or more), from the environment or a .env file "
     "only, never from a flag (a flag would show in process listings). Every other setting "
-    "also comes from a RECSYS_* variable (the flag's name in capitals: RECSYS_ARTIFACT, "
-    "RECSYS_PORT, ...); a flag overrides its variable."
+    "also comes from the RECSYS_* variable its option names; a flag overrides its variable."
 )
+
+
+def serve_flag(name: str) -> str | None:
+    """The ``serve`` option of the setting ``name``: its name in kebab case, or the one
+    its field names; None for a setting read only from the environment."""
+    extra = Settings.model_fields[name].json_schema_extra
+    extra = extra if isinstance(extra, dict) else {}
+    if extra.get("environment_only"):
+        return None
+    flag = extra.get("flag")
+    return flag if isinstance(flag, str) else "--" + name.replace("_", "-")
+
+
+def serve_variable(name: str) -> str:
+    """The environment variable of the setting ``name`` (RECSYS_PORT)."""
+    return f"{Settings.model_config['env_prefix']}{name.upper()}"
+
+
+# every setting of ``serve`` that also has a flag: Settings field -> flag
+SERVE_FLAGS = {
+    name: flag for name in Settings.model_fields if (flag := serve_flag(name)) is not None
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,32 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"serve a trained model over HTTP ({ADMIN_TOKEN_VARIABLE} required)",
         description=SERVE_DESCRIPTION,
     )
-    serve.add_argument(
-        "--artifact",
-        type=Path,
-        help="model file (`train`, `prepare`); required, here or as RECSYS_ARTIFACT",
-    )
-    serve.add_argument("--host", help="interface to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default: 8000)")
-    serve.add_argument(
-        "--ledger",
-        type=Path,
-        dest="ledger_path",
-        help="SQLite ledger file (default: ledger.sqlite3)",
-    )
-    serve.add_argument("--max-k", type=int, help="largest k of /topk (default: 100)")
-    serve.add_argument(
-        "--rate-limit", help="per key, e.g. '200/second;6000/minute' (default: 200/second)"
-    )
-    serve.add_argument(
-        "--query-lease",
-        type=int,
-        help="queries of a world counted in one ledger write; a crash can cost a world at "
-        "most this many minus one (default: 64; 1: one write per query)",
-    )
-    serve.add_argument(
-        "--compute-threads", type=int, help="BLAS/torch threads of each worker (default: 1)"
-    )
+    _add_settings_options(serve)
     serve.add_argument(
         "--log-level",
         default="info",
@@ -150,6 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="uvicorn's log level",
     )
     return parser
+
+
+def _add_settings_options(serve: argparse.ArgumentParser) -> None:
+    """One option per setting (SERVE_FLAGS), its help the field's description. Its
+    default is None, so that an unset option leaves the setting to its variable; the
+    help shows the setting's own default."""
+    for name, flag in SERVE_FLAGS.items():
+        info = Settings.model_fields[name]
+        variable = serve_variable(name)
+        if info.is_required():
+            where = f"required, here or as {variable}"
+        elif info.default is None:  # the description says what it is
+            where = f"or {variable}"
+        else:
+            where = f"default: {info.default}, or {variable}"
+        help_text = f"{info.description} ({where})".replace("%", "%%")
+        kwargs = typed(info.annotation, name)
+        if "choices" not in kwargs:  # the option's name, not the field's (--ledger LEDGER)
+            kwargs["metavar"] = flag[2:].upper().replace("-", "_")
+        serve.add_argument(flag, dest=name, help=help_text, **kwargs)
 
 
 # flag, type, default, help
@@ -319,7 +326,6 @@ def serve_command(args: argparse.Namespace) -> None:
 
     from recsys_server.app import create_app
     from recsys_server.http_protocol import ProblemH11Protocol
-    from recsys_server.settings import Settings
 
     overrides = {name: getattr(args, name) for name in SERVE_FLAGS
                  if getattr(args, name) is not None}  # fmt: skip
@@ -348,7 +354,7 @@ def _setting_problem(error: Any) -> str:
     field = ".".join(map(str, error["loc"]))
     if not field:
         return f"settings: {error['msg']}"
-    variable = f"RECSYS_{field.upper()}"
+    variable = serve_variable(field)
     if variable == ADMIN_TOKEN_VARIABLE:
         return f"{variable}: {error['msg']} (the admin token is read only from the environment)"
     flag = SERVE_FLAGS.get(field)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from recsys_server.artifact import ArtifactError, ModelArtifact
-from recsys_server.baselines import BPRMF, EASE, MostPopular
 from recsys_server.data import TargetData
+from recsys_server.reference_recommenders import BPRMF, EASE, MostPopular
 from recsys_server.training import TrainConfig
 from recsys_server.victims.registry import VICTIMS
 from shared.datasets.pair import load_pair

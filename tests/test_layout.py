@@ -97,6 +97,17 @@ def test_the_layout_check_sees_a_forbidden_import_and_a_missing_launch_target() 
     assert not (ROOT / "recsys_server/no_such_module.py").exists()
 
 
+def test_the_packages_share_no_module_name_but_their_entry_points() -> None:
+    """A traceback, a doc or a review names a file without its package: two sides'
+    modules of one name (once, two ``baselines.py``: recommenders and attacks) read as one."""
+    packages_of: dict[str, list[str]] = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).glob("*.py"):
+            packages_of.setdefault(path.stem, []).append(package)
+    shared_names = {name for name, packages in packages_of.items() if len(packages) > 1}
+    assert shared_names <= {"__init__", "cli"}, {name: packages_of[name] for name in shared_names}
+
+
 def test_the_fast_loops_marks_name_modules_that_exist() -> None:
     """`make test-fast` leaves out the modules conftest marks: a renamed module would
     silently join the fast loop."""

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from recsys_server.artifact import ArtifactError, ModelArtifact
-from recsys_server.baselines import BPRMF, EASE, BPRConfig, MostPopular
 from recsys_server.cli import main as server_main
 from recsys_server.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
 from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.pinsage.train import scheduled_retrain, train_pinsage
+from recsys_server.reference_recommenders import BPRMF, EASE, BPRConfig, MostPopular
 from recsys_server.training import TrainConfig
 from recsys_server.victims.pinsage import PinSageVictim
 from shared.scenario import save_scenario

@@ -1,5 +1,5 @@
 """Matrix factorisation as a victim: the project's BPR-MF
-(:class:`~recsys_server.baselines.BPRMF`, L2 weight tuned on validation over its grid),
+(:class:`~recsys_server.reference_recommenders.BPRMF`, L2 weight tuned on validation over its grid),
 with injected users folded in.
 
 Fold-in rule: an injected user's vector is the mean of its items' factors (zero for an
@@ -23,9 +23,9 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import torch
 
-from recsys_server.baselines import BPRMF, BPRConfig
 from recsys_server.data import TargetData
 from recsys_server.graph import InteractionGraph
+from recsys_server.reference_recommenders import BPRMF, BPRConfig
 from recsys_server.training import History, TrainConfig
 from recsys_server.victims.base import ServingState, Victim
 
