@@ -17,6 +17,8 @@
     copyattack experiment table2|depth|popularity|learning-curve ... --ray [auto|ADDRESS]
         --artifact MODEL.pt [--replicas N]     (the cells on server replicas on Ray)
 
+    copyattack report [--check] [--root DIR]   (the docs' tables from their runs' data)
+
 The admin token also comes from ``RECSYS_ADMIN_TOKEN``. A run writes table2.md/.csv/.json,
 budget_curve.csv/.png and cells.jsonl into ``--out``; run it again to resume.
 """
@@ -37,6 +39,7 @@ from pathlib import Path
 from attacker_client._exceptions import APIError
 from attacker_client.copyattack import CopyAttackArgs
 from attacker_client.demo import DemoArgs, run_demo
+from attacker_client.docs_report import add_report_command, run_report
 from attacker_client.harness import (
     ALL_METHODS,
     METHODS,
@@ -72,6 +75,7 @@ class _CellsParser(shared_cli.Parser):
 
 
 def add_attack_commands(commands: argparse._SubParsersAction) -> None:
+    add_report_command(commands)
     demo = commands.add_parser(
         "demo", help="prepare, serve and attack on this machine: a quick Table 2 (make demo)"
     )
@@ -445,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             run_demo_command(args)
             return 0
+        if args.command == "report":
+            return run_report(args)
         return shared_cli.run(args)
     except (CopyAttackError, APIError) as exc:
         print(f"copyattack: error: {exc}", file=sys.stderr)
