@@ -28,7 +28,11 @@ Renderers (the word in parentheses; options ``key=value``, lists comma-separated
   reward per snapshot and the policies' entropy, first and last update;
 - ``room``: the attackability probe's JSON lines (``benchmarks/attackability_probe.py``,
   its last line), one row per model and budget; ``targets=N`` averages the seeded draw's
-  first N targets only.
+  first N targets only;
+- ``stealth``: the stealth experiment's ``stealth.json``, its table as ``stealth.md`` has it;
+- ``detectors``: ``benchmarks/detectors_offline.py``'s JSON, one row per detector (ROC-AUC
+  of each planted kind, its recall at the default threshold in brackets), then the
+  distribution distances.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from attacker_client.harness import format_table2
+from attacker_client.stealth import format_stealth
 from shared.errors import CopyAttackError
 
 OPEN = re.compile(
@@ -282,12 +287,56 @@ def render_room(data: list[Any], options: dict[str, str]) -> str:
     return _markdown(header + (["room"] if room else []), rows)
 
 
+def render_stealth(data: list[Any], options: dict[str, str]) -> str:
+    (summary,) = data
+    table = [line for line in format_stealth(summary).splitlines() if line.startswith("|")]
+    return "\n".join(table) + "\n"
+
+
+def _planted_name(kind: str) -> str:
+    """A generated kind as its attack is called (``random``: RandomFake); copies as they are."""
+    return kind if kind.startswith("copy") else f"{kind.capitalize()}Fake"
+
+
+def render_detectors(data: list[Any], options: dict[str, str]) -> str:
+    (result,) = data
+    kinds = list(result["distances"])
+    detectors = [
+        key for key, value in result.items() if isinstance(value, dict) and "fit_seconds" in value
+    ]
+    rows = [
+        [
+            name,
+            f"{result[name]['fit_seconds']:.1f}",
+            f"{result[name]['held_out_false_positive_rate']:.3f}",
+            *(
+                f"{result[name][kind]['roc_auc']:.2f} ({result[name][kind]['recall']:.2f})"
+                for kind in kinds
+            ),
+        ]
+        for name in detectors
+    ]
+    distances = result["distances"]
+    rows.append(
+        [
+            "JS / TV distance",
+            "",
+            "",
+            *(f"{distances[k]['js']:.2f} / {distances[k]['tv']:.2f}" for k in kinds),
+        ]
+    )
+    header = ["detector", "fit s", "held-out FPR", *map(_planted_name, kinds)]
+    return _markdown(header, rows)
+
+
 Renderer = Callable[[list[Any], dict[str, str]], str]
 RENDERERS: dict[str, Renderer] = {
     "table2": render_table2,
     "learning-curve": render_learning_curve,
     "pretrain": render_pretrain,
     "room": render_room,
+    "stealth": render_stealth,
+    "detectors": render_detectors,
 }
 
 
