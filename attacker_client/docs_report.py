@@ -32,7 +32,10 @@ Renderers (the word in parentheses; options ``key=value``, lists comma-separated
 - ``stealth``: the stealth experiment's ``stealth.json``, its table as ``stealth.md`` has it;
 - ``detectors``: ``benchmarks/detectors_offline.py``'s JSON, one row per detector (ROC-AUC
   of each planted kind, its recall at the default threshold in brackets), then the
-  distribution distances.
+  distribution distances;
+- ``quality``: ``recsys-server train --json``'s output, one row per cohort and model.
+
+A marker indented (in a list item) indents its table alike.
 """
 
 from __future__ import annotations
@@ -329,6 +332,28 @@ def render_detectors(data: list[Any], options: dict[str, str]) -> str:
     return _markdown(header, rows)
 
 
+# the cohorts of a model's test metrics, as the quality tables name them
+COHORTS = {"all": "all test cases", "users_with_3+_train": "users with 3+ training items"}
+
+
+def render_quality(data: list[Any], options: dict[str, str]) -> str:
+    (models,) = data
+    rows = []
+    for cohort, label in COHORTS.items():
+        for position, (name, result) in enumerate(models.items()):
+            metrics = result[cohort]
+            rows.append(
+                [
+                    label if position == 0 else "",
+                    name + (f" (L2 {result['l2']:,g})" if "l2" in result else ""),
+                    f"{metrics['sampled']['HR@10']:.3f}",
+                    *(f"{metrics['full'][m]:.3f}" for m in ("HR@10", "NDCG@10", "HR@20")),
+                ]
+            )
+    header = ["cohort", "model", "HR@10 sampled", "HR@10 full", "NDCG@10 full", "HR@20 full"]
+    return _markdown(header, rows)
+
+
 Renderer = Callable[[list[Any], dict[str, str]], str]
 RENDERERS: dict[str, Renderer] = {
     "table2": render_table2,
@@ -337,6 +362,7 @@ RENDERERS: dict[str, Renderer] = {
     "room": render_room,
     "stealth": render_stealth,
     "detectors": render_detectors,
+    "quality": render_quality,
 }
 
 
@@ -401,13 +427,17 @@ def render_marker(doc: Path, marker: str) -> str:
     return "\n" + renderer(data, _options(match["options"])) + "\n"
 
 
+def _indented(text: str, indent: str) -> str:
+    return "".join(indent + line if line.strip() else line for line in text.splitlines(True))
+
+
 def blocks(doc: Path) -> list[Block]:
     """Every generated table of ``doc``, rendered from its data."""
     lines = doc.read_text().splitlines(keepends=True)
     found = []
     opened: int | None = None
     for number, line in enumerate(lines):
-        text = line.rstrip("\n")
+        text = line.strip()
         if text.startswith("<!-- generated:"):
             if opened is not None:
                 raise DocsReportError(
@@ -417,9 +447,10 @@ def blocks(doc: Path) -> list[Block]:
         elif text == END:
             if opened is None:
                 raise DocsReportError(f"{doc}:{number + 1}: {END} without an opening marker")
-            marker = lines[opened].rstrip("\n")
+            marker = lines[opened].strip()
+            indent = lines[opened][: len(lines[opened]) - len(lines[opened].lstrip())]
             try:
-                generated = render_marker(doc, marker)
+                generated = _indented(render_marker(doc, marker), indent)
             except (DocsReportError, KeyError, ValueError) as error:
                 raise DocsReportError(f"{doc}:{opened + 1}: {error}") from error
             found.append(

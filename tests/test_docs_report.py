@@ -27,7 +27,7 @@ RICH_TABLE2 = "results/rich_draw/table2.json"
 
 
 def test_committed_docs_equal_what_their_data_generates() -> None:
-    for page in ("results.md", "victims.md", "stealth.md"):  # the pages converted so far hold tables
+    for page in ("results.md", "victims.md", "stealth.md"):  # the converted pages hold tables
         assert blocks(ROOT / "docs" / page)
     assert [f"{b.doc.name}:{b.line}" for b in stale(ROOT)] == []
 
