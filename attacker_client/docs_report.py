@@ -15,7 +15,9 @@ between them in ``README.md`` and ``docs/*.md``; ``--check`` writes nothing and 
 each table whose committed text differs from what its data gives. Every data file lies in
 a run folder whose ``run.json`` names the model (fingerprint) and the machine, and per
 file the command and the date (``RUN_FILE``): adding a run to the docs is its folder plus
-one marker. A table whose run was not kept stays typed by hand, marked
+one marker. ``copyattack report --keep results/RUN docs/results/RUN --command "..."`` makes
+that folder from a harness run: its summary without the per-cell records, and the
+record. A table whose run was not kept stays typed by hand, marked
 ``<!-- historical: data not kept -->``.
 
 Renderers (the word in parentheses; options ``key=value``, lists comma-separated):
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import io
 import json
 import re
@@ -492,6 +495,34 @@ def regenerate(root: Path) -> list[Block]:
     return changed
 
 
+def keep_run(run: Path, dest: Path, command: str) -> Path:
+    """Copy a harness run's summary (``RUN/table2.json`` without its per-cell records) into
+    ``dest`` with its record: the model and scenario fingerprints of ``RUN/run.json``, the
+    machine the summary names, the summary's date and ``command``. Refuses to overwrite."""
+    summary_path, key_path = run / "table2.json", run / "run.json"
+    for path in (summary_path, key_path):
+        if not path.is_file():
+            raise DocsReportError(f"{path} does not exist: not a finished harness run")
+    if (dest / "table2.json").exists() or (dest / RUN_FILE).exists():
+        raise DocsReportError(f"{dest} already holds a kept run; choose another folder")
+    summary = json.loads(summary_path.read_text())
+    summary.pop("cells", None)
+    key = json.loads(key_path.read_text())
+    written = datetime.date.fromtimestamp(summary_path.stat().st_mtime)
+    record = {
+        "machine": summary.get("machine", "not recorded"),
+        "model": key["model"],
+        "scenario": key["scenario"],
+        "files": {
+            "table2.json": {"command": command, "date": written.isoformat(), "from": str(run)}
+        },
+    }
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "table2.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (dest / RUN_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    return dest / "table2.json"
+
+
 # --- the command -------------------------------------------------------------------------
 
 
@@ -507,10 +538,27 @@ def add_report_command(commands: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--root", type=Path, default=Path("."), help="the repository (README.md and docs/)"
     )
+    report.add_argument(
+        "--keep",
+        nargs=2,
+        type=Path,
+        metavar=("RUN", "DEST"),
+        help="instead, copy a harness run's summary and record into DEST (e.g. docs/results/X)",
+    )
+    # not dest "command": that is the subcommand's name
+    report.add_argument(
+        "--command", dest="run_command", help="with --keep: the command that made the run"
+    )
 
 
 def run_report(args: argparse.Namespace) -> int:
     """``copyattack report [--check]``: 1 if ``--check`` found a table unlike its data."""
+    if args.keep:
+        if not args.run_command:
+            raise DocsReportError("--keep needs --command: the command that made the run")
+        kept = keep_run(*args.keep, args.run_command)
+        print(f"wrote {kept} and its {RUN_FILE}: name it in a marker, then copyattack report")
+        return 0
     changed = stale(args.root) if args.check else regenerate(args.root)
     state = "differs from its data" if args.check else "regenerated"
     for block in changed:

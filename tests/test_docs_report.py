@@ -160,3 +160,29 @@ def test_room_over_the_first_targets_averages_them_only() -> None:
     assert whole[2] == "| 30 | 0.367 | 0.200 | 0.400 | 2.00x |"
     with pytest.raises(DocsReportError, match=re.escape("fewer than 4 targets")):
         render_room(probes, {"targets": "4"})
+
+
+def test_a_kept_harness_run_is_one_marker_away_from_a_table(repo_copy: Path, capsys) -> None:
+    summary = json.loads((ROOT / "docs" / RICH_TABLE2).read_text())
+    run = repo_copy / "results" / "new_run"
+    run.mkdir(parents=True)
+    (run / "table2.json").write_text(json.dumps({**summary, "cells": [{"method": "x"}]}))
+    (run / "run.json").write_text(json.dumps({"model": "m" * 64, "scenario": "s" * 64}))
+    dest = repo_copy / "docs" / "results" / "new_run"
+    keep = ["report", "--keep", str(run), str(dest)]
+    assert main(keep) == 2  # without the command that made it
+    assert "--keep needs --command" in capsys.readouterr().err and not dest.exists()
+    assert main([*keep, "--command", "copyattack experiment table2 ..."]) == 0
+    assert json.loads((dest / "table2.json").read_text()) == summary
+    record = json.loads((dest / "run.json").read_text())
+    assert record["model"] == "m" * 64 and record["machine"] == summary["machine"]
+    assert record["files"]["table2.json"]["command"] == "copyattack experiment table2 ..."
+    doc = _page(repo_copy, "<!-- generated: results/new_run/table2.json (table2) -->")
+    assert main(["report", "--root", str(repo_copy)]) == 0
+    assert format_table2(summary) in doc.read_text()
+    kept = (dest / "table2.json").read_text()
+    assert main([*keep, "--command", "again"]) == 2  # an existing folder is not overwritten
+    assert "already holds a kept run" in capsys.readouterr().err
+    assert (dest / "table2.json").read_text() == kept
+    assert main(["report", "--keep", str(run / "gone"), str(dest / "x"), "--command", "c"]) == 2
+    assert "not a finished harness run" in capsys.readouterr().err
