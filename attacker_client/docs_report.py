@@ -171,12 +171,18 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _single(data: list[Any]) -> Any:
+    if len(data) != 1:
+        raise DocsReportError(f"this view reads one data file; the marker names {len(data)}")
+    return data[0]
+
+
 def _list_option(options: dict[str, str], name: str) -> list[str] | None:
     return options[name].split(",") if name in options else None
 
 
 def render_table2(data: list[Any], options: dict[str, str]) -> str:
-    (summary,) = data
+    summary = _single(data)
     columns = _list_option(options, "columns")
     if columns is None:
         return format_table2(summary)
@@ -198,7 +204,7 @@ def render_table2(data: list[Any], options: dict[str, str]) -> str:
 
 
 def render_learning_curve(data: list[Any], options: dict[str, str]) -> str:
-    (rows,) = data
+    rows = _single(data)
     return _markdown(
         ["update", "target queries spent training", "injections", "HR@20 (sampled)"],
         [
@@ -214,7 +220,7 @@ def render_learning_curve(data: list[Any], options: dict[str, str]) -> str:
 
 
 def _reward(value: float) -> str:
-    """Three decimals, or two significant digits below 0.01 (a nearly empty reward)."""
+    """Three decimals, or four below 0.01 (a nearly empty reward)."""
     return f"{value:.3f}" if value >= 0.01 else f"{value:.4f}"
 
 
@@ -294,7 +300,7 @@ def render_room(data: list[Any], options: dict[str, str]) -> str:
 
 
 def render_stealth(data: list[Any], options: dict[str, str]) -> str:
-    (summary,) = data
+    summary = _single(data)
     table = [line for line in format_stealth(summary).splitlines() if line.startswith("|")]
     return "\n".join(table) + "\n"
 
@@ -305,7 +311,7 @@ def _planted_name(kind: str) -> str:
 
 
 def render_detectors(data: list[Any], options: dict[str, str]) -> str:
-    (result,) = data
+    result = _single(data)
     kinds = list(result["distances"])
     detectors = [
         key for key, value in result.items() if isinstance(value, dict) and "fit_seconds" in value
@@ -340,7 +346,7 @@ COHORTS = {"all": "all test cases", "users_with_3+_train": "users with 3+ traini
 
 
 def render_quality(data: list[Any], options: dict[str, str]) -> str:
-    (models,) = data
+    models = _single(data)
     rows = []
     for cohort, label in COHORTS.items():
         for position, (name, result) in enumerate(models.items()):
@@ -454,7 +460,9 @@ def blocks(doc: Path) -> list[Block]:
             indent = lines[opened][: len(lines[opened]) - len(lines[opened].lstrip())]
             try:
                 generated = _indented(render_marker(doc, marker), indent)
-            except (DocsReportError, KeyError, ValueError) as error:
+            except KeyError as error:  # data of another shape than the view reads
+                raise DocsReportError(f"{doc}:{opened + 1}: no {error} in its data") from error
+            except (DocsReportError, ValueError) as error:
                 raise DocsReportError(f"{doc}:{opened + 1}: {error}") from error
             found.append(
                 Block(doc, opened + 1, marker, "".join(lines[opened + 1 : number]), generated)
@@ -470,6 +478,16 @@ def documents(root: Path) -> list[Path]:
     if not (root / "docs").is_dir():
         raise DocsReportError(f"{root} has no docs/ folder: run from the repository's root")
     return [p for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))] if p.exists()]
+
+
+def historical(root: Path) -> list[str]:
+    """Where a table typed from a run whose data was not kept sits (``file:line``)."""
+    return [
+        f"{doc}:{number}"
+        for doc in documents(root)
+        for number, line in enumerate(doc.read_text().splitlines(), 1)
+        if line.strip() == HISTORICAL
+    ]
 
 
 def stale(root: Path) -> list[Block]:
@@ -565,4 +583,5 @@ def run_report(args: argparse.Namespace) -> int:
         print(f"{block.doc}:{block.line}: {state}: {block.marker}")
     if not changed:
         print("every generated table equals what its data gives")
+    print(f"{len(historical(args.root))} tables marked historical (data not kept)")
     return 1 if args.check and changed else 0

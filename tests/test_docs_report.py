@@ -13,8 +13,10 @@ import pytest
 from attacker_client.cli import main
 from attacker_client.docs_report import (
     END,
+    HISTORICAL,
     DocsReportError,
     blocks,
+    historical,
     regenerate,
     render_room,
     render_table2,
@@ -90,6 +92,11 @@ def test_a_marker_naming_a_missing_file_is_a_clear_error(repo_copy: Path, capsys
         (f"<!-- generated: {RICH_TABLE2} (table2 columns=hr20 methods=Nope) -->", "'Nope'"),
         (f"<!-- generated: {RICH_TABLE2} (table2 columns) -->", "not key=value"),
         ("<!-- generated: results/room/README.md (room) -->", "no reader for '.md'"),
+        (f"<!-- generated: {RICH_TABLE2} {RICH_TABLE2} (table2) -->", "the marker names 2"),
+        (
+            "<!-- generated: results/room/rich_mf/probe.jsonl (table2 columns=hr20) -->",
+            "page.md:3: no 'methods' in its data",
+        ),
     ],
 )
 def test_a_marker_that_cannot_be_rendered_is_refused(
@@ -186,3 +193,10 @@ def test_a_kept_harness_run_is_one_marker_away_from_a_table(repo_copy: Path, cap
     assert (dest / "table2.json").read_text() == kept
     assert main(["report", "--keep", str(run / "gone"), str(dest / "x"), "--command", "c"]) == 2
     assert "not a finished harness run" in capsys.readouterr().err
+
+
+def test_tables_marked_historical_are_listed(repo_copy: Path) -> None:
+    before = historical(repo_copy)
+    doc = repo_copy / "docs" / "page.md"
+    doc.write_text(f"Prose.\n\n{HISTORICAL}\n| a |\n|---|\n")
+    assert sorted(historical(repo_copy)) == sorted([f"{doc}:3", *before])
