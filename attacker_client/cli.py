@@ -17,6 +17,8 @@
     copyattack experiment table2|depth|popularity|learning-curve ... --ray [auto|ADDRESS]
         --artifact MODEL.pt [--replicas N]     (the cells on server replicas on Ray)
 
+    copyattack report [--check] [--root DIR]   (the docs' tables from their runs' data)
+
 The experiments' options are the fields of ExperimentConfig, CopyAttackArgs and
 PretrainArgs (``--help`` shows each with its default). The admin token also comes from
 ``RECSYS_ADMIN_TOKEN``. A run writes table2.md/.csv/.json, budget_curve.csv/.png and
@@ -40,6 +42,7 @@ from typing import Any
 from attacker_client._exceptions import APIError
 from attacker_client.copyattack import CopyAttackArgs
 from attacker_client.demo import DemoArgs, run_demo
+from attacker_client.docs_report import add_report_command, run_report
 from attacker_client.harness import (
     ExperimentConfig,
     Servers,
@@ -73,6 +76,7 @@ class _CellsParser(shared_cli.Parser):
 
 
 def add_attack_commands(commands: argparse._SubParsersAction) -> None:
+    add_report_command(commands)
     demo = commands.add_parser(
         "demo", help="prepare, serve and attack on this machine: a quick Table 2 (make demo)"
     )
@@ -343,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             run_demo_command(args)
             return 0
+        if args.command == "report":
+            return run_report(args)
         return shared_cli.run(args)
     except (CopyAttackError, APIError) as exc:
         print(f"copyattack: error: {exc}", file=sys.stderr)

@@ -1,0 +1,202 @@
+"""``copyattack report``: the docs' generated tables equal what their data gives, a number
+edited by hand is caught, and a marker that cannot be rendered is a clear error."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from attacker_client.cli import main
+from attacker_client.docs_report import (
+    END,
+    HISTORICAL,
+    DocsReportError,
+    blocks,
+    historical,
+    regenerate,
+    render_room,
+    render_table2,
+    stale,
+)
+from attacker_client.harness import format_table2
+
+ROOT = Path(__file__).resolve().parents[1]
+RICH_TABLE2 = "results/rich_draw/table2.json"
+
+
+def test_committed_docs_equal_what_their_data_generates() -> None:
+    for page in ("results.md", "victims.md", "stealth.md"):  # the converted pages hold tables
+        assert blocks(ROOT / "docs" / page)
+    assert [f"{b.doc.name}:{b.line}" for b in stale(ROOT)] == []
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """The README and docs/ (with the data, without the figures) in a temporary root."""
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    shutil.copytree(ROOT / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("*.png"))
+    return tmp_path
+
+
+def _edit_first_generated_number(doc: Path) -> tuple[str, str]:
+    """Raise the first mean of the first generated table of ``doc`` by 0.001, as a hand
+    edit would; the text before and after."""
+    row = next(line for line in blocks(doc)[0].current.splitlines() if "±" in line)
+    mean = re.search(r"\d\.\d{3}(?= ±)", row)
+    assert mean is not None
+    edited = row.replace(mean[0], f"{float(mean[0]) + 0.001:.3f}", 1)
+    text = doc.read_text()
+    doc.write_text(text.replace(row, edited, 1))
+    return text, doc.read_text()
+
+
+def test_a_number_edited_by_hand_is_named_then_regenerated(repo_copy: Path, capsys) -> None:
+    doc = repo_copy / "docs" / "results.md"
+    original, edited = _edit_first_generated_number(doc)
+    line = blocks(doc)[0].line
+    assert main(["report", "--check", "--root", str(repo_copy)]) == 1
+    assert f"results.md:{line}: differs from its data" in capsys.readouterr().out
+    assert doc.read_text() == edited  # --check writes nothing
+    assert main(["report", "--root", str(repo_copy)]) == 0
+    assert doc.read_text() == original
+    assert main(["report", "--check", "--root", str(repo_copy)]) == 0
+
+
+def _page(root: Path, marker: str, table: str = "| a |\n|---|\n") -> Path:
+    doc = root / "docs" / "page.md"
+    doc.write_text(f"Prose.\n\n{marker}\n\n{table}\n{END}\n\nMore prose.\n")
+    return doc
+
+
+def test_a_marker_naming_a_missing_file_is_a_clear_error(repo_copy: Path, capsys) -> None:
+    doc = _page(repo_copy, "<!-- generated: results/gone/table2.json (table2) -->")
+    before = {p: p.read_text() for p in (repo_copy / "docs").glob("*.md")}
+    _edit_first_generated_number(repo_copy / "docs" / "results.md")
+    before[repo_copy / "docs" / "results.md"] = (repo_copy / "docs" / "results.md").read_text()
+    assert main(["report", "--root", str(repo_copy)]) == 2
+    error = capsys.readouterr().err
+    assert f"{doc}:3:" in error and "results/gone/table2.json does not exist" in error
+    # every marker is rendered before any file is written: the stale table stays as it was
+    assert {p: p.read_text() for p in (repo_copy / "docs").glob("*.md")} == before
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        (f"<!-- generated: {RICH_TABLE2} (table3) -->", "unknown renderer 'table3'"),
+        (f"<!-- generated: {RICH_TABLE2} (table2 columns=hr20,hr99) -->", "unknown column"),
+        (f"<!-- generated: {RICH_TABLE2} (table2 columns=hr20 methods=Nope) -->", "'Nope'"),
+        (f"<!-- generated: {RICH_TABLE2} (table2 columns) -->", "not key=value"),
+        ("<!-- generated: results/room/README.md (room) -->", "no reader for '.md'"),
+        (f"<!-- generated: {RICH_TABLE2} {RICH_TABLE2} (table2) -->", "the marker names 2"),
+        (
+            "<!-- generated: results/room/rich_mf/probe.jsonl (table2 columns=hr20) -->",
+            "page.md:3: no 'methods' in its data",
+        ),
+    ],
+)
+def test_a_marker_that_cannot_be_rendered_is_refused(
+    repo_copy: Path, marker: str, message: str
+) -> None:
+    doc = _page(repo_copy, marker)
+    with pytest.raises(DocsReportError, match=re.escape(message)):
+        regenerate(repo_copy)
+    assert END in doc.read_text()
+
+
+def test_data_without_its_run_record_is_refused(repo_copy: Path) -> None:
+    (repo_copy / "docs" / "results" / "rich_draw" / "run.json").unlink()
+    with pytest.raises(DocsReportError, match=re.escape("no run.json beside it")):
+        stale(repo_copy)
+    record = repo_copy / "docs" / "results" / "small" / "run.json"
+    files = json.loads(record.read_text())
+    del files["files"]["table2.json"]["command"]
+    record.write_text(json.dumps(files))
+    _page(repo_copy, "<!-- generated: results/small/table2.json (table2) -->")
+    (repo_copy / "docs" / "results.md").write_text("no tables\n")
+    (repo_copy / "docs" / "victims.md").write_text("no tables\n")
+    with pytest.raises(DocsReportError, match=re.escape("missing files/table2.json/command")):
+        stale(repo_copy)
+
+
+def test_an_unclosed_marker_is_refused(repo_copy: Path) -> None:
+    doc = repo_copy / "docs" / "page.md"
+    doc.write_text(f"<!-- generated: {RICH_TABLE2} (table2) -->\n| a |\n")
+    with pytest.raises(DocsReportError, match=re.escape(f"{doc}:1: no {END}")):
+        blocks(doc)
+
+
+def test_table2_without_columns_is_the_harness_table() -> None:
+    summary = json.loads((ROOT / "docs" / RICH_TABLE2).read_text())
+    assert render_table2([summary], {}) == format_table2(summary)
+    view = render_table2([summary], {"columns": "hr20,items", "methods": "TargetAttack100"})
+    row = summary["methods"]["TargetAttack100"]
+    hr20 = row["metrics"]["all/sampled/HR@20"]
+    assert view.splitlines()[-1] == (
+        f"| TargetAttack100 | {hr20['mean']:.3f} ± {hr20['ci95']:.3f}"
+        f" | {row['items_per_profile']:.0f} |"
+    )
+
+
+def test_room_over_the_first_targets_averages_them_only() -> None:
+    def result(name: str, scale: float) -> dict:
+        per_target = {
+            "WithoutAttack": [0.1, 0.1, 0.9],
+            "TargetAttack100": [0.2, 0.4, 0.0],
+            "GreedyOracle": [0.5, 0.7, 0.0],
+        }
+        per_target = {m: [v * scale for v in values] for m, values in per_target.items()}
+        return {
+            "variant": f"{name} (model.pt)",
+            "frozen": {"30": {m: {"hr20_sampled": sum(v) / 3} for m, v in per_target.items()}},
+            "per_target_hr20_sampled": {"30": per_target},
+        }
+
+    probes = [{"results": [result("A", 1.0)]}, {"results": [result("B", 0.5)]}]
+    table = render_room(probes, {"targets": "2"}).splitlines()
+    assert table[0] == "| victim | budget | Without | TargetAttack100 | greedy oracle | room |"
+    assert table[2:] == [
+        "| A | 30 | 0.100 | 0.300 | 0.600 | 2.00x |",
+        "| B | 30 | 0.050 | 0.150 | 0.300 | 2.00x |",
+    ]
+    whole = render_room(probes[:1], {}).splitlines()
+    assert whole[2] == "| 30 | 0.367 | 0.200 | 0.400 | 2.00x |"
+    with pytest.raises(DocsReportError, match=re.escape("fewer than 4 targets")):
+        render_room(probes, {"targets": "4"})
+
+
+def test_a_kept_harness_run_is_one_marker_away_from_a_table(repo_copy: Path, capsys) -> None:
+    summary = json.loads((ROOT / "docs" / RICH_TABLE2).read_text())
+    run = repo_copy / "results" / "new_run"
+    run.mkdir(parents=True)
+    (run / "table2.json").write_text(json.dumps({**summary, "cells": [{"method": "x"}]}))
+    (run / "run.json").write_text(json.dumps({"model": "m" * 64, "scenario": "s" * 64}))
+    dest = repo_copy / "docs" / "results" / "new_run"
+    keep = ["report", "--keep", str(run), str(dest)]
+    assert main(keep) == 2  # without the command that made it
+    assert "--keep needs --command" in capsys.readouterr().err and not dest.exists()
+    assert main([*keep, "--command", "copyattack experiment table2 ..."]) == 0
+    assert json.loads((dest / "table2.json").read_text()) == summary
+    record = json.loads((dest / "run.json").read_text())
+    assert record["model"] == "m" * 64 and record["machine"] == summary["machine"]
+    assert record["files"]["table2.json"]["command"] == "copyattack experiment table2 ..."
+    doc = _page(repo_copy, "<!-- generated: results/new_run/table2.json (table2) -->")
+    assert main(["report", "--root", str(repo_copy)]) == 0
+    assert format_table2(summary) in doc.read_text()
+    kept = (dest / "table2.json").read_text()
+    assert main([*keep, "--command", "again"]) == 2  # an existing folder is not overwritten
+    assert "already holds a kept run" in capsys.readouterr().err
+    assert (dest / "table2.json").read_text() == kept
+    assert main(["report", "--keep", str(run / "gone"), str(dest / "x"), "--command", "c"]) == 2
+    assert "not a finished harness run" in capsys.readouterr().err
+
+
+def test_tables_marked_historical_are_listed(repo_copy: Path) -> None:
+    before = historical(repo_copy)
+    doc = repo_copy / "docs" / "page.md"
+    doc.write_text(f"Prose.\n\n{HISTORICAL}\n| a |\n|---|\n")
+    assert sorted(historical(repo_copy)) == sorted([f"{doc}:3", *before])
