@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from attacker_client.harness import format_table2
+from attacker_client.report import format_table2
 from attacker_client.stealth import format_stealth
 from shared.errors import CopyAttackError
 
