@@ -22,7 +22,7 @@ from attacker_client.docs_report import (
     render_table2,
     stale,
 )
-from attacker_client.harness import format_table2
+from attacker_client.report import format_table2
 
 ROOT = Path(__file__).resolve().parents[1]
 RICH_TABLE2 = "results/rich_draw/table2.json"
