@@ -24,7 +24,7 @@ from recsys_server import __version__
 from recsys_server.api.problems import PROBLEM_JSON, LedgerUnavailable, ServiceProblem, problem_of
 from recsys_server.api.routes import admin, attack, ops
 from recsys_server.artifact import ModelArtifact
-from recsys_server.errors import WorldError
+from recsys_server.domain_errors import WorldError
 from recsys_server.ledger import Ledger
 from recsys_server.observability import MetricsMiddleware, ServiceMetrics
 from recsys_server.ratelimit import KeyRateLimiter

@@ -19,7 +19,7 @@ FORBIDDEN = {
 # the domain knows nothing of HTTP: the API edge maps its errors to problems
 DOMAIN = (
     "recsys_server/worlds",
-    "recsys_server/errors.py",
+    "recsys_server/domain_errors.py",
     "recsys_server/ledger.py",
     "recsys_server/detection",
 )

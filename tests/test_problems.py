@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from recsys_server import errors
+from recsys_server import domain_errors as errors
 from recsys_server.api.problems import problem_of
 
 # one of each error the domain raises, and the (status, type) it is answered with

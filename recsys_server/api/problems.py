@@ -1,12 +1,12 @@
 """Every error the service answers with, as an RFC 9457 problem: its status, its ``type``
 (what clients branch on) and a detail that names what was wrong; and the one mapping of
-the domain's errors (``recsys_server.errors``) to them."""
+the domain's errors (``recsys_server.domain_errors``) to them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from recsys_server import errors
+from recsys_server import domain_errors as errors
 from shared.schemas import Problem
 
 PROBLEM_JSON = "application/problem+json"

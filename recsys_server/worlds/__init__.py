@@ -15,7 +15,7 @@ composes one piece per job, each in its own module:
 - ``defence``: the detectors, a defended world's screening and the detect route.
 
 The CPU-heavy work runs on those dedicated threads, so the event loop keeps serving
-meanwhile. The pieces raise the errors of :mod:`recsys_server.errors` and know nothing
+meanwhile. The pieces raise the errors of :mod:`recsys_server.domain_errors` and know nothing
 of HTTP.
 
 A state, once installed in a world, is never changed: an injection refreshes a fork of

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from recsys_server.data import TargetData
-from recsys_server.errors import (
+from recsys_server.domain_errors import (
     BudgetExhausted,
     IdempotencyKeyReused,
     InvalidProfile,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys_server.data import TargetData
-from recsys_server.errors import NoEvaluationUsers
+from recsys_server.domain_errors import NoEvaluationUsers
 from recsys_server.victims.base import ServingState
 from recsys_server.worlds.world import World, check_items, run_on
 from shared.metrics import (

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from recsys_server.data import TargetData
-from recsys_server.errors import PretendPoolTooSmall, WorldNotFound
+from recsys_server.domain_errors import PretendPoolTooSmall, WorldNotFound
 from recsys_server.ledger import Ledger, LedgerError, WorldRecord
 from recsys_server.observability import ServiceMetrics
 from recsys_server.security import hash_key, new_api_key

@@ -19,7 +19,7 @@ import numpy as np
 
 from recsys_server.cancellation import Cancelled, run_cancellable
 from recsys_server.data import TargetData
-from recsys_server.errors import (
+from recsys_server.domain_errors import (
     RetrainFinished,
     RetrainJobNotFound,
     RetrainQueueFull,

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from recsys_server.errors import UnknownItems, WorldNotFound
+from recsys_server.domain_errors import UnknownItems, WorldNotFound
 from recsys_server.victims.base import ServingState
 from shared.schemas import JobStatus, RetrainJob
 
