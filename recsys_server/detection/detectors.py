@@ -191,7 +191,11 @@ class DegreeSAD(_FeatureDetector):
         """Out of bag: in sample, the forest gives each real user back the label it learnt
         (it flagged none of them on the real pairs, a false-positive rate no unseen user
         would get). A user no out-of-bag tree scored (rare) keeps its in-sample score."""
-        return np.where(np.isnan(self.out_of_bag), self.score(real), self.out_of_bag)
+        scores = self.out_of_bag.copy()
+        unseen = np.flatnonzero(np.isnan(scores))
+        if len(unseen):
+            scores[unseen] = self.score(real.subset(unseen))
+        return scores
 
 
 def training_attacks(real: Profiles, stats: PlatformStats, seed: int) -> Profiles:
