@@ -35,7 +35,10 @@ Renderers (the word in parentheses; options ``key=value``, lists comma-separated
 - ``detectors``: ``benchmarks/detectors_offline.py``'s JSON, one row per detector (ROC-AUC
   of each planted kind, its recall at the default threshold in brackets), then the
   distribution distances;
-- ``quality``: ``recsys-server train --json``'s output, one row per cohort and model.
+- ``quality``: ``recsys-server train --json``'s output, one row per cohort and model;
+- ``throughput``: runs of ``benchmarks/service_throughput.py`` (its JSON line each), one row
+  per run and concurrency (``/topk`` against the no-op route of the same run), then the
+  median over runs.
 
 A marker indented (in a list item) indents its table alike.
 """
@@ -363,6 +366,52 @@ def render_quality(data: list[Any], options: dict[str, str]) -> str:
     return _markdown(header, rows)
 
 
+def _throughput_row(label: str, connections: str, cells: Sequence[dict[str, Any]]) -> list[str]:
+    """One row of the throughput table; each of ``cells`` is one run's result at one
+    concurrency, and a value of several runs is their median."""
+
+    def median(route: str, key: str) -> float:
+        return float(np.median([cell[route][key] for cell in cells]))
+
+    ratio = float(np.median([cell["topk_over_noop_rps"] for cell in cells]))
+    return [
+        label,
+        connections,
+        f"{median('noop', 'rps'):,.0f}",
+        f"{median('topk', 'rps'):,.0f}",
+        f"**{ratio:.2f}x**",
+        f"{median('noop', 'p50_ms'):.1f} / {median('noop', 'p99_ms'):.1f} ms",
+        f"{median('topk', 'p50_ms'):.1f} / {median('topk', 'p99_ms'):.1f} ms",
+    ]
+
+
+def render_throughput(data: list[Any], options: dict[str, str]) -> str:
+    concurrencies = list(data[0]["concurrency"])
+    rows = [
+        _throughput_row(f"run {number}", connections, [run["concurrency"][connections]])
+        for number, run in enumerate(data, 1)
+        for connections in concurrencies
+    ]
+    rows += [
+        _throughput_row(
+            f"median of {len(data)}",
+            connections,
+            [run["concurrency"][connections] for run in data],
+        )
+        for connections in concurrencies
+    ]
+    header = [
+        "run",
+        "connections",
+        "no-op req/s",
+        "/topk req/s",
+        "/topk vs no-op",
+        "no-op p50 / p99",
+        "/topk p50 / p99",
+    ]
+    return _markdown(header, rows)
+
+
 Renderer = Callable[[list[Any], dict[str, str]], str]
 RENDERERS: dict[str, Renderer] = {
     "table2": render_table2,
@@ -372,6 +421,7 @@ RENDERERS: dict[str, Renderer] = {
     "stealth": render_stealth,
     "detectors": render_detectors,
     "quality": render_quality,
+    "throughput": render_throughput,
 }
 
 
