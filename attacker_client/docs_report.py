@@ -61,6 +61,7 @@ import numpy as np
 from attacker_client.report import format_table2
 from attacker_client.stealth import format_stealth
 from shared.errors import CopyAttackError
+from shared.schemas import ACTIVE_USERS, ALL_USERS, Cohort
 
 OPEN = re.compile(
     r"^<!-- generated: (?P<paths>[^()]+?) \((?P<renderer>[\w-]+)(?P<options>[^)]*)\) -->$"
@@ -345,15 +346,27 @@ def render_detectors(data: list[Any], options: dict[str, str]) -> str:
 
 
 # the cohorts of a model's test metrics, as the quality tables name them
-COHORTS = {"all": "all test cases", "users_with_3+_train": "users with 3+ training items"}
+COHORT_LABELS: dict[Cohort, str] = {
+    ALL_USERS: "all test cases",
+    ACTIVE_USERS: "users with 3+ training items",
+}
+# how `train --json` spelled a cohort before the cohorts had one name (kept runs use it)
+LEGACY_COHORT_KEYS: dict[Cohort, str] = {ACTIVE_USERS: "users_with_3+_train"}
+
+
+def _cohort_metrics(result: dict[str, Any], cohort: Cohort) -> dict[str, Any]:
+    legacy = LEGACY_COHORT_KEYS.get(cohort)
+    if cohort not in result and legacy in result:
+        return result[legacy]
+    return result[cohort]
 
 
 def render_quality(data: list[Any], options: dict[str, str]) -> str:
     models = _single(data)
     rows = []
-    for cohort, label in COHORTS.items():
+    for cohort, label in COHORT_LABELS.items():
         for position, (name, result) in enumerate(models.items()):
-            metrics = result[cohort]
+            metrics = _cohort_metrics(result, cohort)
             rows.append(
                 [
                     label if position == 0 else "",

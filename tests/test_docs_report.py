@@ -18,8 +18,10 @@ from attacker_client.docs_report import (
     blocks,
     historical,
     regenerate,
+    render_quality,
     render_room,
     render_table2,
+    render_throughput,
     stale,
 )
 from attacker_client.report import format_table2
@@ -167,6 +169,43 @@ def test_room_over_the_first_targets_averages_them_only() -> None:
     assert whole[2] == "| 30 | 0.367 | 0.200 | 0.400 | 2.00x |"
     with pytest.raises(DocsReportError, match=re.escape("fewer than 4 targets")):
         render_room(probes, {"targets": "4"})
+
+
+def test_quality_reads_the_cohort_names_train_writes_today_and_before() -> None:
+    def metrics(value: float) -> dict:
+        return {
+            "sampled": {"HR@10": value},
+            "full": {"HR@10": value / 2, "NDCG@10": value / 4, "HR@20": value},
+        }
+
+    today = {"PinSage": {"all": metrics(0.7), "3+": metrics(0.6)}}  # as train --json writes
+    before = {"PinSage": {"all": metrics(0.7), "users_with_3+_train": metrics(0.6)}}
+    table = render_quality([today], {}).splitlines()
+    assert table[2] == "| all test cases | PinSage | 0.700 | 0.350 | 0.175 | 0.700 |"
+    assert table[3] == "| users with 3+ training items | PinSage | 0.600 | 0.300 | 0.150 | 0.600 |"
+    assert render_quality([before], {}) == render_quality([today], {})
+
+
+def test_throughput_rows_are_per_run_then_the_median_of_each_figure() -> None:
+    def run(noop: float, topk: float) -> dict:
+        route = {"rps": 0.0, "p50_ms": 1.0, "p99_ms": 2.0}
+        return {
+            "concurrency": {
+                "32": {
+                    "noop": {**route, "rps": noop},
+                    "topk": {**route, "rps": topk, "p99_ms": topk / 100},
+                    "topk_over_noop_rps": topk / noop,
+                }
+            }
+        }
+
+    table = render_throughput([run(1000, 700), run(1000, 900), run(2000, 1600)], {})
+    lines = table.splitlines()
+    assert len(lines) == 2 + 3 + 1
+    assert lines[2].startswith("| run 1 | 32 | 1,000 | 700 | **0.70x** |")
+    assert lines[5] == (
+        "| median of 3 | 32 | 1,000 | 900 | **0.80x** | 1.0 / 2.0 ms | 1.0 / 9.0 ms |"
+    )
 
 
 def test_a_kept_harness_run_is_one_marker_away_from_a_table(repo_copy: Path, capsys) -> None:
