@@ -95,7 +95,8 @@ class BalancedClusterTree:
 
 
 def branching_for(n: int, depth: int) -> int:
-    """The smallest c with c^(d-1) < n <= c^d (c >= 2 unless n == 1)."""
+    """The smallest c >= 2 with n <= c^d: the fewest children per node that give every
+    one of ``n`` users a leaf in ``depth`` levels (1 if n == 1)."""
     if n == 1:
         return 1
     c = max(2, math.ceil(n ** (1.0 / depth) - 1e-9))

@@ -27,8 +27,8 @@ def test_tree_is_balanced_within_its_depth_bound(n: int, depth: int, seed: int) 
     tree = BalancedClusterTree.build(vectors, depth, seed=seed)
     c = tree.branching
     assert n <= c**depth
-    if n > 2 ** (depth - 1):  # else no branching >= 2 can use every level
-        assert c ** (depth - 1) < n
+    if n > 1:  # the smallest branching >= 2 that holds every user in `depth` levels
+        assert c == 2 or (c - 1) ** depth < n
     assert sorted(tree.order.tolist()) == list(range(n))  # every user is one leaf
     for node in range(tree.n_nodes):
         children = tree.children[node]
@@ -45,6 +45,8 @@ def test_tree_is_balanced_within_its_depth_bound(n: int, depth: int, seed: int) 
 
 def test_branching_bound() -> None:
     assert branching_for(609, 3) == 9  # 8^3 = 512 < 609 <= 729
+    # 2^4 = 16 < 17 <= 3^4 although 3^3 = 27 > 17: not every n has c^(d-1) < n
+    assert branching_for(17, 4) == 3
     assert branching_for(12_221, 3) == 24
     assert branching_for(8, 3) == 2 and branching_for(9, 3) == 3
     assert branching_for(5, 1) == 5
