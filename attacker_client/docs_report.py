@@ -159,6 +159,12 @@ COLUMNS = {
     "hr20_full": Column(
         _fixed("HR@20 full"), lambda s, m, row: _mean(row, "all/full/HR@20", digits=4)
     ),
+    "hr10_full": Column(
+        _fixed("HR@10 full"), lambda s, m, row: _mean(row, "all/full/HR@10", digits=4)
+    ),
+    "ndcg20_full": Column(
+        _fixed("NDCG@20 full"), lambda s, m, row: _mean(row, "all/full/NDCG@20", digits=4)
+    ),
     "items": Column(_fixed("items/profile"), lambda s, m, row: f"{row['items_per_profile']:.0f}"),
     "density": Column(_fixed("reward density"), lambda s, m, row: _density(row)),
     "queries": Column(
