@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import signal
@@ -54,7 +53,6 @@ from attacker_client.pretrain import PretrainArgs, run_pretrain
 from attacker_client.results import CellResult, read_cells
 from attacker_client.stealth import STEALTH_METHODS, run_stealth
 from shared import cli as shared_cli
-from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
 from shared.options import add_options, from_options, positive
 from shared.schemas import DETECTOR_NAMES
@@ -80,17 +78,7 @@ def add_attack_commands(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo", help="prepare, serve and attack on this machine: a quick Table 2 (make demo)"
     )
-    demo.add_argument("--pair", choices=sorted(NAMED_PAIRS), default=DemoArgs.pair,
-                      help="target <- source platforms")  # fmt: skip
-    demo.add_argument(
-        "--data-dir", type=Path, help="dataset folder (default: $COPYATTACK_DATA_DIR, else ./data)"
-    )
-    demo.add_argument("--workdir", type=Path, default=DemoArgs.workdir, help="model cache")
-    demo.add_argument("--out", type=Path, default=DemoArgs.out, help="tables and plots")
-    demo.add_argument("--targets", type=positive, default=DemoArgs.targets,
-                      help="cold target items")  # fmt: skip
-    demo.add_argument("--episodes", type=positive, default=DemoArgs().attack.episodes,
-                      help="CopyAttack's training episodes")  # fmt: skip
+    add_options(demo, DemoArgs, exclude=("methods", "concurrency"))
     experiment = commands.add_parser("experiment", help="run the paper's experiments over HTTP")
     kinds = experiment.add_subparsers(
         dest="experiment_command", required=True, parser_class=_CellsParser
@@ -205,14 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_demo_command(args: argparse.Namespace) -> None:
-    demo = DemoArgs(
-        pair=args.pair,
-        data_dir=args.data_dir,
-        workdir=args.workdir,
-        out=args.out,
-        targets=args.targets,
-        attack=dataclasses.replace(DemoArgs().attack, episodes=args.episodes),
-    )
+    demo = from_options(DemoArgs, args)
     # SIGTERM (a CI timeout, an IDE's stop) unwinds like Ctrl-C, so the server stops
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None

@@ -21,29 +21,35 @@ import secrets
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from attacker_client.copyattack import CopyAttackArgs
 from attacker_client.harness import ExperimentConfig, run_table2
 from attacker_client.methods import METHODS
+from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
+from shared.options import option, positive
 from shared.process import ServerProcess, run_tied
 
 
 @dataclass(frozen=True)
 class DemoArgs:
-    pair: str = "primary"  # primary | reverse | synthetic (shared.datasets.pair.NAMED_PAIRS)
-    data_dir: Path | None = None  # None: $COPYATTACK_DATA_DIR, else ./data
-    workdir: Path = Path("artifacts/demo")  # cached scenario and model, per pair
-    out: Path = Path("results/demo")  # the run's tables and plots, per pair
-    targets: int = 3  # cold target items (the full Table 2 uses 50)
-    methods: tuple[str, ...] = METHODS
-    # the real pairs' settings of the README's Table 2, with fewer training episodes
-    attack: CopyAttackArgs = field(
-        default_factory=lambda: CopyAttackArgs(episodes=2, k=100, reward="rank")
+    pair: str = option("primary", "target <- source platforms", choices=sorted(NAMED_PAIRS))
+    data_dir: Path | None = option(
+        None, "dataset folder (default: $COPYATTACK_DATA_DIR, else ./data)"
     )
+    workdir: Path = option(Path("artifacts/demo"), "model cache (the scenario and model, per pair)")
+    out: Path = option(Path("results/demo"), "tables and plots (per pair)")
+    targets: int = option(3, "cold target items (the full Table 2 uses 50)", parse=positive)
+    episodes: int = option(2, "CopyAttack's training episodes", parse=positive)
+    methods: tuple[str, ...] = METHODS
     concurrency: int = 4
+
+    @property
+    def attack(self) -> CopyAttackArgs:
+        """The real pairs' settings of the README's Table 2, with fewer training episodes."""
+        return CopyAttackArgs(episodes=self.episodes, k=100, reward="rank")
 
 
 def _prepare(args: DemoArgs) -> Path:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys_server.artifact import ModelArtifact
-from recsys_server.pinsage.model import VARIANTS, PinSageConfig
+from recsys_server.pinsage.model import PinSageConfig
 from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.prepare import prepare, train_artifact
 from recsys_server.settings import Settings
@@ -42,7 +42,7 @@ from recsys_server.victims.registry import VICTIMS
 from shared.cli import Parser, add_year_tolerance, default_data_dir
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
-from shared.options import typed
+from shared.options import add_options, from_options, typed
 from shared.process import scratch_removed_on_exit, watch_parent
 from shared.scenario import ScenarioConfig, load_scenario
 
@@ -105,9 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dataset folder (default: $COPYATTACK_DATA_DIR, else ./data)",
     )
-    prepare.add_argument(
-        "--scenario-seed", type=int, default=0, help="seed of the split and target choice"
-    )
+    prepare.add_argument("--scenario-seed", type=int, default=ScenarioConfig.seed,
+                         help="seed of the split and target choice")  # fmt: skip
     prepare.add_argument(
         "--min-source-holders",
         type=int,
@@ -159,44 +158,14 @@ def _add_settings_options(serve: argparse.ArgumentParser) -> None:
         serve.add_argument(flag, dest=name, help=help_text, **kwargs)
 
 
-# flag, type, default, help
-_NUMERIC_TRAINING_OPTIONS: tuple[tuple[str, type, float, str], ...] = (
-    ("--warm-threshold", int, PinSageConfig.warm_threshold,
-     "content+id-warm: items with this many training interactions get an id"),
-    ("--degree-steps", int, PinSageConfig.degree_steps_per_octave,
-     "round the degree feature to 1/N octave (0: continuous; N > 0: local refresh)"),
-    ("--id-dropout", float, PinSageConfig.id_dropout, "dropout of the id embeddings in training"),
-    ("--dim", int, PinSageConfig.dim, "embedding size (paper: 8)"),
-    ("--layers", int, PinSageConfig.n_layers, "graph convolution layers"),
-    ("--walks", int, WalkConfig.n_walks, "random walks per item"),
-    ("--hops", int, WalkConfig.max_hops, "item-to-item hops per walk"),
-    ("--neighbours", int, WalkConfig.n_neighbours, "neighbours per item (the most visited)"),
-    ("--lr", float, TrainConfig.lr, "Adam's learning rate"),
-    ("--weight-decay", float, TrainConfig.weight_decay, "Adam's L2 weight"),
-    ("--batch-size", int, TrainConfig.batch_size, "BPR triples per step"),
-    ("--max-epochs", int, TrainConfig.max_epochs, "at most this many"),
-    ("--patience", int, TrainConfig.patience,
-     "stop after this many epochs without a better validation HR@10"),
-    ("--seed", int, TrainConfig.seed, "seed of the weights and walks"),
-)  # fmt: skip
-
-
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--victim", choices=sorted(VICTIMS), default="pinsage", help="the recommender's family"
-    )
-    parser.add_argument(
-        "--variant",
-        choices=VARIANTS,
-        default=PinSageConfig.variant,
-        help="item input: content only, plus an id embedding (for warm items, or for all)",
-    )
-    parser.add_argument(
-        "--no-degree", action="store_true", help="no popularity feature in the item input"
-    )
-    parser.add_argument("--residual", action="store_true", help="add the input to the output")
-    for flag, kind, default, text in _NUMERIC_TRAINING_OPTIONS:
-        parser.add_argument(flag, type=kind, default=default, help=text)
+    """The victim, and PinSage's and the training's settings (the walks' seed is the
+    training's)."""
+    parser.add_argument("--victim", choices=sorted(VICTIMS), default=PinSageVictim.name,
+                        help="the recommender's family")  # fmt: skip
+    add_options(parser, PinSageConfig, exclude=("walks",))
+    add_options(parser, WalkConfig, exclude=("restart", "seed"))
+    add_options(parser, TrainConfig, exclude=("progress",))
 
 
 def _configs(args: argparse.Namespace) -> tuple[VictimConfig, TrainConfig]:
@@ -205,32 +174,10 @@ def _configs(args: argparse.Namespace) -> tuple[VictimConfig, TrainConfig]:
     try:
         config: VictimConfig = VICTIMS[args.victim].default_config()
         if args.victim == PinSageVictim.name:
-            config = PinSageConfig(
-                variant=args.variant,
-                warm_threshold=args.warm_threshold,
-                use_degree=not args.no_degree,
-                degree_steps_per_octave=args.degree_steps,
-                dim=args.dim,
-                n_layers=args.layers,
-                residual=args.residual,
-                id_dropout=args.id_dropout,
-                walks=WalkConfig(
-                    n_walks=args.walks,
-                    max_hops=args.hops,
-                    n_neighbours=args.neighbours,
-                    seed=args.seed,
-                ),
-            )
-        train = TrainConfig(
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            batch_size=args.batch_size,
-            max_epochs=args.max_epochs,
-            patience=args.patience,
-            seed=args.seed,
-            # progress lines on a terminal only, and never around JSON
-            progress=sys.stderr.isatty() and not args.json,
-        )
+            walks = from_options(WalkConfig, args, seed=args.seed)
+            config = from_options(PinSageConfig, args, walks=walks)
+        # progress lines on a terminal only, and never around JSON
+        train = from_options(TrainConfig, args, progress=sys.stderr.isatty() and not args.json)
     except ValueError as exc:
         raise CopyAttackError(str(exc)) from None
     return config, train

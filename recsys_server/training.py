@@ -11,21 +11,22 @@ import torch
 from tqdm import tqdm
 
 from recsys_server.cancellation import check_cancelled
+from shared.options import option
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # Adam. The paper uses 0.001; 0.005 was chosen on the validation split of both real
     # targets (0.001 stops early, before it converges, with patience 5). --lr 0.001 to follow it.
-    lr: float = 0.005
-    batch_size: int = 1024
-    max_epochs: int = 200
-    patience: int = 5
+    lr: float = option(0.005, "Adam's learning rate")
+    batch_size: int = option(1024, "BPR triples per step")
+    max_epochs: int = option(200, "at most this many")
+    patience: int = option(5, "stop after this many epochs without a better validation HR@10")
     # Adam's L2 weight, chosen on validation HR@10 (sampled / full): on MovieTweetings 1e-4
     # gave 0.701 / 0.165 against 0.693 / 0.153 without (1e-3 and 3e-4 were level with 1e-4),
     # on ml-latest-small 0.689 / 0.086 against 0.684 / 0.087.
-    weight_decay: float = 1e-4
-    seed: int = 0
+    weight_decay: float = option(1e-4, "Adam's L2 weight")
+    seed: int = option(0, "seed of the weights and walks")
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -68,7 +68,9 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", required=True, help="attacked dataset: movietweetings-100k")
     parser.add_argument("--source", required=True, help="copied dataset: ml-latest-small")
     _add_data_dir(parser)
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    parser.add_argument(
+        "--seed", type=int, default=ScenarioConfig.seed, help="seed of every random choice"
+    )
     parser.add_argument(
         "--top-rating-only",
         action="store_true",
@@ -76,11 +78,16 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--target-threshold", type=float, help="target 'liked' rating threshold")
     parser.add_argument("--source-threshold", type=float, help="source 'liked' rating threshold")
-    parser.add_argument("--n-target-items", type=int, default=50, help="cold target items")
+    parser.add_argument(
+        "--n-target-items",
+        type=int,
+        default=ScenarioConfig.n_target_items,
+        help="cold target items",
+    )
     parser.add_argument(
         "--cold-max-interactions",
         type=int,
-        default=10,
+        default=ScenarioConfig.cold_max_interactions,
         help="target items have fewer target interactions than this",
     )
     parser.add_argument(
@@ -93,13 +100,18 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pretend-pool-size",
         type=int,
-        default=100,
+        default=ScenarioConfig.pretend_pool_size,
         help="established target users that pretend users (the top-k probes) are drawn from",
     )
     parser.add_argument(
         "--domain-shift", type=float, help="synthetic pairs: taste shift of the source (0..1)"
     )
-    parser.add_argument("--synthetic-seed", type=int, default=0, help="synthetic pairs: data seed")
+    parser.add_argument(
+        "--synthetic-seed",
+        type=int,
+        default=SyntheticOptions.seed,
+        help="synthetic pairs: data seed",
+    )
 
 
 def build_parser(

@@ -1,7 +1,8 @@
-"""One source per setting: the options of ``copyattack experiment`` and ``recsys-server
-serve`` are generated from the settings they fill (ExperimentConfig, CopyAttackArgs,
-PretrainArgs, the server's Settings), so every setting is reachable from the command
-line and its help shows the default the code uses."""
+"""One source per setting: the options of ``copyattack experiment``, ``copyattack demo``,
+``recsys-server train``, ``prepare`` and ``serve`` are generated from the settings they
+fill (ExperimentConfig, CopyAttackArgs, PretrainArgs, DemoArgs, PinSageConfig, WalkConfig,
+TrainConfig, the server's Settings), so every setting is reachable from the command line
+and its help shows the default the code uses."""
 
 from __future__ import annotations
 
@@ -17,12 +18,16 @@ import pytest
 from attacker_client.cli import build_parser as copyattack_parser
 from attacker_client.cli import experiment_config
 from attacker_client.copyattack import CopyAttackArgs
+from attacker_client.demo import DemoArgs
 from attacker_client.harness import ExperimentConfig
 from attacker_client.pretrain import PretrainArgs
-from recsys_server.cli import SERVE_FLAGS
+from recsys_server.cli import SERVE_FLAGS, _configs
 from recsys_server.cli import build_parser as recsys_parser
+from recsys_server.pinsage.model import PinSageConfig
+from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.settings import Settings
-from shared.options import add_options, from_options, option
+from recsys_server.training import TrainConfig
+from shared.options import add_options, from_options, option, positive
 
 # ExperimentConfig's fields that a command sets itself rather than through an option of
 # the same name, each checked below through the option that reaches it
@@ -79,7 +84,7 @@ def _another_value(action: argparse.Action) -> tuple[list[str], Any]:
         return [flag, "elsewhere"], Path("elsewhere")
     if action.nargs == "+":
         return [flag, "7", "8"], (7, 8)
-    value = (default or 0) + (1 if kind is int else 0.25)
+    value = (default or 0) + (1 if kind in (int, positive) else 0.25)
     return [flag, str(value)], value
 
 
@@ -160,6 +165,62 @@ def test_pretrain_options_are_pretrain_args_and_the_attack_args() -> None:
         built = from_options(cls, args)
         for name in _fields(cls):
             assert getattr(built, name) == expected[cls.__name__, name], name
+
+
+def _check_defaults_and_another_value(
+    parser: argparse.ArgumentParser, cls: type, exclude: set[str], argv: list[str]
+) -> dict[str, Any]:
+    """Every field of ``cls`` but ``exclude`` is an option of ``parser`` whose default is
+    the field's, shown in its help; adds to ``argv`` the words that set another value and
+    returns those values by field."""
+    actions = _actions(parser)
+    expected: dict[str, Any] = {}
+    for name, (_, default) in _fields(cls).items():
+        if name in exclude:
+            continue
+        action = actions[name]
+        assert action.default == (list(default) if isinstance(default, tuple) else default), name
+        if default is not None and default is not False:
+            assert _help_of(parser, action).endswith(f"(default: {_default_shown(default)})"), name
+        words, expected[name] = _another_value(action)
+        assert expected[name] != default, f"{name}: the test must set another value"
+        argv += words
+    return expected
+
+
+@pytest.mark.parametrize("command", ["train", "prepare"])
+def test_training_options_are_the_victim_and_training_settings(command: str) -> None:
+    parser = _subparser(recsys_parser(), command)
+    required = {"train": ["--scenario", "s", "--out", "m.pt"],
+                "prepare": ["--pair", "primary", "--workdir", "w"]}  # fmt: skip
+    argv = required[command]
+    expected = {
+        cls: _check_defaults_and_another_value(parser, cls, exclude, argv)
+        for cls, exclude in (
+            # its walks' fields are WalkConfig's, next
+            (PinSageConfig, {field.name for field in dataclasses.fields(WalkConfig)}),
+            (WalkConfig, {"restart", "seed"}),  # the walks' seed is the training's
+            (TrainConfig, {"progress"}),
+        )
+    }
+    config, train = _configs(parser.parse_args([*argv, "--json"]))
+    assert isinstance(config, PinSageConfig)
+    for cls, built in ((PinSageConfig, config), (WalkConfig, config.walks), (TrainConfig, train)):
+        for name, value in expected[cls].items():
+            assert getattr(built, name) == value, (cls.__name__, name)
+    assert config.walks.seed == train.seed == expected[TrainConfig]["seed"]
+    assert train.progress is False  # --json: no progress lines
+
+
+def test_demo_options_are_demo_args() -> None:
+    parser = _subparser(copyattack_parser(), "demo")
+    argv: list[str] = []
+    expected = _check_defaults_and_another_value(parser, DemoArgs, {"methods", "concurrency"}, argv)
+    demo = from_options(DemoArgs, parser.parse_args(argv))
+    assert {name: getattr(demo, name) for name in expected} == expected
+    assert demo.attack == CopyAttackArgs(episodes=expected["episodes"], k=100, reward="rank")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--targets", "0"])
 
 
 def test_every_server_setting_but_the_token_is_a_serve_option_with_its_default() -> None:

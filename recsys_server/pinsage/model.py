@@ -19,22 +19,36 @@ from torch import nn
 
 from recsys_server.pinsage.layers import ItemInput, WeightedSAGEConv
 from recsys_server.pinsage.sampler import WalkConfig
+from shared.options import option
 
 VARIANTS = ("content", "content+id-warm", "content+id")
 
 
 @dataclass(frozen=True)
 class PinSageConfig:
-    variant: str = "content+id-warm"
-    warm_threshold: int = 10  # content+id-warm: ids for items with this many train interactions
-    use_degree: bool = True  # popularity feature of the item's current degree
-    # > 0: the degree feature is rounded to 1/N octave, piecewise constant, so an injection's
-    # refresh stays local (0: continuous; measured in the README)
-    degree_steps_per_octave: int = 4
-    dim: int = 32
-    n_layers: int = 2
-    residual: bool = False  # add h0 to the output (DGL's example) instead of Ying's design
-    id_dropout: float = 0.0
+    variant: str = option(
+        "content+id-warm",
+        "item input: content only, plus an id embedding (for warm items, or for all)",
+        choices=VARIANTS,
+    )
+    warm_threshold: int = option(
+        10, "content+id-warm: items with this many training interactions get an id"
+    )
+    use_degree: bool = option(
+        True, "the popularity feature (the item's current degree) in the item input",
+        flag="--degree",
+    )  # fmt: skip
+    # > 0: the degree feature is piecewise constant, so an injection's refresh stays local
+    degree_steps_per_octave: int = option(
+        4, "round the degree feature to 1/N octave (0: continuous; N > 0: local refresh)",
+        flag="--degree-steps",
+    )  # fmt: skip
+    dim: int = option(32, "embedding size (paper: 8)")
+    n_layers: int = option(2, "graph convolution layers", flag="--layers")
+    residual: bool = option(
+        False, "add the input to the output (DGL's example) instead of Ying's design"
+    )
+    id_dropout: float = option(0.0, "dropout of the id embeddings in training")
     walks: WalkConfig = field(default_factory=WalkConfig)
 
     def __post_init__(self) -> None:

@@ -27,15 +27,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys_server.graph import InteractionGraph
+from shared.options import option
 
 
 @dataclass(frozen=True)
 class WalkConfig:
-    n_walks: int = 128
-    max_hops: int = 1
+    n_walks: int = option(128, "random walks per item", flag="--walks")
+    max_hops: int = option(1, "item-to-item hops per walk", flag="--hops")
     restart: float = 0.5
-    n_neighbours: int = 20
-    seed: int = 0
+    n_neighbours: int = option(20, "neighbours per item (the most visited)", flag="--neighbours")
+    seed: int = 0  # `recsys-server train` sets TrainConfig's
 
 
 @dataclass
