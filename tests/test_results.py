@@ -27,7 +27,6 @@ from attacker_client.statistics import summarise
 from attacker_client.stealth import format_stealth, summarise_stealth
 from shared.errors import CopyAttackError
 
-ROOT = Path(__file__).resolve().parents[1]
 # the cells of a stealth run of 19 primary targets written before the results were typed
 # (its table was in docs/stealth.md until the 50-target run replaced it)
 STEALTH_RUN = Path(__file__).parent / "data" / "stealth_run_19_targets"
