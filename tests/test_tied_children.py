@@ -20,6 +20,9 @@ from recsys_server.cli import main as recsys_main
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 ROOT = Path(__file__).resolve().parent.parent
+# ends a test that would otherwise hang when the awaited state never comes; far beyond
+# any wait a loaded machine gives, and never what a test asserts
+HANG_GUARD_SECONDS = 600.0
 
 
 def alive(pid: int) -> bool:
@@ -49,11 +52,10 @@ def command_line(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
 
 
-def eventually(condition: Callable[[], bool], deadline_seconds: float = 600.0) -> bool:
-    """Poll ``condition`` until it holds. The state is what is asserted, never how fast it
-    came: the deadline only ends a test that would otherwise hang when the state never
-    comes, and is far beyond any wait a loaded machine gives."""
-    deadline = time.monotonic() + deadline_seconds
+def eventually(condition: Callable[[], bool]) -> bool:
+    """Poll ``condition`` until it holds (or the hang guard ends the wait). The state is
+    what is asserted, never how fast it came."""
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
     while not condition():
         if time.monotonic() > deadline:
             return False
@@ -136,7 +138,7 @@ def test_an_interrupted_demo_says_one_line_and_stops_its_server(
         os.killpg(demo.pid, signal.SIGINT)
     else:
         demo.terminate()
-    _, err = demo.communicate(timeout=300)
+    _, err = demo.communicate(timeout=HANG_GUARD_SECONDS)
     assert err.splitlines() == ["copyattack: interrupted"], err
     assert demo.returncode == 130
     assert eventually(lambda: not alive(server) and not scratch.exists())
