@@ -142,19 +142,32 @@ async def test_a_retrain_of_a_defended_world_replays_after_a_restart(
     artifact: Path, tmp_path: Path
 ) -> None:
     """The retrain is recorded after every injection so far, quarantined ones included
-    (the ledger's count), so the replay runs it at the same point."""
+    (the ledger's count), so the replay runs it at the same point; and the injected users'
+    lists come from a retrained model too, those an undefended twin world gives after the
+    same retrain (an untuned shadow would tell the attacker that a retrain happened to the
+    pretend users' model and not to its own users')."""
     batch = profiles()
     settings = settings_for(artifact, tmp_path / "ledger.db")
     async with serving(settings) as client:
         world, key = await world_of(client, defence="degree")
-        await inject_all(client, key, batch[:6])
-        await retrain(client, world["world_id"], epochs=1)
-        await inject_all(client, key, batch[6:])
+        twin, twin_key = await world_of(client)
+        injected = []
+        for id_, key_ in ((world["world_id"], key), (twin["world_id"], twin_key)):
+            answers = await inject_all(client, key_, batch[:6])
+            await retrain(client, id_, epochs=1)
+            answers += await inject_all(client, key_, batch[6:])
+            injected.append([a["user_id"] for a in answers])
+        assert injected[0] == injected[1]
         before = await tops(client, key, world["pretend_users"])
+        injected_tops = await tops(client, key, injected[0])
+        assert injected_tops == await tops(client, twin_key, injected[0])
         usage = await client.get(f"/admin/worlds/{world['world_id']}/usage", headers=ADMIN)
         assert 0 < usage.json()["quarantined"] < len(batch)
+        # the pretend users' model was retrained without the quarantined profiles
+        assert before != await tops(client, twin_key, world["pretend_users"])
     async with serving(settings) as client:
         assert await tops(client, key, world["pretend_users"]) == before
+        assert await tops(client, key, injected[0]) == injected_tops
 
 
 async def test_a_quarantined_injection_costs_the_refresh_an_accepted_one_does(

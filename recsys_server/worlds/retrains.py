@@ -121,7 +121,9 @@ class RetrainJobs:
         same seeded fine-tune on the same graph); the ones still to come are returned."""
         while retrains and retrains[0].after_injections <= injected:
             retrain, *retrains = retrains
-            state, digest = _retrained(world.state, self.data, retrain.epochs, _probe_users(world))
+            state, shadow, digest = _retrained(
+                world.state, world.shadow, self.data, retrain.epochs, _probe_users(world)
+            )
             if digest != retrain.scores_sha256:
                 raise LedgerError(
                     f"replaying world {world.world_id}: a retrain ({retrain.epochs} epochs "
@@ -130,7 +132,7 @@ class RetrainJobs:
                     "Serve it as it ran, or drop the world's retrains from the ledger "
                     f"(DELETE FROM retrains WHERE world_id = '{world.world_id}')"
                 )
-            world.state = state
+            world.state, world.shadow = state, shadow
             world.embedding_epoch += 1
         return retrains
 
@@ -152,12 +154,13 @@ class RetrainJobs:
     async def _fine_tune(self, world: World, job: Retrain) -> None:
         """Run the job's fine-tune, record it, install it; the job says how it ended."""
         try:
-            state, digest = await run_on(
+            state, shadow, digest = await run_on(
                 self._retrainer,
                 run_cancellable,
                 job.cancel,
                 _retrained,
                 world.state,
+                world.shadow,
                 self.data,
                 job.view.epochs,
                 _probe_users(world),
@@ -172,7 +175,7 @@ class RetrainJobs:
             log.exception("retrain job %s of world %s failed", job.view.job_id, world.world_id)
             job.finish("failed", f"{type(exc).__name__}: {exc}")
             return
-        world.state = state
+        world.state, world.shadow = state, shadow
         world.embedding_epoch += 1
         job.view.embedding_epoch = world.embedding_epoch
         job.finish("succeeded")
@@ -200,9 +203,17 @@ def _probe_users(world: World) -> np.ndarray:
 
 
 def _retrained(
-    state: ServingState, data: TargetData, epochs: int, probe: np.ndarray
-) -> tuple[ServingState, str]:
-    """The fine-tuned state, and the sha256 of its scores of ``probe``: what the ledger
-    records, and what a replay must give again."""
+    state: ServingState,
+    shadow: ServingState | None,
+    data: TargetData,
+    epochs: int,
+    probe: np.ndarray,
+) -> tuple[ServingState, ServingState | None, str]:
+    """The fine-tuned state and shadow, and the sha256 of the state's scores of ``probe``:
+    what the ledger records, and what a replay must give again. A defended world's shadow
+    is fine-tuned on its own graph (every injection, quarantined ones too), as an
+    undefended twin world would be: were it left untuned, the lists of injected users
+    would come from another model than the pretend users' after a retrain, and tell."""
     tuned = state.retrained(data, epochs)
-    return tuned, hashlib.sha256(tuned.scores(probe).tobytes()).hexdigest()
+    tuned_shadow = None if shadow is None else shadow.retrained(data, epochs)
+    return tuned, tuned_shadow, hashlib.sha256(tuned.scores(probe).tobytes()).hexdigest()
