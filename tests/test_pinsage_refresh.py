@@ -10,12 +10,12 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from recsys_server.graph import InteractionGraph
 from recsys_server.pinsage.model import PinSage, PinSageConfig
-from recsys_server.pinsage.overlay import BATCH, RowOverlay
+from recsys_server.pinsage.overlay import BATCH, RowOverlay, every_row
 from recsys_server.pinsage.refresh import EmbeddingState
 from recsys_server.pinsage.sampler import (
     WalkConfig,
@@ -330,6 +330,31 @@ def test_overlay_reads_equal_the_table_as_written(
     base, table, expected = overlay_as_written(written, rng)
     wanted = rng.integers(0, 40, size=shape)
     np.testing.assert_array_equal(table[wanted], expected[wanted])
+    np.testing.assert_array_equal(table.base, base)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.integers(0, 6), max_size=8), n=st.integers(0, 7))
+@example(rows=[0, 1, 2, 3], n=4)
+@example(rows=[0, 2, 1, 3], n=4)
+@example(rows=[0, 0, 3, 3], n=4)
+@example(rows=[], n=0)
+def test_every_row_is_the_whole_range_and_nothing_else(rows: list[int], n: int) -> None:
+    array = np.asarray(rows, dtype=np.int64)
+    assert every_row(array, n) == np.array_equal(array, np.arange(n))
+
+
+def test_whole_table_reads_and_writes_equal_gathers_and_scatters() -> None:
+    """Reading or writing every row (a slice copy) gives what a gather or scatter of the
+    same rows would, and marks them all written."""
+    rng = np.random.default_rng(0)
+    base, table, expected = overlay_as_written(list(range(0, 40, 2)), rng)  # dense now
+    every, shuffled = np.arange(40), rng.permutation(40)
+    np.testing.assert_array_equal(table[every], expected)
+    values = rng.normal(size=(40, 4)).astype(np.float32)
+    table[every] = values
+    np.testing.assert_array_equal(table[shuffled], values[shuffled])
+    np.testing.assert_array_equal(table.private_rows(), every)
     np.testing.assert_array_equal(table.base, base)
 
 

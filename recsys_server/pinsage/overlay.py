@@ -31,6 +31,16 @@ BATCH = 16
 DENSE_FRACTION = 4
 
 
+def every_row(rows: np.ndarray, n: int) -> bool:
+    """Whether ``rows`` is ``0, 1, ..., n-1`` (n strictly increasing ids below n are):
+    then a gather or scatter can be a whole-table copy, twice as fast at 26,744 x 64."""
+    return (
+        rows.ndim == 1
+        and len(rows) == n
+        and (n == 0 or (rows[0] == 0 and rows[-1] == n - 1 and bool(np.all(rows[1:] > rows[:-1]))))
+    )
+
+
 @dataclass
 class _Compact:
     """The written rows alone: one int per table row, and the rows themselves."""
@@ -84,7 +94,7 @@ class RowOverlay:
         rows = np.asarray(rows, dtype=np.int64)
         store = self._store
         if isinstance(store, _Dense):
-            return store.table[rows]
+            return store.table.copy() if every_row(rows, len(self.base)) else store.table[rows]
         if store.n and rows.size >= len(self.base):
             # a gather as large as the table (a layer's neighbours of thousands of rows):
             # patching the masked rows costs more than copying the table (3,000 x 50
@@ -109,8 +119,10 @@ class RowOverlay:
             self._owned = True
         store = self._store
         if isinstance(store, _Dense):
-            store.table[rows] = values
-            store.written[rows] = True
+            if every_row(rows, len(self.base)):  # a slice writes at twice a scatter's speed
+                store.table[...], store.written[...] = values, True
+            else:
+                store.table[rows], store.written[rows] = values, True
             return
         new = rows[store.slot[rows] < 0]
         needed = store.n + len(new)
