@@ -32,6 +32,8 @@ Renderers (the word in parentheses; options ``key=value``, lists comma-separated
   its last line), one row per model and budget; ``targets=N`` averages the seeded draw's
   first N targets only;
 - ``stealth``: the stealth experiment's ``stealth.json``, its table as ``stealth.md`` has it;
+- ``defences``: stealth runs against defended worlds (``--defence``), two rows each: the
+  share of each attack's profiles quarantined, and of its undefended lift kept;
 - ``detectors``: ``benchmarks/detectors_offline.py``'s JSON, one row per detector (ROC-AUC
   of each planted kind, its recall at the default threshold in brackets), then the
   distribution distances;
@@ -315,6 +317,28 @@ def render_stealth(data: list[Any], options: dict[str, str]) -> str:
     return "\n".join(table) + "\n"
 
 
+def render_defences(data: list[Any], options: dict[str, str]) -> str:
+    """Defended stealth runs, two rows each: the share of each attack's profiles its
+    defence quarantined, and the share of the undefended sampled HR@20 lift it kept."""
+    rows: list[list[str]] = []
+    methods: list[str] = []
+    for summary in data:
+        if "lift_kept" not in summary:
+            raise DocsReportError("defences: a stealth summary without a defence (no lift_kept)")
+        attacks = {m: r for m, r in summary["methods"].items() if m != "WithoutAttack"}
+        methods = methods or list(attacks)
+        defence = summary["config"]["defence"]
+        quarantined = [attacks[m]["quarantined_share"] for m in methods]
+        kept = [summary["lift_kept"].get(m) for m in methods]
+        rows.append([defence, "profiles quarantined", *(f"{q:.2f}" for q in quarantined)])
+        rows.append(
+            [defence, "undefended lift kept", *("-" if k is None else f"{k:.2f}" for k in kept)]
+        )
+    # trained against the defended world: the adaptive attacker
+    names = [f"{m} (adaptive)" if m == "CopyAttack" else m for m in methods]
+    return _markdown(["defence", "", *names], rows)
+
+
 def _planted_name(kind: str) -> str:
     """A generated kind as its attack is called (``random``: RandomFake); copies as they are."""
     return kind if kind.startswith("copy") else f"{kind.capitalize()}Fake"
@@ -438,6 +462,7 @@ RENDERERS: dict[str, Renderer] = {
     "pretrain": render_pretrain,
     "room": render_room,
     "stealth": render_stealth,
+    "defences": render_defences,
     "detectors": render_detectors,
     "quality": render_quality,
     "throughput": render_throughput,
@@ -582,32 +607,41 @@ def regenerate(root: Path) -> list[Block]:
     return changed
 
 
+# the summaries a finished experiment writes: ``table2`` (and ``learning-curve``'s
+# baselines) and ``stealth``
+SUMMARIES = ("table2.json", "stealth.json")
+
+
 def keep_run(run: Path, dest: Path, command: str) -> Path:
-    """Copy a harness run's summary (``RUN/table2.json`` without its per-cell records) into
-    ``dest`` with its record: the model and scenario fingerprints of ``RUN/run.json``, the
-    machine the summary names, the summary's date and ``command``. Refuses to overwrite."""
-    summary_path, key_path = run / "table2.json", run / "run.json"
-    for path in (summary_path, key_path):
-        if not path.is_file():
-            raise DocsReportError(f"{path} does not exist: not a finished harness run")
-    if (dest / "table2.json").exists() or (dest / RUN_FILE).exists():
+    """Copy a harness run's summary (``RUN/table2.json`` or ``RUN/stealth.json``, without
+    its per-cell records) into ``dest`` with its record: the model and scenario
+    fingerprints of ``RUN/run.json``, the machine the summary names, the summary's date and
+    ``command``. Refuses to overwrite."""
+    key_path = run / "run.json"
+    found = [run / name for name in SUMMARIES if (run / name).is_file()]
+    if len(found) != 1 or not key_path.is_file():
+        raise DocsReportError(
+            f"{run} is not a finished harness run: it needs run.json and one of "
+            f"{', '.join(SUMMARIES)}"
+        )
+    summary_path = found[0]
+    if any((dest / name).exists() for name in (*SUMMARIES, RUN_FILE)):
         raise DocsReportError(f"{dest} already holds a kept run; choose another folder")
     summary = json.loads(summary_path.read_text())
     summary.pop("cells", None)
     key = json.loads(key_path.read_text())
     written = datetime.date.fromtimestamp(summary_path.stat().st_mtime)
+    name = summary_path.name
     record = {
         "machine": summary.get("machine", "not recorded"),
         "model": key["model"],
         "scenario": key["scenario"],
-        "files": {
-            "table2.json": {"command": command, "date": written.isoformat(), "from": str(run)}
-        },
+        "files": {name: {"command": command, "date": written.isoformat(), "from": str(run)}},
     }
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "table2.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (dest / name).write_text(json.dumps(summary, indent=1) + "\n")
     (dest / RUN_FILE).write_text(json.dumps(record, indent=1) + "\n")
-    return dest / "table2.json"
+    return dest / name
 
 
 # --- the command -------------------------------------------------------------------------

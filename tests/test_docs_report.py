@@ -18,8 +18,10 @@ from attacker_client.docs_report import (
     blocks,
     historical,
     regenerate,
+    render_defences,
     render_quality,
     render_room,
+    render_stealth,
     render_table2,
     render_throughput,
     stale,
@@ -28,6 +30,7 @@ from attacker_client.report import format_table2
 
 ROOT = Path(__file__).resolve().parents[1]
 RICH_TABLE2 = "results/rich_draw/table2.json"
+STEALTH_RUN = "results/stealth/primary50/stealth.json"
 
 
 def test_committed_docs_equal_what_their_data_generates() -> None:
@@ -208,6 +211,33 @@ def test_throughput_rows_are_per_run_then_the_median_of_each_figure() -> None:
     )
 
 
+def test_defences_give_each_attacks_quarantined_and_kept_shares() -> None:
+    def defended(defence: str, share: float) -> dict:
+        row = {"quarantined_share": share}
+        methods = {
+            "WithoutAttack": {"quarantined_share": None},
+            "RandomFake": row,
+            "CopyAttack": row,
+        }
+        return {
+            "methods": methods,
+            "lift_kept": {"RandomFake": 1 - share, "CopyAttack": None},
+            "config": {"defence": defence},
+        }
+
+    lines = render_defences([defended("ecod", 0.25), defended("pca", 0.5)], {}).splitlines()
+    assert lines[0] == "| defence |  | RandomFake | CopyAttack (adaptive) |"
+    assert lines[2:] == [
+        "| ecod | profiles quarantined | 0.25 | 0.25 |",
+        "| ecod | undefended lift kept | 0.75 | - |",
+        "| pca | profiles quarantined | 0.50 | 0.50 |",
+        "| pca | undefended lift kept | 0.50 | - |",
+    ]
+    undefended = json.loads((ROOT / "docs" / STEALTH_RUN).read_text())
+    with pytest.raises(DocsReportError, match="without a defence"):
+        render_defences([undefended], {})
+
+
 def test_a_kept_harness_run_is_one_marker_away_from_a_table(repo_copy: Path, capsys) -> None:
     summary = json.loads((ROOT / "docs" / RICH_TABLE2).read_text())
     run = repo_copy / "results" / "new_run"
@@ -231,6 +261,26 @@ def test_a_kept_harness_run_is_one_marker_away_from_a_table(repo_copy: Path, cap
     assert "already holds a kept run" in capsys.readouterr().err
     assert (dest / "table2.json").read_text() == kept
     assert main(["report", "--keep", str(run / "gone"), str(dest / "x"), "--command", "c"]) == 2
+    assert "not a finished harness run" in capsys.readouterr().err
+
+
+def test_a_kept_stealth_run_is_one_marker_away_from_a_table(repo_copy: Path, capsys) -> None:
+    summary = json.loads((ROOT / "docs" / STEALTH_RUN).read_text())
+    run = repo_copy / "results" / "new_stealth"
+    run.mkdir(parents=True)
+    (run / "stealth.json").write_text(json.dumps({**summary, "cells": [{"method": "x"}]}))
+    (run / "run.json").write_text(json.dumps({"model": "m" * 64, "scenario": "s" * 64}))
+    dest = repo_copy / "docs" / "results" / "new_stealth"
+    assert main(["report", "--keep", str(run), str(dest), "--command", "copyattack ..."]) == 0
+    assert json.loads((dest / "stealth.json").read_text()) == summary
+    record = json.loads((dest / "run.json").read_text())
+    assert record["files"]["stealth.json"]["command"] == "copyattack ..."
+    doc = _page(repo_copy, "<!-- generated: results/new_stealth/stealth.json (stealth) -->")
+    assert main(["report", "--root", str(repo_copy)]) == 0
+    assert render_stealth([summary], {}) in doc.read_text()
+    # a folder holding both summaries is not one run
+    (run / "table2.json").write_text("{}")
+    assert main(["report", "--keep", str(run), str(dest / "x"), "--command", "c"]) == 2
     assert "not a finished harness run" in capsys.readouterr().err
 
 
