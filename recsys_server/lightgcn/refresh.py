@@ -240,9 +240,15 @@ class LightGCNState(ServingState):
         scale = np.sqrt(_inverse(self.graph.degree[items]))[:, None]
         every = every_row(items, len(self.item_ego))
         partial = self.item_ego.copy() if every else self.item_ego[items]
-        for table in sums[:-1]:
-            partial += scale * table
-        final = (partial + scale * sums[-1]) / (self.n_layers + 1)
+        if len(sums) > 1:  # the scale once for all the inner layers' sums, in place
+            inner = sums[0] + sums[1] if len(sums) > 2 else sums[0].copy()
+            for table in sums[2:-1]:
+                inner += table
+            inner *= scale
+            partial += inner
+        final = scale * sums[-1]
+        final += partial
+        final /= self.n_layers + 1
         return partial.astype(np.float32), final.astype(np.float32)
 
     # --- reading -------------------------------------------------------------------
