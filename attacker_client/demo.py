@@ -48,7 +48,8 @@ class DemoArgs:
 
     @property
     def attack(self) -> CopyAttackArgs:
-        """The real pairs' settings of the README's Table 2, with fewer training episodes."""
+        """The real pairs' settings of the README's Table 2 ("Results"), with fewer training
+        episodes."""
         return CopyAttackArgs(episodes=self.episodes, k=100, reward="rank")
 
 

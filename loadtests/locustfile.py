@@ -127,7 +127,9 @@ def _settle(response: ResponseContextManager, name: str, expected: int) -> Any |
 
 
 def _check_429_headers(response: ResponseContextManager, kind: str) -> None:
-    """What the README promises on each 429, counted (not failed): the runner reports it."""
+    """What each 429 promises (docs/service.md, "Limits, errors and malformed HTTP": rate
+    limits; docs/design.md, "Worlds and budgets": a spent budget), counted (not failed):
+    the runner reports it."""
     content_type = _header(response, "content-type") or ""
     if not content_type.startswith("application/problem+json"):
         COUNTERS[f"{kind}: content-type not problem+json"] += 1

@@ -84,7 +84,8 @@ class BPRMF(nn.Module):
         # a generator of its own: building (or loading) a model leaves the process's
         # global RNG alone. It draws what the global-seed version drew, in its order (each
         # table's N(0, 1) default init, then the factors' N(0, 0.1)), so a seed gives the
-        # same model as before and the README's BPR-MF and MF numbers still reproduce.
+        # same model as before and the BPR-MF and MF numbers of docs/victims.md ("Quality on
+        # the real targets", "Item-kNN and MF") still reproduce.
         generator = torch.Generator().manual_seed(seed)
         for shape in ((n_users, config.dim), (n_items, config.dim), (n_items, 1)):
             torch.empty(shape).normal_(generator=generator)

@@ -81,7 +81,7 @@ def test_fake_profiles_hold_the_target_once_with_real_lengths(kind: str) -> None
 
 
 # The lowest ROC-AUC each detector must reach on planted profiles of each kind (measured
-# on this world: see the README's Stealth section). PCA-VarSelect misses bandwagon and
+# on this world: see docs/stealth.md, "Tests"). PCA-VarSelect misses bandwagon and
 # segment profiles (they load on the popularity component like real users), so it is
 # held to random and average ones only; the supervised detector to every kind (its real
 # users judged out of bag: 0.97, 0.81, 0.97, 0.77; in sample they read 0.99, 0.92, 0.99, 0.89).

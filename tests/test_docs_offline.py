@@ -1,6 +1,7 @@
 """/docs and /redoc work without internet (issue 18, service item 7): every asset they
 load is served by the service itself. A real browser rendering the route list is
-``scripts/docs_screenshot.py`` (headless Chromium, documented in the README)."""
+``scripts/docs_screenshot.py`` (headless Chromium, documented in docs/service.md,
+"Running the server")."""
 
 from __future__ import annotations
 

@@ -353,7 +353,8 @@ def test_table2_says_what_the_interval_is_and_flags_too_few_targets() -> None:
     assert "0.5000 ± 0.2500†" in rows["WithoutAttack"]
     assert "†" not in rows["CopyAttack"] and "0.5000 ± 0.2500 |" in rows["CopyAttack"]
     assert "† fewer than 5 target items (3)" in table
-    # the reward density the README's demo table shows is printed (blank for non-learners)
+    # the reward density the demo's table shows (docs/results.md, "The demo") is printed
+    # (blank for non-learners)
     header = rows["method"].split(" | ")
     density = header.index("reward density")
     assert rows["CopyAttack"].split(" | ")[density] == "0.62"

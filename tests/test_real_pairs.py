@@ -39,13 +39,13 @@ def test_title_year_matching_agrees_with_imdb(primary_pair) -> None:
     by_imdb = align_catalogues(_rated(target), _rated(source), use_titles=False).source_to_target
     by_title = align_catalogues(_rated(target), _rated(source), use_imdb=False).source_to_target
     agree = sum(by_imdb.get(s) == t for s, t in by_title.items())
-    assert agree / len(by_imdb) > 0.93  # recall: the data README finds about 95%
+    assert agree / len(by_imdb) > 0.93  # recall: docs/data.md ("Alignment") finds about 95%
     assert agree / len(by_title) > 0.998  # precision: a handful of IMDb disagreements
 
 
 def test_year_tolerance_errors_against_imdb_on_the_pair_that_has_both(primary_pair) -> None:
     """Title + year (±1) without IMDb ids, checked against the IMDb match (issue 18,
-    newcomer item 7): the README's numbers."""
+    newcomer item 7): the numbers of docs/data.md, "Alignment"."""
     target, source = primary_pair
     movies_t, movies_s = _rated(target), _rated(source)
     exact = align_catalogues(movies_t, movies_s, use_imdb=False)

@@ -281,7 +281,7 @@ async def test_a_plain_topk_request_is_answered_as_fastapi_answers_it(
     artifact: Path, tmp_path: Path
 ) -> None:
     """/topk reads a plain request (the user id and ``k`` in digits, no other query) by
-    hand and leaves anything else to FastAPI (README, "Service speed"). An unknown query
+    hand and leaves anything else to FastAPI (docs/service.md, "Service speed"). An unknown query
     parameter sends a request FastAPI's way, which ignores it: both ways give the same
     status, body and headers, and count the same, for every outcome of a plain request."""
     settings = settings_for(artifact, tmp_path / "ledger.db", max_k=30)

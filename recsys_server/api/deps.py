@@ -129,7 +129,7 @@ WorldDep = Annotated[World, Depends(admin_world)]
 # these classes checks the credentials first, then reads the body itself, at most
 # ``Settings.body_limit`` bytes (413 past it, also when Content-Length is absent or lies),
 # and hands it to FastAPI. A body under the cap parses in a few milliseconds at most
-# (README, "Service speed"), so it parses on the event loop.
+# (docs/service.md, "Limits, errors and malformed HTTP"), so it parses on the event loop.
 
 Guard = Callable[[Request], Awaitable[object]]
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -194,7 +194,8 @@ AdminRoute = guarded_route(_admin_guard)
 
 # --- a hand-written hot path ----------------------------------------------------------
 # Per request, FastAPI resolves a route's dependencies and parameters with generic
-# machinery: on /topk that cost more than the model's own work (README, "Service speed").
+# machinery: on /topk that cost more than the model's own work (docs/service.md, "Service
+# speed").
 # A route of these classes first offers each request of its methods to ``fast``, which
 # reads by hand only what is plainly valid and answers it; anything else (a value to
 # refuse, a query it does not know) it declines with None, and the route's FastAPI handler

@@ -49,7 +49,7 @@ class LightGCNConfig:
 class LightGCNGrid:
     """The family's default: one model per point of a small grid, the best on validation
     HR@10 kept. Small because every epoch propagates over the whole graph per batch on a
-    2-core machine (README: "LightGCN")."""
+    2-core machine (docs/victims.md, "LightGCN")."""
 
     dims: tuple[int, ...] = (32, 64)
     lrs: tuple[float, ...] = (0.001, 0.005)

@@ -76,7 +76,9 @@ def degree_features(degree: np.ndarray, steps_per_octave: int = 0) -> np.ndarray
     item (3 -> 4 holders is another step) but rarely for a popular one (a step at 1,000
     holders is ~190 wide at 4 steps an octave), so an injection's refresh stays local
     instead of reaching the whole catalogue through the popular items that are everyone's
-    neighbours. It costs some quality (see the README).
+    neighbours (the refresh speed it buys: docs/victims.md, "Attackability"). It costs a
+    little quality (sampled HR@10 0.703 against 0.710 on MovieTweetings-100K when it
+    became the default, commit 791c397).
     """
     octaves = np.log2(1.0 + degree.astype(np.float64))
     if steps_per_octave > 0:
