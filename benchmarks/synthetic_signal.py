@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from shared.synthetic import generate_pair, preset
 
 
 def signal(preset_name: str, overrides: dict[str, float]) -> dict[str, object]:
-    target, _ = generate_pair(preset(preset_name, **overrides))
+    target, _ = generate_pair(replace(preset(preset_name), **overrides))
     movies = list(target.movies.values())
     index = {movie.raw_id: i for i, movie in enumerate(movies)}
     ratings = target.ratings

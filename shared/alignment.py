@@ -17,11 +17,16 @@ never merged.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from shared.datasets.titles import normalise_title
 from shared.datasets.types import Movie
+
+# a movie's key for title matching: its normalised title and year (None: year not compared)
+TitleKey = tuple[str, int | None]
+Key = TypeVar("Key", bound=Hashable)  # what movies are matched on: an IMDb id or a TitleKey
 
 
 @dataclass
@@ -107,11 +112,11 @@ def _match_rest(
     rest_target = {k: m for k, m in target.items() if k not in matched_targets}
     shifts = range(-tolerance, tolerance + 1) if with_year else (0,)
 
-    def source_keys(movie: Movie) -> Iterable[object]:
+    def source_keys(movie: Movie) -> Iterable[TitleKey]:
         return [(name, year + shift if year is not None else None)
                 for name, year in _title_keys(movie, with_year) for shift in shifts]  # fmt: skip
 
-    def target_keys(movie: Movie) -> Iterable[object]:
+    def target_keys(movie: Movie) -> Iterable[TitleKey]:
         return _title_keys(movie, with_year)
 
     pairs, ambiguous = _one_to_one(
@@ -139,11 +144,11 @@ def duplicate_groups(movies: Mapping[int, Movie]) -> dict[int, int]:
     return merged
 
 
-def _imdb_keys(movie: Movie) -> Iterable[object]:
+def _imdb_keys(movie: Movie) -> Iterable[int]:
     return () if movie.imdb_id is None else (movie.imdb_id,)
 
 
-def _title_keys(movie: Movie, with_year: bool) -> Iterable[object]:
+def _title_keys(movie: Movie, with_year: bool) -> Iterable[TitleKey]:
     if with_year and movie.year is None:
         return ()
     year = movie.year if with_year else None
@@ -155,15 +160,17 @@ def _mostly_dated(movies: Mapping[int, Movie]) -> bool:
     return sum(m.year is not None for m in movies.values()) * 2 > len(movies)
 
 
-def _keys_by_movie(movies: Mapping[int, Movie], keys) -> dict[int, set[object]]:
+def _keys_by_movie(
+    movies: Mapping[int, Movie], keys: Callable[[Movie], Iterable[Key]]
+) -> dict[int, set[Key]]:
     return {raw_id: set(keys(movie)) for raw_id, movie in movies.items()}
 
 
 def _one_to_one(
-    source_keys: dict[int, set[object]], target_keys: dict[int, set[object]]
+    source_keys: dict[int, set[Key]], target_keys: dict[int, set[Key]]
 ) -> tuple[dict[int, int], int]:
     """Pairs (s, t) where t is s's only candidate and s is t's only candidate."""
-    targets_of_key: dict[object, set[int]] = defaultdict(set)
+    targets_of_key: dict[Key, set[int]] = defaultdict(set)
     for raw_id, keys in target_keys.items():
         for key in keys:
             targets_of_key[key].add(raw_id)

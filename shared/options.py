@@ -24,9 +24,12 @@ import types
 import typing
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 # the keys of a field's metadata
 HELP, FLAG, CHOICES, METAVAR, PARSE = "help", "flag", "choices", "metavar", "parse"
 
@@ -55,7 +58,7 @@ def flag_of(field: dataclasses.Field[Any]) -> str:
 
 def add_options(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    cls: type,
+    cls: type[DataclassInstance],
     *,
     exclude: Collection[str] = (),
     only: Collection[str] | None = None,
@@ -71,10 +74,10 @@ def add_options(
             continue
         hint = hints[field.name]
         default = defaults.get(field.name, _default_of(field))
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             # the nested settings' defaults are those of the instance this field holds
             nested = {f.name: getattr(default, f.name) for f in dataclasses.fields(default)}
-            add_options(parser, hint, defaults={**nested, **defaults})  # type: ignore[arg-type]
+            add_options(parser, hint, defaults={**nested, **defaults})
             continue
         if HELP not in field.metadata:
             raise TypeError(f"{cls.__name__}.{field.name} has no help: declare it with option()")
@@ -90,8 +93,8 @@ def from_options(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
         hint = hints[field.name]
         if field.name in given:
             continue
-        if dataclasses.is_dataclass(hint):
-            values[field.name] = from_options(hint, args)  # type: ignore[arg-type]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            values[field.name] = from_options(hint, args)
         elif hasattr(args, field.name):
             value = getattr(args, field.name)
             values[field.name] = tuple(value) if typing.get_origin(hint) is tuple else value
@@ -149,7 +152,7 @@ def _without_none(hint: Any) -> Any:
 
 def _parser_of(hint: Any, name: str) -> Callable[[str], Any]:
     if hint in (int, float, str, Path):
-        return hint  # type: ignore[no-any-return]
+        return hint
     raise TypeError(f"no command-line option for {name}: {hint}; give it parse=")
 
 

@@ -214,8 +214,8 @@ def _random_split(
     order = rng.permutation(len(rows))
     n_train = round(shares[0] * len(rows))
     n_valid = round(shares[1] * len(rows))
-    parts = np.split(order, [n_train, n_train + n_valid])
-    return tuple(rows[np.sort(part)] for part in parts)  # type: ignore[return-value]
+    train, valid, test = np.split(order, [n_train, n_train + n_valid])
+    return rows[np.sort(train)], rows[np.sort(valid)], rows[np.sort(test)]
 
 
 def _map_source(
@@ -296,7 +296,9 @@ def _decile_targets(
                 stacklevel=3,
             )
         count = min(config.items_per_decile, len(eligible))
-        chosen = rng.choice(eligible, size=count, replace=False) if count else []
+        chosen: np.ndarray | list[int] = (
+            rng.choice(eligible, size=count, replace=False) if count else []
+        )
         deciles[decile] = sorted(int(i) for i in chosen)
     return deciles
 
@@ -417,8 +419,8 @@ def _encode(scenario: Scenario) -> tuple[dict[str, bytes], dict[str, Any]]:
         "counts": scenario.table1(),
         "files": hashes,
     }
-    manifest["fingerprint"] = hashlib.sha256(_json_bytes(manifest)).hexdigest()
-    scenario.fingerprint = manifest["fingerprint"]
+    scenario.fingerprint = hashlib.sha256(_json_bytes(manifest)).hexdigest()
+    manifest["fingerprint"] = scenario.fingerprint
     return files, manifest
 
 

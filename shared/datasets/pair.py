@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shared.datasets.fetch import fetch_dataset
@@ -50,17 +50,16 @@ def load_pair(
     """Read (or generate) both platforms; missing real files are fetched if asked."""
     target_preset, source_preset = synthetic_preset_name(target), synthetic_preset_name(source)
     if target_preset is not None or source_preset is not None:
-        if target_preset != source_preset:
+        if target_preset is None or target_preset != source_preset:
             raise UnknownDatasetError(
                 "a synthetic target needs the same synthetic source (one generated pair): "
                 f"got --target {target} --source {source}"
             )
         options = synthetic or SyntheticOptions()
-        overrides: dict[str, object] = {"seed": options.seed}
-        if options.domain_shift is not None:
-            overrides["domain_shift"] = options.domain_shift
         try:
-            config = preset(target_preset, **overrides)
+            config = replace(preset(target_preset), seed=options.seed)
+            if options.domain_shift is not None:
+                config = replace(config, domain_shift=options.domain_shift)
         except ValueError as exc:
             raise UnknownDatasetError(str(exc)) from None
         return generate_pair(config, name=f"{SYNTHETIC}:{target_preset}")
