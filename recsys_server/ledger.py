@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import CopyAttackError
-from shared.schemas import Budgets, Counts
+from shared.schemas import DEFENCES, Budgets, Counts, Defence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -84,7 +84,7 @@ class WorldRecord:
     budgets: Budgets
     used: Counts
     total: Counts
-    defence: str = "none"  # the detector that screens injections (recsys_server.detection)
+    defence: Defence = "none"  # the detector that screens injections (recsys_server.detection)
     # the threshold in force; None without a defence, or in a ledger written before
     # thresholds were recorded (the restore records the detector's default then)
     defence_threshold: float | None = None
@@ -154,7 +154,7 @@ class Ledger:
         key_hash: str,
         pretend_users: list[int],
         budgets: Budgets,
-        defence: str = "none",
+        defence: Defence = "none",
         defence_threshold: float | None = None,
     ) -> None:
         self._db.execute(
@@ -316,6 +316,8 @@ class Ledger:
 def _world_record(row: tuple) -> WorldRecord:
     (world_id, key_hash, pretend, bq, bi, bit, uq, ui, uit, tq, ti, tit, _created, *added) = row
     defence, defence_threshold = added
+    if defence not in DEFENCES:
+        raise LedgerError(f"world {world_id}: the ledger names an unknown defence {defence!r}")
     return WorldRecord(
         world_id=world_id,
         key_hash=key_hash,

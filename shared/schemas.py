@@ -91,6 +91,7 @@ class Budgets(_Strict):
 DetectorName = Literal["pca", "degree", "ecod", "iforest"]
 DETECTOR_NAMES: tuple[DetectorName, ...] = ("pca", "degree", "ecod", "iforest")
 Defence = Literal["none", "pca", "degree", "ecod", "iforest"]
+DEFENCES: tuple[Defence, ...] = ("none", *DETECTOR_NAMES)
 DefenceThreshold = Annotated[
     float | None,
     Field(
@@ -244,7 +245,7 @@ class CohortEvaluation(BaseModel):
 
 class TargetEvaluation(BaseModel):
     item: ItemId
-    cohorts: dict[str, CohortEvaluation] = Field(
+    cohorts: dict[Cohort, CohortEvaluation] = Field(
         description=f"{ALL_USERS!r} evaluation users, and those with {ACTIVE_USERS!r} "
         "training interactions."
     )
@@ -254,7 +255,7 @@ class EvaluationReport(BaseModel):
     world_id: str
     seed: int = Field(description="Seed of the sampled negatives, the same before and after.")
     targets: list[TargetEvaluation]
-    mean: dict[str, CohortEvaluation] = Field(description="Per cohort, the mean over targets.")
+    mean: dict[Cohort, CohortEvaluation] = Field(description="Per cohort, the mean over targets.")
 
 
 class ModelInfo(BaseModel):

@@ -20,6 +20,7 @@ from recsys_server.artifact import ArtifactError, ModelArtifact
 from recsys_server.ledger import Ledger, LedgerError
 from recsys_server.ratelimit import KeyRateLimiter
 from shared.scenario import read_manifest
+from shared.schemas import Budgets
 from tests.pinsage_fixtures import tiny_data
 from tests.service_fixtures import (
     ADMIN,
@@ -737,6 +738,21 @@ def test_ledger_refuses_another_models_file(tmp_path: Path) -> None:
     Ledger(tmp_path / "l.db", "a" * 64).close()
     with pytest.raises(LedgerError, match="item ids would mean other movies"):
         Ledger(tmp_path / "l.db", "b" * 64)
+
+
+def test_ledger_refuses_a_world_of_an_unknown_defence(tmp_path: Path) -> None:
+    """A defence the server does not know (a hand-edited or foreign ledger) is named when
+    the world is read, not taken for a detector later."""
+    ledger = Ledger(tmp_path / "l.db", "a" * 64)
+    ledger.create_world("w", "hash", [1, 2], Budgets(), defence="ecod")
+    assert ledger.world("w").defence == "ecod"
+    other = sqlite3.connect(tmp_path / "l.db", isolation_level=None)
+    other.execute("UPDATE worlds SET defence = 'lof' WHERE world_id = 'w'")
+    other.close()
+    for read in (lambda: ledger.world("w"), ledger.worlds):
+        with pytest.raises(LedgerError, match="world w: the ledger names an unknown defence 'lof'"):
+            read()
+    ledger.close()
 
 
 def test_artifact_without_serving_data_is_refused(artifact: Path, tmp_path: Path) -> None:

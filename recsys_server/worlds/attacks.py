@@ -5,6 +5,7 @@ refreshed on the refresh thread, committed to the ledger, then installed)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from recsys_server.data import TargetData
@@ -137,8 +138,7 @@ class Attacks:
                 f"{self.max_profile_length} are allowed"
             )
         check_items(items, self.data.n_items, "items")
-        seen: set[int] = set()
-        repeated = sorted({i for i in items if i in seen or seen.add(i)})
+        repeated = sorted(i for i, count in Counter(items).items() if count > 1)
         if repeated:
             raise InvalidProfile(
                 f"items: repeated item ids {repeated[:10]}; a profile holds each item once"

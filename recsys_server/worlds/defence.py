@@ -38,8 +38,9 @@ class Defences:
         """Whether the world's defence quarantines this profile (its score is above the
         world's threshold). Runs on the refresh thread; the detector was fitted when the
         world was created or restored."""
-        detector, _ = self.detection.detector(world.defence)  # type: ignore[arg-type]
-        assert world.defence_threshold is not None  # set for every defended world
+        if world.defence == "none" or world.defence_threshold is None:
+            raise RuntimeError(f"world {world.world_id} has no defence to screen with")
+        detector, _ = self.detection.detector(world.defence)
         return float(detector.score(Profiles.of([items]))[0]) > world.defence_threshold
 
     async def detect(self, world: World, request: DetectRequest) -> DetectionReport:

@@ -125,7 +125,7 @@ class Evaluation:
             negatives=cases.negatives,
             pair_score=state.scores_of,
         )
-        out = {}
+        out: dict[str, tuple[int, dict[str, Metrics]]] = {}
         for cohort, keep in (("all", np.ones(len(cases.users), dtype=bool)), ("3+", cases.active)):
             if not keep.any():  # no such user: no metrics, n_users says why
                 out[cohort] = (0, {})

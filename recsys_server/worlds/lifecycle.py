@@ -22,6 +22,7 @@ from recsys_server.worlds.world import World, still_there
 from shared.schemas import (
     Counts,
     CreateWorldRequest,
+    Defence,
     InjectedProfile,
     WorldCreated,
     WorldUsage,
@@ -177,7 +178,7 @@ class Worlds:
     def _restore(self, record: WorldRecord) -> None:
         threshold = record.defence_threshold
         if record.defence != "none":  # fitted while loading, not on a first request
-            default = self.defences.default_threshold(record.defence)  # type: ignore[arg-type]
+            default = self.defences.default_threshold(record.defence)
             if threshold is None:  # a ledger written before thresholds were recorded
                 threshold = default
                 self.ledger.record_defence_threshold(record.world_id, threshold)
@@ -224,7 +225,7 @@ class Worlds:
         world_id: str,
         key_hash: str,
         pretend: list[int],
-        defence: str,
+        defence: Defence,
         threshold: float | None,
     ) -> World:
         shadow = None if defence == "none" else self.clean.fork()

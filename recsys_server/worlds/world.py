@@ -16,7 +16,7 @@ import numpy as np
 
 from recsys_server.domain_errors import UnknownItems, WorldNotFound
 from recsys_server.victims.base import ServingState
-from shared.schemas import JobStatus, RetrainJob
+from shared.schemas import Defence, JobStatus, RetrainJob
 
 T = TypeVar("T")
 
@@ -50,7 +50,7 @@ class World:
     # quarantined or not, whose /topk answers the attacker's queries of injected users,
     # so a quarantined injection is answered exactly like an accepted one; ``state``
     # holds the accepted ones only and answers the pretend users and evaluations
-    defence: str = "none"
+    defence: Defence = "none"
     # flagged: a score above it; the creator's or the detector's default at creation
     # (recorded in the ledger, so it stays); None without a defence
     defence_threshold: float | None = None
