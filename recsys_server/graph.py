@@ -202,8 +202,8 @@ class InteractionGraph:
             left = sp.diags(np.asarray(user_weights, dtype=np.float64)) @ right
         transposed = left.T.tocsr()
         right = right.tocsc()
-        out = np.zeros((self.n_items,) * 2, dtype=dtype) if dense else None
-        blocks = []
+        out: np.ndarray | None = np.zeros((self.n_items,) * 2, dtype=dtype) if dense else None
+        blocks: list[sp.csr_matrix] = []
         for start in range(0, self.n_items, _COOCCURRENCE_BLOCK):
             stop = min(start + _COOCCURRENCE_BLOCK, self.n_items)
             block = (transposed[start:stop] @ right).tocsr()

@@ -67,6 +67,8 @@ class LightGCNGrid:
 
 
 class LightGCN(nn.Module):
+    fold_in: torch.Tensor  # (dim, dim), registered as a buffer in __init__
+
     def __init__(self, config: LightGCNConfig, n_users: int, n_items: int) -> None:
         super().__init__()
         self.config = config

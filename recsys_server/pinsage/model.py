@@ -11,7 +11,7 @@ walks, new neighbourhoods and new item embeddings.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -148,9 +148,14 @@ class PinSage(nn.Module):
         neighbour_weight: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
         """Layer k >= 1 from the rows' layer k - 1 (R, d), their neighbours' layer-k
-        messages (``self.convs[k - 1].message`` of the neighbours' layer k - 1; (R, T, d))
+        messages (``self.conv(k).message`` of the neighbours' layer k - 1; (R, T, d))
         and visit counts (R, T)."""
-        return self.convs[k - 1](previous, neighbour_messages, neighbour_weight)
+        return self.conv(k)(previous, neighbour_messages, neighbour_weight)
+
+    def conv(self, k: int) -> WeightedSAGEConv:
+        """Layer k's convolution (k >= 1)."""
+        # a ModuleList types its items as Module; __init__ fills it with WeightedSAGEConv
+        return cast(WeightedSAGEConv, self.convs[k - 1])
 
     def final(self, last: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         """z from the last layer's (and, with the residual variant, the input's) rows."""
@@ -191,7 +196,7 @@ class PinSage(nn.Module):
             mask = mask * (torch.rand(len(rows)) >= drop_ids).float()
         hidden = [self.input_rows(rows, g.content, g.degree, mask)]
         for k in range(1, self.config.n_layers + 1):
-            messages = self.convs[k - 1].message(hidden[-1])
+            messages = self.conv(k).message(hidden[-1])
             hidden.append(
                 self.conv_rows(k, hidden[-1], messages[g.neighbour_index], g.neighbour_weight)
             )

@@ -98,7 +98,7 @@ class EmbeddingState(ServingState):
         )
         with torch.no_grad():
             hidden, vectors, bias = self.model.all_layers(tensors)
-            messages = [conv.message(h) for conv, h in zip(self.model.convs, hidden, strict=False)]
+            messages = [self.model.conv(k).message(hidden[k - 1]) for k in range(1, len(hidden))]
         self.degree = RowOverlay(degree)
         self.hood_index, self.hood_weight = RowOverlay(index), RowOverlay(weight)
         self.cutoff = RowOverlay(hoods.cutoff.copy())
@@ -141,7 +141,7 @@ class EmbeddingState(ServingState):
         """Items whose walk-starting holders gain or lose ``user``: where every holder
         starts walks, or where the user's priority is within the cut-off."""
         cutoff = self.cutoff[items]
-        priority = holder_priority(self.config.walks, items, np.int64(user))
+        priority = holder_priority(self.config.walks, items, user)
         return items[(cutoff == 0) | (priority <= cutoff)]
 
     def _refresh_after_change(self, items: np.ndarray, starters: np.ndarray) -> None:
@@ -209,7 +209,7 @@ class EmbeddingState(ServingState):
         for k in range(1, self.config.n_layers + 1):
             if len(changed):
                 previous = t(self.hidden[k - 1][changed])
-                self.messages[k - 1][changed] = model.convs[k - 1].message(previous).numpy()
+                self.messages[k - 1][changed] = model.conv(k).message(previous).numpy()
             changed = np.union1d(
                 np.union1d(changed, new_hoods), self._having_neighbours(changed)
             ).astype(np.int64)

@@ -62,7 +62,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
 def hash_of(*parts: np.ndarray | int) -> np.ndarray:
     """64-bit hash of a tuple of integers (arrays broadcast)."""
     with np.errstate(over="ignore"):
-        h = np.uint64(0x9E3779B97F4A7C15)
+        h: np.uint64 | np.ndarray = np.uint64(0x9E3779B97F4A7C15)
         for part in parts:
             h = _mix((h * np.uint64(31)) ^ np.asarray(part).astype(np.uint64))
     return np.atleast_1d(h)
@@ -73,7 +73,9 @@ def unit_of(h: np.ndarray) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def holder_priority(config: WalkConfig, item: int | np.ndarray, users: np.ndarray) -> np.ndarray:
+def holder_priority(
+    config: WalkConfig, item: int | np.ndarray, users: int | np.ndarray
+) -> np.ndarray:
     """The bottom-k priority of ``users`` as holders of ``item``: the lowest start walks."""
     return hash_of(config.seed, item, users, 0)
 

@@ -56,8 +56,8 @@ def train_pinsage(
     matrix = graph.user_item_matrix().tocoo()
     pairs = np.stack([matrix.row, matrix.col], axis=1).astype(np.int64)
     user_items = torch.sparse_coo_tensor(
-        np.stack([matrix.row, matrix.col]),
-        np.ones(len(pairs), dtype=np.float32),
+        torch.from_numpy(np.stack([matrix.row, matrix.col])),
+        torch.ones(len(pairs), dtype=torch.float32),
         matrix.shape,
         check_invariants=True,
     ).coalesce()
