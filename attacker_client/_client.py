@@ -108,6 +108,7 @@ def _model(cls: type[M]) -> Callable[[httpx.Response], M]:
 
 
 def _models(cls: type[M]) -> Callable[[httpx.Response], list[M]]:
+    # list[cls] is a valid alias at run time, but mypy takes no variable as a type argument
     adapter = TypeAdapter(list[cls])  # type: ignore[valid-type]
     return lambda response: adapter.validate_json(response.content)
 

@@ -81,7 +81,7 @@ class _Connection:
         return status, headers, content, keep_alive
 
     async def _read_chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
             if size == 0:

@@ -34,9 +34,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar, overload
 
 from attacker_client._exceptions import APIError
 from attacker_client.copyattack import CopyAttackArgs
@@ -57,14 +58,26 @@ from shared.errors import CopyAttackError
 from shared.options import add_options, from_options, positive
 from shared.schemas import DETECTOR_NAMES
 
+N = TypeVar("N")  # a namespace class of parse_known_args's caller
+
 
 class _CellsParser(shared_cli.Parser):
     """An experiment that runs cells needs --server, unless it runs them on Ray (--ray):
     argparse has no either-or of two options, so it is checked once parsed."""
 
-    def parse_known_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
+    # argparse's own overloads: a namespace given is filled and returned, of its class
+    @overload
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: None = None
+    ) -> tuple[argparse.Namespace, list[str]]: ...
+    @overload
+    def parse_known_args(self, args: Iterable[str] | None, namespace: N) -> tuple[N, list[str]]: ...
+    @overload
+    def parse_known_args(self, *, namespace: N) -> tuple[N, list[str]]: ...
+
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
         if getattr(parsed, "ray", "") is None and not parsed.server:
             self.error(
@@ -179,7 +192,7 @@ def _add_run_options(parser: argparse.ArgumentParser, out: Path, **defaults: Any
     )
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
     """SIGTERM unwinds like Ctrl-C (servers started here stop), through SIGINT's handler:
     inside ``asyncio.run`` that one cancels the main task, so no task is left pending."""
     on_sigint = signal.getsignal(signal.SIGINT)
@@ -303,13 +316,13 @@ def _run_cells(
         print(f"wrote {args.out}/decile_sweep.csv and .png")
         return 0
     if args.experiment_command == "stealth":
-        summary = asyncio.run(run_stealth(config, servers, _undefended_cells(args)))
+        stealth = asyncio.run(run_stealth(config, servers, _undefended_cells(args)))
         if args.json:
-            print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+            print(json.dumps({k: v for k, v in stealth.items() if k != "config"}))
         else:
             print((args.out / "stealth.md").read_text())
             print(f"wrote {args.out}/stealth.md, .csv, .json, .png, cells.jsonl "
-                  f"({summary['wall_seconds_this_run']} s)")  # fmt: skip
+                  f"({stealth['wall_seconds_this_run']} s)")  # fmt: skip
         return 0
     summary = asyncio.run(run_table2(config, servers))
     print((args.out / "table2.md").read_text())

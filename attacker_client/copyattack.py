@@ -131,14 +131,13 @@ PRIOR_LOGIT = 3.0
 class CraftingPolicy(nn.Module):
     def __init__(self, dim: int, hidden: int, prior: float | None = None) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Linear(hidden, len(WINDOW_SHARES))
-        )
+        logits = nn.Linear(hidden, len(WINDOW_SHARES))
+        self.mlp = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU(), logits)
         if prior is not None:
             if prior not in WINDOW_SHARES:
                 raise ValueError(f"crafting prior {prior} is not one of {WINDOW_SHARES}")
             with torch.no_grad():
-                self.mlp[-1].bias[WINDOW_SHARES.index(prior)] += PRIOR_LOGIT
+                logits.bias[WINDOW_SHARES.index(prior)] += PRIOR_LOGIT
 
     def sample(
         self, user_vector: torch.Tensor, target_vector: torch.Tensor, generator: torch.Generator

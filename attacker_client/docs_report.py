@@ -677,7 +677,8 @@ def run_report(args: argparse.Namespace) -> int:
     if args.keep:
         if not args.run_command:
             raise DocsReportError("--keep needs --command: the command that made the run")
-        kept = keep_run(*args.keep, args.run_command)
+        run, dest = args.keep
+        kept = keep_run(run, dest, args.run_command)
         print(f"wrote {kept} and its {RUN_FILE}: name it in a marker, then copyattack report")
         return 0
     changed = stale(args.root) if args.check else regenerate(args.root)

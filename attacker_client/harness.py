@@ -133,7 +133,7 @@ class ExperimentConfig:
 def _flatten(report: EvaluationReport, side: str) -> Measured:
     """cohort -> protocol -> metric -> value, of the world ('after') or clean ('before')."""
     cohorts = report.targets[0].cohorts
-    return {cohort: getattr(entry, side) for cohort, entry in cohorts.items()}  # type: ignore[misc]
+    return {cohort: getattr(entry, side) for cohort, entry in cohorts.items()}
 
 
 @dataclass
@@ -265,32 +265,33 @@ class Servers(Protocol):
     ) -> AbstractAsyncContextManager[CellPool]: ...
 
 
-@dataclass
 class OneServer:
     """The server at ``config.server``, ``config.concurrency`` worlds at once."""
-
-    admin: AsyncAdminClient | None = None
-    model: ModelInfo | None = None
 
     @asynccontextmanager
     async def session(
         self, config: ExperimentConfig, view: AttackerView
-    ) -> AsyncIterator[OneServer]:
+    ) -> AsyncIterator[ServerPool]:
         await wait_until_ready(config.server, config.ready_timeout)
         async with AsyncAdminClient(config.server, config.admin_token, timeout=600) as admin:
-            self.admin = admin
-            self.model = await admin.model_info()
-            require_scenario_of(self.model, view, config.scenario)
-            yield self
+            model = await admin.model_info()
+            require_scenario_of(model, view, config.scenario)
+            yield ServerPool(admin, model)
+
+
+@dataclass
+class ServerPool:
+    """One server's session: its admin client and the model it serves."""
+
+    admin: AsyncAdminClient
+    model: ModelInfo
 
     async def run(self, experiment: Experiment, cells: Sequence[Cell], record: Record) -> None:
-        admin = self.admin
-        assert admin is not None, "run() outside session()"
         slots = asyncio.Semaphore(experiment.config.concurrency)
 
         async def one(cell: Cell) -> None:
             async with slots:
-                result = await experiment.run_cell(admin, *cell)
+                result = await experiment.run_cell(self.admin, *cell)
             record(result)
 
         await asyncio.gather(*(one(cell) for cell in cells))
@@ -399,18 +400,18 @@ async def run_sweep(
     subfolder (so each resumes), then ``{setting}_sweep.csv`` and ``.png``."""
     points: list[SweepPoint] = []
     summaries: list[Summary] = []
-    shared = {"cache_dir": base.cache_dir or base.out}  # one source MF for every value
+    cache_dir = base.cache_dir or base.out  # one source MF for every value
     for value in values:
         if setting == "depth":
             config = dataclasses.replace(
                 base,
                 out=base.out / f"depth_{value}",
                 attack=dataclasses.replace(base.attack, depth=value),
-                **shared,
+                cache_dir=cache_dir,
             )
         elif setting == "decile":
             config = dataclasses.replace(
-                base, out=base.out / f"decile_{value}", decile=value, **shared
+                base, out=base.out / f"decile_{value}", decile=value, cache_dir=cache_dir
             )
         else:
             raise CopyAttackError(f"unknown sweep {setting!r}")

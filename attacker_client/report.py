@@ -28,7 +28,7 @@ def write_outputs(summary: Summary, cells: list[CellResult], out: Path) -> None:
     """Each file whole or not at all: a run stopped mid-write keeps the previous version of
     each file it had not replaced yet."""
     write_table2(out / "table2.json", summary, cells)
-    table = [["method", "metric", "mean", "ci95", "cells"]]
+    table: list[list[str | int]] = [["method", "metric", "mean", "ci95", "cells"]]
     for method, row in summary.methods.items():
         for metric, value in row.metrics.items():
             table.append([method, metric, f"{value.mean:.5f}", f"{value.ci95:.5f}", row.cells])

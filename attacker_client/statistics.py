@@ -16,6 +16,7 @@ from attacker_client.results import (
     HEADLINE,
     CellResult,
     Interval,
+    Measured,
     MethodSummary,
     MetricKey,
     PairedTest,
@@ -38,11 +39,11 @@ PAIRED_BUDGETS = (10,)
 
 def mean_and_interval(values: Sequence[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% t interval."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return float(values.mean()), 0.0
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return float(values.mean()), float(half)
+    array = np.asarray(values, dtype=np.float64)
+    if len(array) < 2:
+        return float(array.mean()), 0.0
+    half = stats.t.ppf(0.975, len(array) - 1) * array.std(ddof=1) / math.sqrt(len(array))
+    return float(array.mean()), float(half)
 
 
 def summarise(cells: list[CellResult], config: ExperimentConfig) -> Summary:
@@ -131,6 +132,7 @@ def paired_test(
         return None
 
     def series(method: str) -> dict[tuple[int, int], float]:
+        measured: list[tuple[CellResult, Measured | None]]
         if budget is None:
             measured = [(c, c.after) for c in by_method[method]]
         else:  # a WithoutAttack cell injects nothing: every checkpoint is its clean state

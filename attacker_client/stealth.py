@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,7 @@ def _row_key(metric: MetricKey) -> str:
     return f"{metric.protocol}/{metric.name}"
 
 
-def _mean(values: list[float | None]) -> float | None:
+def _mean(values: Sequence[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return float(np.mean(known)) if known else None
 
@@ -250,12 +251,12 @@ def format_stealth(summary: dict[str, Any]) -> str:
             f"{GOAL_GENERATED_KEEP}): {_verdicts(summary['goal']['lift_kept']) or '-'}.",
             "",
         ]
-    for metric in ("f1", "best_f1"):
-        verdict = summary["goal"][metric]
+    for detection_metric in ("f1", "best_f1"):
+        verdict = summary["goal"][detection_metric]
         found = _verdicts(verdict["generated_found"])
         hidden = _verdicts(verdict["copied_hidden"])
         lines.append(
-            f"Goal on {metric}: generated found (>= {GOAL_FOUND} by some detector): "
+            f"Goal on {detection_metric}: generated found (>= {GOAL_FOUND} by some detector): "
             f"{found or '-'}; copied hidden (< {GOAL_HIDDEN} by every detector): {hidden or '-'}."
         )
     return "\n".join(lines) + "\n"
