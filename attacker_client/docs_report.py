@@ -30,7 +30,7 @@ Renderers (the word in parentheses; options ``key=value``, lists comma-separated
   reward per snapshot and the policies' entropy, first and last update;
 - ``room``: the attackability probe's JSON lines (``benchmarks/attackability_probe.py``,
   its last line), one row per model and budget; ``targets=N`` averages the seeded draw's
-  first N targets only;
+  first N targets only; ``protocol=full`` reads the full-ranking HR@20 (default sampled);
 - ``stealth``: the stealth experiment's ``stealth.json``, its table as ``stealth.md`` has it;
 - ``defences``: stealth runs against defended worlds (``--defence``), two rows each: the
   share of each attack's profiles quarantined, and of its undefended lift kept;
@@ -279,11 +279,15 @@ PROBE_NAMES = {
 }
 
 
-def _probe_hr20(result: dict[str, Any], budget: str, targets: int | None) -> dict[str, float]:
-    """Sampled HR@20 per method at ``budget``: the probe's mean, or the mean over the
-    draw's first ``targets`` targets."""
+def _probe_hr20(
+    result: dict[str, Any], budget: str, targets: int | None, protocol: str
+) -> dict[str, float]:
+    """HR@20 per method at ``budget`` under ``protocol`` (sampled or full): the probe's
+    mean, or (sampled only) the mean over the draw's first ``targets`` targets."""
     if targets is None:
-        return {m: row["hr20_sampled"] for m, row in result["frozen"][budget].items()}
+        return {m: row[f"hr20_{protocol}"] for m, row in result["frozen"][budget].items()}
+    if protocol != "sampled":
+        raise DocsReportError("room: targets= needs the sampled protocol (per-target HR)")
     per_target = result["per_target_hr20_sampled"][budget]
     short = [m for m, values in per_target.items() if len(values) < targets]
     if short:
@@ -294,15 +298,19 @@ def _probe_hr20(result: dict[str, Any], budget: str, targets: int | None) -> dic
 def render_room(data: list[Any], options: dict[str, str]) -> str:
     results = [result for probe in data for result in probe["results"]]
     targets = int(options["targets"]) if "targets" in options else None
+    protocol = options.get("protocol", "sampled")
+    if protocol not in ("sampled", "full"):
+        raise DocsReportError(f"room: protocol={protocol!r}, not sampled or full")
+    digits = 3 if protocol == "sampled" else 4
     methods = list(dict.fromkeys(m for r in results for b in r["frozen"].values() for m in b))
     room = {"GreedyOracle", "TargetAttack100"} <= set(methods)
     several = len(results) > 1
     rows = []
     for result in results:
         for budget in result["frozen"]:
-            hr20 = _probe_hr20(result, budget, targets)
+            hr20 = _probe_hr20(result, budget, targets, protocol)
             row = [result["variant"].split(" (")[0]] if several else []
-            row += [budget, *(f"{hr20[m]:.3f}" if m in hr20 else "" for m in methods)]
+            row += [budget, *(f"{hr20[m]:.{digits}f}" if m in hr20 else "" for m in methods)]
             if room:
                 row.append(f"{hr20['GreedyOracle'] / hr20['TargetAttack100']:.2f}x")
             rows.append(row)

@@ -174,6 +174,23 @@ def test_room_over_the_first_targets_averages_them_only() -> None:
         render_room(probes, {"targets": "4"})
 
 
+def test_room_in_the_full_ranking_reads_the_full_hr20() -> None:
+    frozen = {
+        "10": {
+            "TargetAttack100": {"hr20_sampled": 1.0, "hr20_full": 0.08},
+            "GreedyOracle": {"hr20_sampled": 1.0, "hr20_full": 0.1},
+        }
+    }
+    probe = {"results": [{"variant": "ItemKNN (model.pt)", "frozen": frozen}]}
+    table = render_room([probe], {"protocol": "full"}).splitlines()
+    assert table[2] == "| 10 | 0.0800 | 0.1000 | 1.25x |"
+    assert render_room([probe], {}).splitlines()[2] == "| 10 | 1.000 | 1.000 | 1.00x |"
+    with pytest.raises(DocsReportError, match="needs the sampled protocol"):
+        render_room([probe], {"protocol": "full", "targets": "1"})
+    with pytest.raises(DocsReportError, match="not sampled or full"):
+        render_room([probe], {"protocol": "Full"})
+
+
 def test_quality_reads_the_cohort_names_train_writes_today_and_before() -> None:
     def metrics(value: float) -> dict:
         return {
