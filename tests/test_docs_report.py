@@ -255,12 +255,18 @@ def test_defences_give_each_attacks_quarantined_and_kept_shares() -> None:
         render_defences([undefended], {})
 
 
+def _harness_run(repo: Path, name: str, summary_file: str, summary: dict) -> Path:
+    """A finished run's folder as the harness leaves it: the summary with its cells."""
+    run = repo / "results" / name
+    run.mkdir(parents=True)
+    (run / summary_file).write_text(json.dumps({**summary, "cells": [{"method": "x"}]}))
+    (run / "run.json").write_text(json.dumps({"model": "m" * 64, "scenario": "s" * 64}))
+    return run
+
+
 def test_a_kept_harness_run_is_one_marker_away_from_a_table(repo_copy: Path, capsys) -> None:
     summary = json.loads((ROOT / "docs" / RICH_TABLE2).read_text())
-    run = repo_copy / "results" / "new_run"
-    run.mkdir(parents=True)
-    (run / "table2.json").write_text(json.dumps({**summary, "cells": [{"method": "x"}]}))
-    (run / "run.json").write_text(json.dumps({"model": "m" * 64, "scenario": "s" * 64}))
+    run = _harness_run(repo_copy, "new_run", "table2.json", summary)
     dest = repo_copy / "docs" / "results" / "new_run"
     keep = ["report", "--keep", str(run), str(dest)]
     assert main(keep) == 2  # without the command that made it
@@ -283,10 +289,7 @@ def test_a_kept_harness_run_is_one_marker_away_from_a_table(repo_copy: Path, cap
 
 def test_a_kept_stealth_run_is_one_marker_away_from_a_table(repo_copy: Path, capsys) -> None:
     summary = json.loads((ROOT / "docs" / STEALTH_RUN).read_text())
-    run = repo_copy / "results" / "new_stealth"
-    run.mkdir(parents=True)
-    (run / "stealth.json").write_text(json.dumps({**summary, "cells": [{"method": "x"}]}))
-    (run / "run.json").write_text(json.dumps({"model": "m" * 64, "scenario": "s" * 64}))
+    run = _harness_run(repo_copy, "new_stealth", "stealth.json", summary)
     dest = repo_copy / "docs" / "results" / "new_stealth"
     assert main(["report", "--keep", str(run), str(dest), "--command", "copyattack ..."]) == 0
     assert json.loads((dest / "stealth.json").read_text()) == summary
