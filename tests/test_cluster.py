@@ -89,7 +89,8 @@ def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
+    # no such file: reaped before the open; ESRCH on the read: reaped between the two
+    except (FileNotFoundError, ProcessLookupError):
         return True
 
 
