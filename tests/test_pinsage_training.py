@@ -149,6 +149,7 @@ def test_tuned_bpr_keeps_the_l2_weight_with_the_best_validation() -> None:
     assert DATA.validation_hr10(bpr.score) == pytest.approx(validation[bpr.l2])
 
 
+@pytest.mark.slow  # trains PinSage and the three reference recommenders end to end
 def test_train_command_writes_artifact_and_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

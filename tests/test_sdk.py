@@ -238,6 +238,7 @@ def test_a_success_answer_that_is_not_the_apis_is_a_response_validation_error(
     assert client.stats.queries == 0 and len(transport.sent) == 1
 
 
+@pytest.mark.process  # a server process of its own, with a rate limit
 def test_a_real_rate_limit_is_waited_out(artifact: Path, tmp_path: Path) -> None:
     """Every 429 the server sent was waited out and retried, and every query answered.
     (How many 429s there are depends on the machine's speed: the test counts them.)"""
