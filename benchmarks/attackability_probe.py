@@ -33,7 +33,9 @@ it (sampled-100 and full ranking), the target's median full rank, and pretend us
 the target in their top-20 / top-100. ``--retrain-targets N`` adds the second threat model
 (a fine-tune on the polluted graph after the largest budget, then the same measures) for
 the first N targets. A progress line on a terminal; one JSON line per model on stdout,
-the last line all of them.
+the last line all of them. ``--out FILE`` keeps each target's measures as it finishes and
+resumes from them: every target draws from its own seeded stream, so a resumed or
+extended run gives the numbers of an uninterrupted one.
 
     python benchmarks/attackability_probe.py --scenario DIR [--variants ...] [--targets 50]
     python benchmarks/attackability_probe.py --scenario DIR --artifact A.pt [B.pt ...] \\
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -323,6 +326,63 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+class ProbeRecordsError(Exception):
+    """An ``--out`` file that cannot be resumed: written with other settings, or not a
+    probe's records."""
+
+
+class ProbeRecords:
+    """One probe's per-target results (``--out``), a JSON line each, appended and synced
+    as each target finishes, so that a probe stopped after hours resumes where it stopped.
+    The first line holds the settings the numbers depend on; a file written with other
+    settings is refused, not mixed in. A last line cut short by a crash is dropped."""
+
+    def __init__(self, path: Path, settings: dict) -> None:
+        self.path = path
+        self.records: list[dict] = []
+        if not path.exists() or path.stat().st_size == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._write({"probe": settings}, mode="w")
+            return
+        raw = path.read_bytes()
+        lines = raw.split(b"\n")
+        complete = lines[:-1]  # a line is written whole only with its newline
+        try:
+            header = json.loads(complete[0])["probe"]
+            self.records = [json.loads(line) for line in complete[1:]]
+        except (IndexError, KeyError, TypeError, ValueError) as error:
+            raise ProbeRecordsError(f"{path} is not a probe's --out records ({error})") from None
+        if header != settings:
+            changed = sorted(k for k in settings.keys() | header.keys()
+                             if settings.get(k) != header.get(k))  # fmt: skip
+            raise ProbeRecordsError(
+                f"{path} was written with other settings ({', '.join(changed)}: "
+                f"{[header.get(k) for k in changed]} there, {[settings.get(k) for k in changed]} "
+                "now); resume with the same settings or write to another --out"
+            )
+        if lines[-1]:
+            with path.open("r+b") as handle:  # drop the torn last line before appending
+                handle.truncate(len(raw) - len(lines[-1]))
+
+    def of(self, weights: str) -> dict[int, dict]:
+        """The latest record per target of the model with these weights."""
+        return {r["target"]: r for r in self.records if r["weights"] == weights}
+
+    def append(self, record: dict) -> None:
+        self.records.append(record)
+        self._write(record, mode="a")
+
+    def _write(self, line: dict, mode: str) -> None:
+        with self.path.open(mode) as handle:
+            handle.write(json.dumps(line) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _complete(record: dict | None, needs_retrain: bool) -> bool:
+    return record is not None and (not needs_retrain or "retrained" in record)
+
+
 def run_variant(
     args: argparse.Namespace,
     scenario: Scenario,
@@ -330,6 +390,7 @@ def run_variant(
     name: str,
     model: Victim,
     metrics: dict,
+    records: ProbeRecords | None = None,
 ) -> dict:
     budgets = sorted(set(args.budgets))
     probe = Probe(
@@ -344,12 +405,21 @@ def run_variant(
     state = model.serving_state(data, probe.graph)
     targets = draw_targets(scenario.cold_targets, args.targets, args.target_seed)
     split = bool(set(GREEDY) & set(args.methods))
-    frozen: dict[int, dict[str, list[dict]]] = {b: {m: [] for m in args.methods} for b in budgets}
-    retrained: dict[str, list[dict]] = {m: [] for m in args.methods}
-    bar = progress_bar(len(targets) * len(args.methods), name, "cell", enabled=sys.stderr.isatty())
+    weights = model.fingerprint()
+    kept = records.of(weights) if records else {}
+    pending = [
+        (position, target)
+        for position, target in enumerate(targets)
+        if not _complete(kept.get(target), position < args.retrain_targets)
+    ]
+    bar = progress_bar(len(pending) * len(args.methods), name, "cell", enabled=sys.stderr.isatty())
     with bar:
-        for position, target in enumerate(targets):
+        for position, target in pending:
+            # one stream per target: a target's draws do not depend on which targets ran
+            # before it, so a resumed run gives the numbers of an uninterrupted one
+            probe.rng = np.random.default_rng([args.seed, target])
             cases = probe.cases(target, split)
+            record: dict = {"model": name, "weights": weights, "target": target, "frozen": {}}
             for method in args.methods:
                 profiles = probe.injections(method, target, state, cases)
                 attacked, injected = state.fork(), 0
@@ -358,22 +428,35 @@ def run_variant(
                     for profile in profiles[injected:budget]:
                         attacked.add_user(profile)
                     injected = budget
-                    frozen[budget][method].append(probe.measure(attacked, target, cases))
+                    measures = probe.measure(attacked, target, cases)
+                    record["frozen"].setdefault(str(budget), {})[method] = measures
                 if position < args.retrain_targets:
                     polluted = attacked.retrained(data, args.retrain_epochs)
-                    retrained[method].append(probe.measure(polluted, target, cases))
+                    record.setdefault("retrained", {})[method] = probe.measure(
+                        polluted, target, cases
+                    )
                 bar.update()
+            kept[target] = record
+            if records:
+                records.append(record)
+    frozen = {
+        str(b): {m: [kept[t]["frozen"][str(b)][m] for t in targets] for m in args.methods}
+        for b in budgets
+    }
+    retrained = {
+        m: [kept[t]["retrained"][m] for t in targets[: args.retrain_targets]] for m in args.methods
+    }
     result: dict = {
         "variant": name,
         "victim": model.name,
         "quality": metrics,
         "split_users": split,
         "frozen": {
-            str(b): {m: summarise(rows) for m, rows in by_method.items()}
+            b: {m: summarise(rows) for m, rows in by_method.items()}
             for b, by_method in frozen.items()
         },
         "per_target_hr20_sampled": {
-            str(b): {m: [r["hr20_sampled"] for r in rows] for m, rows in by_method.items()}
+            b: {m: [r["hr20_sampled"] for r in rows] for m, rows in by_method.items()}
             for b, by_method in frozen.items()
         },
     }
@@ -446,6 +529,10 @@ def main() -> None:
     parser.add_argument(
         "--artifact", type=Path, nargs="+", help="probe these trained models (any victim, "
         "e.g. prepare's model.pt) instead of training PinSage --variants")  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, help="per-target records (JSON lines), appended as each target "
+        "finishes; an existing file of the same settings is resumed (more --targets or "
+        "--retrain-targets extend it)")  # fmt: skip
     args = parser.parse_args()
     if min(args.budgets) < 1:
         parser.error("--budgets must be at least 1")
@@ -459,10 +546,23 @@ def main() -> None:
             models[f"{artifact.victim.label} ({path})"] = (artifact.victim, artifact.metrics)
     else:
         models = {n: trained_model(data, n, VARIANTS[n], args.cache) for n in args.variants}
+    records = None
+    if args.out:
+        # what a target's numbers depend on; not --targets, --target-seed or
+        # --retrain-targets (which targets run), so a run can be extended
+        settings = {"scenario": scenario.fingerprint, "methods": args.methods,
+                    "budgets": sorted(set(args.budgets)), "seed": args.seed,
+                    "greedy_holders": args.greedy_holders,
+                    "greedy_protocol": args.greedy_protocol, "observed_k": args.observed_k,
+                    "retrain_epochs": args.retrain_epochs}  # fmt: skip
+        try:
+            records = ProbeRecords(args.out, settings)
+        except ProbeRecordsError as error:
+            parser.error(str(error))
     results = []
     for name, (model, metrics) in models.items():
         started = time.perf_counter()
-        result = run_variant(args, scenario, data, name, model, metrics)
+        result = run_variant(args, scenario, data, name, model, metrics, records)
         result["seconds"] = round(time.perf_counter() - started, 1)
         print(json.dumps(result), flush=True)
         results.append(result)

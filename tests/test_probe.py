@@ -109,3 +109,61 @@ def test_probe_reports_the_room_at_each_budget(
             ratio = table[oracle][f"hr20_{on}"] / base if base else None
             assert result[room][budget] == pytest.approx(ratio)
             assert len(result["per_target_hr20_sampled"][budget][oracle]) == 2
+
+
+def _run_probe(module, capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    """The probe in this process: its last stdout line (the summary of every model)."""
+    capsys.readouterr()
+    sys.argv = [str(SCRIPT), *argv]
+    module.main()
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_an_interrupted_probe_resumes_to_the_numbers_of_an_uninterrupted_one(
+    artifact: Path,
+    scenario_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = probe_module()
+    monkeypatch.setattr(sys, "argv", sys.argv)  # restored after the test
+    common = ["--scenario", str(scenario_dir), "--artifact", str(artifact), "--budgets", "1",
+              "2", "--methods", "WithoutAttack", "RandomAttack", "TargetAttack100"]  # fmt: skip
+    whole = _run_probe(module, capsys, *common, "--targets", "3", "--retrain-targets", "1",
+                       "--out", str(tmp_path / "whole.jsonl"))  # fmt: skip
+
+    # stopped after two targets, with a record cut short by the crash
+    out = tmp_path / "resumed.jsonl"
+    _run_probe(module, capsys, *common, "--targets", "2", "--out", str(out))
+    with out.open("a") as handle:
+        handle.write('{"model": "cut sh')
+    calls: list[int] = []
+    measure = module.Probe.measure
+    monkeypatch.setattr(module.Probe, "measure",
+                        lambda self, state, target, cases: calls.append(target)
+                        or measure(self, state, target, cases))  # fmt: skip
+    resumed = _run_probe(module, capsys, *common, "--targets", "3", "--retrain-targets", "1",
+                         "--out", str(out))  # fmt: skip
+
+    first, second, third = module.draw_targets(module.load_scenario(scenario_dir).cold_targets,
+                                               3, 0)  # fmt: skip
+    # only the missing work ran: the third target, and the first one again with its
+    # retrain (3 methods, each measured at 2 budgets and retrained)
+    assert sorted(set(calls)) == sorted({first, third}) and calls.count(first) == 3 * 3
+    assert second not in calls
+    [a], [b] = whole["results"], resumed["results"]
+    for key in ("frozen", "retrained", "per_target_hr20_sampled", "lift_sampled_hr20"):
+        assert b[key] == a[key], key
+    lines = out.read_text().splitlines()
+    assert all(json.loads(line) for line in lines)  # the torn line is gone
+    assert [json.loads(line).get("target") for line in lines[1:]] == [first, second, first,
+                                                                      third]  # fmt: skip
+
+    # other settings are refused, naming them, and the file is left as it was
+    before = out.read_bytes()
+    with pytest.raises(SystemExit) as exit:
+        _run_probe(module, capsys, *common, "--targets", "3", "--seed", "1", "--out", str(out))
+    assert exit.value.code == 2
+    assert "other settings (seed: [0] there, [1] now)" in capsys.readouterr().err
+    assert out.read_bytes() == before
