@@ -31,6 +31,10 @@ Renderers (the word in parentheses; options ``key=value``, lists comma-separated
 - ``room``: the attackability probe's JSON lines (``benchmarks/attackability_probe.py``,
   its last line), one row per model and budget; ``targets=N`` averages the seeded draw's
   first N targets only; ``protocol=full`` reads the full-ranking HR@20 (default sampled);
+- ``probe``: the attackability probe's grid, several of its JSON lines files (``labels=``
+  names each, in order): per file and victim, the sampled HR@20 of each method frozen at
+  each budget and, where run, under scheduled retraining, TargetAttack100's lift, and its
+  full HR@20 and pretend users with the target in their top-100 against WithoutAttack's;
 - ``stealth``: the stealth experiment's ``stealth.json``, its table as ``stealth.md`` has it;
 - ``defences``: stealth runs against defended worlds (``--defence``), two rows each: the
   share of each attack's profiles quarantined, and of its undefended lift kept;
@@ -319,6 +323,59 @@ def render_room(data: list[Any], options: dict[str, str]) -> str:
     return _markdown(header + (["room"] if room else []), rows)
 
 
+# the probe grid's columns: HR@20 (sampled) of these methods, then TargetAttack100's lift
+# over WithoutAttack, its full HR@20 and its pretend users with the target in their top-100
+GRID_METHODS = (
+    "WithoutAttack",
+    "RandomAttack",
+    "TargetAttack100",
+    "TargetAttack40",
+    "InDomainControl",
+    "SelectionOracle",
+)
+VICTIM_NAMES = {"pinsage": "PinSage", "lightgcn": "LightGCN", "itemknn": "item-kNN", "mf": "MF"}
+
+
+def _grid_row(prefix: list[str], table: dict[str, dict[str, float]]) -> list[str]:
+    base, attack = table["WithoutAttack"], table["TargetAttack100"]
+    lift = attack["hr20_sampled"] / base["hr20_sampled"] if base["hr20_sampled"] else None
+    return [
+        *prefix,
+        *(f"{table[m]['hr20_sampled']:.3f}" for m in GRID_METHODS),
+        f"{lift:.2f}x" if lift is not None else "-",
+        f"{base['hr20_full']:.4f} -> {attack['hr20_full']:.4f}",
+        f"{base['pretend_top100']:.1f} -> {attack['pretend_top100']:.1f}",
+    ]
+
+
+def render_probe(data: list[Any], options: dict[str, str]) -> str:
+    """The probe grid: per data file (``labels=`` names them, in order) and victim, the
+    frozen model at each budget and (where run) scheduled retraining."""
+    labels = _list_option(options, "labels")
+    if labels is None or len(labels) != len(data):
+        raise DocsReportError(f"probe: labels= needs one label per data file ({len(data)})")
+    rows = []
+    for label, probe in zip(labels, data, strict=True):
+        for result in probe["results"]:
+            victim = VICTIM_NAMES.get(result["victim"], result["victim"])
+            missing = [m for m in GRID_METHODS if m not in next(iter(result["frozen"].values()))]
+            if missing:
+                raise DocsReportError(f"probe: {label} {victim} has no {', '.join(missing)}")
+            targets = len(next(iter(result["per_target_hr20_sampled"].values()))["WithoutAttack"])
+            for budget, table in result["frozen"].items():
+                rows.append(_grid_row([label, victim, f"frozen ({targets})", budget], table))
+            if "retrained" in result:
+                if "retrain_targets" not in result:
+                    raise DocsReportError(f"probe: {label} {victim}: no retrain_targets")
+                retrained = f"retrained ({result['retrain_targets']})"
+                budget = max(result["frozen"], key=int)
+                rows.append(_grid_row([label, victim, retrained, budget], result["retrained"]))
+    header = ["draw", "victim", "threat (targets)", "budget", "Without", "Random",
+              "TargetAttack100", "TargetAttack40", "in-domain control", "popularity oracle",
+              "TargetAttack100 lift", "full HR@20", "pretend top-100"]  # fmt: skip
+    return _markdown(header, rows)
+
+
 def render_stealth(data: list[Any], options: dict[str, str]) -> str:
     summary = _single(data)
     table = [line for line in format_stealth(summary).splitlines() if line.startswith("|")]
@@ -469,6 +526,7 @@ RENDERERS: dict[str, Renderer] = {
     "learning-curve": render_learning_curve,
     "pretrain": render_pretrain,
     "room": render_room,
+    "probe": render_probe,
     "stealth": render_stealth,
     "defences": render_defences,
     "detectors": render_detectors,

@@ -462,6 +462,7 @@ def run_variant(
     }
     if args.retrain_targets:
         result["retrained"] = {m: summarise(r) for m, r in retrained.items()}
+        result["retrain_targets"] = len(next(iter(retrained.values())))
     if "GreedyOracle" in args.methods:
         result["room_protocol"] = args.greedy_protocol
     for budget in budgets:

@@ -19,6 +19,7 @@ from attacker_client.docs_report import (
     historical,
     regenerate,
     render_defences,
+    render_probe,
     render_quality,
     render_room,
     render_stealth,
@@ -189,6 +190,40 @@ def test_room_in_the_full_ranking_reads_the_full_hr20() -> None:
         render_room([probe], {"protocol": "full", "targets": "1"})
     with pytest.raises(DocsReportError, match="not sampled or full"):
         render_room([probe], {"protocol": "Full"})
+
+
+def test_probe_grid_has_a_row_per_draw_victim_threat_and_budget() -> None:
+    methods = ("WithoutAttack", "RandomAttack", "TargetAttack100", "TargetAttack40",
+               "InDomainControl", "SelectionOracle")  # fmt: skip
+
+    def table(hr20: float) -> dict:
+        rows = {m: {"hr20_sampled": hr20 * (i + 1), "hr20_full": 0.001 * i,
+                    "pretend_top100": 0.5 * i} for i, m in enumerate(methods)}  # fmt: skip
+        return rows
+
+    result = {
+        "variant": "LightGCN (model.pt)",
+        "victim": "lightgcn",
+        "frozen": {"10": table(0.05), "30": table(0.1)},
+        "per_target_hr20_sampled": {"10": {m: [0.0] * 50 for m in methods}},
+        "retrained": table(0.02),
+        "retrain_targets": 10,
+    }
+    rendered = render_probe([{"results": [result]}], {"labels": "rich"}).splitlines()
+    assert rendered[0].startswith("| draw | victim | threat (targets) | budget | Without |")
+    assert rendered[2:] == [
+        "| rich | LightGCN | frozen (50) | 10 | 0.050 | 0.100 | 0.150 | 0.200 | 0.250 | 0.300"
+        " | 3.00x | 0.0000 -> 0.0020 | 0.0 -> 1.0 |",
+        "| rich | LightGCN | frozen (50) | 30 | 0.100 | 0.200 | 0.300 | 0.400 | 0.500 | 0.600"
+        " | 3.00x | 0.0000 -> 0.0020 | 0.0 -> 1.0 |",
+        "| rich | LightGCN | retrained (10) | 30 | 0.020 | 0.040 | 0.060 | 0.080 | 0.100 | 0.120"
+        " | 3.00x | 0.0000 -> 0.0020 | 0.0 -> 1.0 |",
+    ]
+    with pytest.raises(DocsReportError, match="one label per data file"):
+        render_probe([{"results": [result]}] * 2, {"labels": "rich"})
+    del result["frozen"]["10"]["SelectionOracle"]
+    with pytest.raises(DocsReportError, match="rich LightGCN has no SelectionOracle"):
+        render_probe([{"results": [result]}], {"labels": "rich"})
 
 
 def test_quality_reads_the_cohort_names_train_writes_today_and_before() -> None:
