@@ -323,25 +323,17 @@ def render_room(data: list[Any], options: dict[str, str]) -> str:
     return _markdown(header + (["room"] if room else []), rows)
 
 
-# the probe grid's columns: HR@20 (sampled) of these methods, then TargetAttack100's lift
-# over WithoutAttack, its full HR@20 and its pretend users with the target in their top-100
-GRID_METHODS = (
-    "WithoutAttack",
-    "RandomAttack",
-    "TargetAttack100",
-    "TargetAttack40",
-    "InDomainControl",
-    "SelectionOracle",
-)
 VICTIM_NAMES = {"pinsage": "PinSage", "lightgcn": "LightGCN", "itemknn": "item-kNN", "mf": "MF"}
 
 
-def _grid_row(prefix: list[str], table: dict[str, dict[str, float]]) -> list[str]:
+def _grid_row(
+    prefix: list[str], methods: list[str], table: dict[str, dict[str, float]]
+) -> list[str]:
     base, attack = table["WithoutAttack"], table["TargetAttack100"]
     lift = attack["hr20_sampled"] / base["hr20_sampled"] if base["hr20_sampled"] else None
     return [
         *prefix,
-        *(f"{table[m]['hr20_sampled']:.3f}" for m in GRID_METHODS),
+        *(f"{table[m]['hr20_sampled']:.3f}" for m in methods),
         f"{lift:.2f}x" if lift is not None else "-",
         f"{base['hr20_full']:.4f} -> {attack['hr20_full']:.4f}",
         f"{base['pretend_top100']:.1f} -> {attack['pretend_top100']:.1f}",
@@ -350,29 +342,39 @@ def _grid_row(prefix: list[str], table: dict[str, dict[str, float]]) -> list[str
 
 def render_probe(data: list[Any], options: dict[str, str]) -> str:
     """The probe grid: per data file (``labels=`` names them, in order) and victim, the
-    frozen model at each budget and (where run) scheduled retraining."""
+    frozen model at each budget and (where run) scheduled retraining. Every probe must have
+    measured the same methods, WithoutAttack and TargetAttack100 among them."""
     labels = _list_option(options, "labels")
     if labels is None or len(labels) != len(data):
         raise DocsReportError(f"probe: labels= needs one label per data file ({len(data)})")
+    methods: list[str] | None = None
     rows = []
     for label, probe in zip(labels, data, strict=True):
         for result in probe["results"]:
             victim = VICTIM_NAMES.get(result["victim"], result["victim"])
-            missing = [m for m in GRID_METHODS if m not in next(iter(result["frozen"].values()))]
-            if missing:
-                raise DocsReportError(f"probe: {label} {victim} has no {', '.join(missing)}")
+            measured = list(next(iter(result["frozen"].values())))
+            methods = methods or measured
+            if measured != methods or not {"WithoutAttack", "TargetAttack100"} <= set(methods):
+                raise DocsReportError(
+                    f"probe: {label} {victim} measured {', '.join(measured)}; the grid needs "
+                    f"the same methods in each probe, WithoutAttack and TargetAttack100 among them"
+                )
             targets = len(next(iter(result["per_target_hr20_sampled"].values()))["WithoutAttack"])
             for budget, table in result["frozen"].items():
-                rows.append(_grid_row([label, victim, f"frozen ({targets})", budget], table))
+                rows.append(
+                    _grid_row([label, victim, f"frozen ({targets})", budget], methods, table)
+                )
             if "retrained" in result:
                 if "retrain_targets" not in result:
                     raise DocsReportError(f"probe: {label} {victim}: no retrain_targets")
-                retrained = f"retrained ({result['retrain_targets']})"
+                threat = f"retrained ({result['retrain_targets']})"
                 budget = max(result["frozen"], key=int)
-                rows.append(_grid_row([label, victim, retrained, budget], result["retrained"]))
-    header = ["draw", "victim", "threat (targets)", "budget", "Without", "Random",
-              "TargetAttack100", "TargetAttack40", "in-domain control", "popularity oracle",
-              "TargetAttack100 lift", "full HR@20", "pretend top-100"]  # fmt: skip
+                rows.append(
+                    _grid_row([label, victim, threat, budget], methods, result["retrained"])
+                )
+    header = ["draw", "victim", "threat (targets)", "budget",
+              *(PROBE_NAMES.get(m, m) for m in methods or []), "TargetAttack100 lift",
+              "full HR@20", "pretend top-100"]  # fmt: skip
     return _markdown(header, rows)
 
 

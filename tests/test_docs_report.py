@@ -210,7 +210,11 @@ def test_probe_grid_has_a_row_per_draw_victim_threat_and_budget() -> None:
         "retrain_targets": 10,
     }
     rendered = render_probe([{"results": [result]}], {"labels": "rich"}).splitlines()
-    assert rendered[0].startswith("| draw | victim | threat (targets) | budget | Without |")
+    assert rendered[0] == (
+        "| draw | victim | threat (targets) | budget | Without | Random | TargetAttack100 |"
+        " TargetAttack40 | in-domain control | popularity oracle | TargetAttack100 lift |"
+        " full HR@20 | pretend top-100 |"
+    )
     assert rendered[2:] == [
         "| rich | LightGCN | frozen (50) | 10 | 0.050 | 0.100 | 0.150 | 0.200 | 0.250 | 0.300"
         " | 3.00x | 0.0000 -> 0.0020 | 0.0 -> 1.0 |",
@@ -221,9 +225,11 @@ def test_probe_grid_has_a_row_per_draw_victim_threat_and_budget() -> None:
     ]
     with pytest.raises(DocsReportError, match="one label per data file"):
         render_probe([{"results": [result]}] * 2, {"labels": "rich"})
-    del result["frozen"]["10"]["SelectionOracle"]
-    with pytest.raises(DocsReportError, match="rich LightGCN has no SelectionOracle"):
-        render_probe([{"results": [result]}], {"labels": "rich"})
+    other = {**result, "frozen": {"10": {**table(0.05)}}}
+    del other["frozen"]["10"]["SelectionOracle"]
+    with pytest.raises(DocsReportError, match=r"default LightGCN measured WithoutAttack, .*"
+                       r"InDomainControl; the grid needs the same methods"):  # fmt: skip
+        render_probe([{"results": [result]}, {"results": [other]}], {"labels": "rich,default"})
 
 
 def test_quality_reads_the_cohort_names_train_writes_today_and_before() -> None:
