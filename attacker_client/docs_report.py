@@ -41,7 +41,8 @@ Renderers (the word in parentheses; options ``key=value``, lists comma-separated
 - ``detectors``: ``benchmarks/detectors_offline.py``'s JSON, one row per detector (ROC-AUC
   of each planted kind, its recall at the default threshold in brackets), then the
   distribution distances;
-- ``quality``: ``recsys-server train --json``'s output, one row per cohort and model;
+- ``quality``: ``recsys-server train --json``'s outputs (of one scenario), one row per
+  cohort and model, a model named in several outputs once;
 - ``throughput``: runs of ``benchmarks/service_throughput.py`` (its JSON line each), one row
   per run and concurrency (``/topk`` against the no-op route of the same run), then the
   median over runs.
@@ -459,7 +460,12 @@ def _cohort_metrics(result: dict[str, Any], cohort: Cohort) -> dict[str, Any]:
 
 
 def render_quality(data: list[Any], options: dict[str, str]) -> str:
-    models = _single(data)
+    # several outputs (victims trained on one scenario): their models in order, a model
+    # (a baseline trained beside each victim) once
+    models: dict[str, Any] = {}
+    for output in data:
+        for name, result in output.items():
+            models.setdefault(name, result)
     rows = []
     for cohort, label in COHORT_LABELS.items():
         for position, (name, result) in enumerate(models.items()):

@@ -246,6 +246,11 @@ def test_quality_reads_the_cohort_names_train_writes_today_and_before() -> None:
     assert table[3] == "| users with 3+ training items | PinSage | 0.600 | 0.300 | 0.150 | 0.600 |"
     assert render_quality([before], {}) == render_quality([today], {})
 
+    # victims trained on one scenario, each beside the same baselines: every model once
+    lightgcn = {"LightGCN": {"all": metrics(0.8), "3+": metrics(0.5)}, **today}
+    table = render_quality([today, lightgcn], {}).splitlines()
+    assert [row.split(" | ")[1] for row in table[2:]] == ["PinSage", "LightGCN"] * 2
+
 
 def test_throughput_rows_are_per_run_then_the_median_of_each_figure() -> None:
     def run(noop: float, topk: float) -> dict:
