@@ -330,20 +330,24 @@ VICTIM_NAMES = {"pinsage": "PinSage", "lightgcn": "LightGCN", "itemknn": "item-k
 def _grid_row(
     prefix: list[str], methods: list[str], table: dict[str, dict[str, float]]
 ) -> list[str]:
+    """One row; a table of sampled HR@20 only (the frozen model on the retrained targets,
+    from the per-target figures) leaves the full-ranking and pretend-user cells empty."""
     base, attack = table["WithoutAttack"], table["TargetAttack100"]
     lift = attack["hr20_sampled"] / base["hr20_sampled"] if base["hr20_sampled"] else None
+    measured = "hr20_full" in base
     return [
         *prefix,
         *(f"{table[m]['hr20_sampled']:.3f}" for m in methods),
         f"{lift:.2f}x" if lift is not None else "-",
-        f"{base['hr20_full']:.4f} -> {attack['hr20_full']:.4f}",
-        f"{base['pretend_top100']:.1f} -> {attack['pretend_top100']:.1f}",
+        f"{base['hr20_full']:.4f} -> {attack['hr20_full']:.4f}" if measured else "",
+        f"{base['pretend_top100']:.1f} -> {attack['pretend_top100']:.1f}" if measured else "",
     ]
 
 
 def render_probe(data: list[Any], options: dict[str, str]) -> str:
     """The probe grid: per data file (``labels=`` names them, in order) and victim, the
-    frozen model at each budget and (where run) scheduled retraining. Every probe must have
+    frozen model at each budget and (where run) scheduled retraining, after the frozen
+    model's sampled HR@20 on the same (first) targets. Every probe must have
     measured the same methods, WithoutAttack and TargetAttack100 among them."""
     labels = _list_option(options, "labels")
     if labels is None or len(labels) != len(data):
@@ -368,8 +372,15 @@ def render_probe(data: list[Any], options: dict[str, str]) -> str:
             if "retrained" in result:
                 if "retrain_targets" not in result:
                     raise DocsReportError(f"probe: {label} {victim}: no retrain_targets")
-                threat = f"retrained ({result['retrain_targets']})"
+                n = result["retrain_targets"]
                 budget = max(result["frozen"], key=int)
+                # the frozen model on the same targets: the retrained row's comparison
+                per_target = result["per_target_hr20_sampled"][budget]
+                same = {m: {"hr20_sampled": float(np.mean(per_target[m][:n]))} for m in methods}
+                rows.append(
+                    _grid_row([label, victim, f"frozen (first {n})", budget], methods, same)
+                )
+                threat = f"retrained ({n})"
                 rows.append(
                     _grid_row([label, victim, threat, budget], methods, result["retrained"])
                 )

@@ -205,7 +205,10 @@ def test_probe_grid_has_a_row_per_draw_victim_threat_and_budget() -> None:
         "variant": "LightGCN (model.pt)",
         "victim": "lightgcn",
         "frozen": {"10": table(0.05), "30": table(0.1)},
-        "per_target_hr20_sampled": {"10": {m: [0.0] * 50 for m in methods}},
+        "per_target_hr20_sampled": {
+            "10": {m: [0.0] * 50 for m in methods},
+            "30": {m: [0.2 * (i + 1)] * 10 + [0.0] * 40 for i, m in enumerate(methods)},
+        },
         "retrained": table(0.02),
         "retrain_targets": 10,
     }
@@ -220,6 +223,8 @@ def test_probe_grid_has_a_row_per_draw_victim_threat_and_budget() -> None:
         " | 3.00x | 0.0000 -> 0.0020 | 0.0 -> 1.0 |",
         "| rich | LightGCN | frozen (50) | 30 | 0.100 | 0.200 | 0.300 | 0.400 | 0.500 | 0.600"
         " | 3.00x | 0.0000 -> 0.0020 | 0.0 -> 1.0 |",
+        "| rich | LightGCN | frozen (first 10) | 30 | 0.200 | 0.400 | 0.600 | 0.800 | 1.000"
+        " | 1.200 | 3.00x |  |  |",
         "| rich | LightGCN | retrained (10) | 30 | 0.020 | 0.040 | 0.060 | 0.080 | 0.100 | 0.120"
         " | 3.00x | 0.0000 -> 0.0020 | 0.0 -> 1.0 |",
     ]
