@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from recsys_server.app import create_app
 from recsys_server.artifact import ModelArtifact
@@ -40,8 +42,10 @@ def write_tiny_artifact(path: Path, scenario_dir: Path) -> Path:
     return path
 
 
-def settings_for(artifact: Path, ledger: Path, **overrides: object) -> Settings:
-    return Settings(artifact=artifact, ledger_path=ledger, admin_token=ADMIN_TOKEN, **overrides)
+def settings_for(artifact: Path, ledger: Path, **overrides: Any) -> Settings:
+    return Settings(
+        artifact=artifact, ledger_path=ledger, admin_token=SecretStr(ADMIN_TOKEN), **overrides
+    )
 
 
 TRANSPORTS = ("in-process", "uvicorn")
@@ -69,8 +73,8 @@ async def serving(
             await asyncio.to_thread(server.stop)
         return
     async with running_app(settings) as app:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=IN_PROCESS_URL) as client:
+        asgi = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=asgi, base_url=IN_PROCESS_URL) as client:
             yield client
 
 

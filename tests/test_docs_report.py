@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -230,7 +231,7 @@ def test_probe_grid_has_a_row_per_draw_victim_threat_and_budget() -> None:
     ]
     with pytest.raises(DocsReportError, match="one label per data file"):
         render_probe([{"results": [result]}] * 2, {"labels": "rich"})
-    other = {**result, "frozen": {"10": {**table(0.05)}}}
+    other: dict[str, Any] = {**result, "frozen": {"10": {**table(0.05)}}}
     del other["frozen"]["10"]["SelectionOracle"]
     with pytest.raises(DocsReportError, match=r"default LightGCN measured WithoutAttack, .*"
                        r"InDomainControl; the grid needs the same methods"):  # fmt: skip

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -342,7 +342,7 @@ def _summary_row(targets: int, density: float | None) -> dict:
 
 
 def test_table2_says_what_the_interval_is_and_flags_too_few_targets() -> None:
-    summary = {
+    summary: dict[str, Any] = {
         "methods": {"WithoutAttack": _summary_row(3, None), "CopyAttack": _summary_row(6, 0.62)},
         "paired_tests": [],
         "config": {},

@@ -4,6 +4,8 @@ full recompute on the same graph; forks never see each other's injections."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -107,7 +109,7 @@ def test_forks_share_the_base_and_never_see_each_others_injections() -> None:
     injections; the clean state and its shared base never change."""
     clean = fresh_state()
     clean_items, clean_scores = clean.item_final.dense(), clean.scores(np.arange(10))
-    histories = {
+    histories: dict[str, list[tuple[str, Any]]] = {
         "first": [("add", [0, 7, 30]), ("add", [1, 8, 31]), ("add", [2, 9]), ("remove", 1)],
         "second": [("add", [1, 2, 3])],
         "third": [("remove", 0), ("add", [5, 6])],  # after first's, on a fork of it

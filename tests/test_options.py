@@ -52,10 +52,11 @@ def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 def _fields(cls: type) -> dict[str, tuple[dataclasses.Field[Any], Any]]:
     """Every field of ``cls`` with the default it holds, nested dataclasses flattened."""
-    found = {}
+    found: dict[str, tuple[dataclasses.Field[Any], Any]] = {}
     for field in dataclasses.fields(cls):
         if dataclasses.is_dataclass(typing.get_type_hints(cls)[field.name]):
-            found |= _fields(type(field.default_factory()))  # type: ignore[misc]
+            assert field.default_factory is not dataclasses.MISSING, field.name
+            found |= _fields(type(field.default_factory()))
             continue
         default = (
             field.default_factory()
@@ -151,7 +152,7 @@ def test_pretrain_options_are_pretrain_args_and_the_attack_args() -> None:
     parser = _subparser(copyattack_parser(), "experiment", "pretrain")
     actions = _actions(parser)
     argv = ["--scenario", "s"]
-    expected: dict[str, Any] = {}
+    expected: dict[tuple[str, str], Any] = {}
     for cls in (PretrainArgs, CopyAttackArgs):
         for name, (_, default) in _fields(cls).items():
             if default is not None and default is not False:

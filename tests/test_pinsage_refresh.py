@@ -223,7 +223,7 @@ def test_a_new_holder_changes_a_popular_items_walks_only_below_the_cutoff() -> N
         neighbours, counts, _, cutoff = walk_from(graph, item, config)
         user = graph.add_user(np.array([item]))
         after = walk_from(graph, item, config)
-        entered = holder_priority(config, item, np.int64(user))[0] <= cutoff
+        entered = holder_priority(config, item, int(user))[0] <= cutoff
         unchanged = np.array_equal(neighbours, after[0]) and np.array_equal(counts, after[1])
         if not entered:
             assert unchanged  # the walk starters, hence the walks, are the same
@@ -256,18 +256,22 @@ def test_forks_share_the_base_and_never_see_each_others_injections() -> None:
     assert_equal_to_full_recompute(first)
 
 
-def test_topk_is_the_head_of_a_full_sort_with_ties_by_item_id() -> None:
+def test_topk_is_the_head_of_a_full_sort_with_ties_by_item_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     state = fresh_state(CONFIGS["default"])
     for user in range(0, DATA.n_users, 7):
         scores = state.scores(np.array([user]))[0]
         scores = np.round(scores, 1)  # force ties
-        state_scores = state.scores
-        state.scores = lambda users, s=scores: s[None, :].copy()  # type: ignore[method-assign]
+
+        def tied_scores(users: np.ndarray, tied: np.ndarray = scores) -> np.ndarray:
+            return tied[None, :].copy()
+
+        monkeypatch.setattr(state, "scores", tied_scores)
         held = set(state.graph.profile(user).tolist())
         ranked = [i for i in np.lexsort((np.arange(len(scores)), -scores)) if i not in held]
         for k in (1, 5, 20, DATA.n_items):
             assert state.topk(user, k).tolist() == ranked[:k]
-        state.scores = state_scores  # type: ignore[method-assign]
 
 
 def test_one_users_vector_is_bit_for_bit_its_row_of_the_batch() -> None:

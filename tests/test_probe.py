@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -140,9 +141,12 @@ def test_an_interrupted_probe_resumes_to_the_numbers_of_an_uninterrupted_one(
         handle.write('{"model": "cut sh')
     calls: list[int] = []
     measure = module.Probe.measure
-    monkeypatch.setattr(module.Probe, "measure",
-                        lambda self, state, target, cases: calls.append(target)
-                        or measure(self, state, target, cases))  # fmt: skip
+
+    def counted_measure(self: Any, state: Any, target: int, cases: Any) -> Any:
+        calls.append(target)
+        return measure(self, state, target, cases)
+
+    monkeypatch.setattr(module.Probe, "measure", counted_measure)
     resumed = _run_probe(module, capsys, *common, "--targets", "3", "--retrain-targets", "1",
                          "--out", str(out))  # fmt: skip
 

@@ -17,6 +17,7 @@ from recsys_server.pinsage.train import train_pinsage
 from recsys_server.training import TrainConfig
 from shared.alignment import align_catalogues, duplicate_groups
 from shared.cli import main
+from shared.datasets.types import Dataset
 from shared.preprocess import liked_interactions
 from shared.scenario import ScenarioConfig, build_scenario, load_scenario, save_scenario
 
@@ -28,13 +29,15 @@ def _rated(dataset):
     return {k: m for k, m in dataset.movies.items() if k in rated}
 
 
-def test_imdb_alignment_of_the_unfiltered_catalogues_is_5191(primary_pair) -> None:
+def test_imdb_alignment_of_the_unfiltered_catalogues_is_5191(
+    primary_pair: tuple[Dataset, Dataset],
+) -> None:
     target, source = primary_pair
     alignment = align_catalogues(_rated(target), _rated(source), use_titles=False)
     assert alignment.by_imdb == 5191
 
 
-def test_title_year_matching_agrees_with_imdb(primary_pair) -> None:
+def test_title_year_matching_agrees_with_imdb(primary_pair: tuple[Dataset, Dataset]) -> None:
     target, source = primary_pair
     by_imdb = align_catalogues(_rated(target), _rated(source), use_titles=False).source_to_target
     by_title = align_catalogues(_rated(target), _rated(source), use_imdb=False).source_to_target
@@ -43,7 +46,9 @@ def test_title_year_matching_agrees_with_imdb(primary_pair) -> None:
     assert agree / len(by_title) > 0.998  # precision: a handful of IMDb disagreements
 
 
-def test_year_tolerance_errors_against_imdb_on_the_pair_that_has_both(primary_pair) -> None:
+def test_year_tolerance_errors_against_imdb_on_the_pair_that_has_both(
+    primary_pair: tuple[Dataset, Dataset],
+) -> None:
     """Title + year (±1) without IMDb ids, checked against the IMDb match (issue 18,
     newcomer item 7): the numbers of docs/data.md, "Alignment"."""
     target, source = primary_pair
@@ -68,7 +73,7 @@ def test_year_tolerance_errors_against_imdb_on_the_pair_that_has_both(primary_pa
     }  # fmt: skip
 
 
-def test_top_rating_counts_match_the_data_readme(primary_pair) -> None:
+def test_top_rating_counts_match_the_data_readme(primary_pair: tuple[Dataset, Dataset]) -> None:
     target, source = primary_pair
     for dataset, expected in ((source, (13211, 573, 2954)), (target, (12392, 5799, 3327))):
         rows = liked_interactions(dataset, top_rating_only=True)
@@ -94,7 +99,9 @@ def test_table1_of_both_pairs(real_data_dir: Path, capsys) -> None:
     assert primary["alignment"]["by_imdb"] == reverse["alignment"]["by_imdb"] == 5191
 
 
-def test_primary_scenario_is_reproducible(primary_pair, tmp_path: Path) -> None:
+def test_primary_scenario_is_reproducible(
+    primary_pair: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
     config = ScenarioConfig(seed=11)
     first = build_scenario(*primary_pair, config)
     second = build_scenario(*primary_pair, config)
@@ -115,7 +122,9 @@ def test_primary_scenario_is_reproducible(primary_pair, tmp_path: Path) -> None:
     }
 
 
-def test_refresh_is_exact_on_the_real_target_with_a_copied_profile(primary_pair) -> None:
+def test_refresh_is_exact_on_the_real_target_with_a_copied_profile(
+    primary_pair: tuple[Dataset, Dataset],
+) -> None:
     scenario = build_scenario(*primary_pair, ScenarioConfig())
     data = TargetData.from_scenario(scenario)
     torch.manual_seed(0)
@@ -135,7 +144,7 @@ def test_refresh_is_exact_on_the_real_target_with_a_copied_profile(primary_pair)
     assert not np.allclose(before, after)
 
 
-def test_same_seed_same_weights_with_two_threads(primary_pair) -> None:
+def test_same_seed_same_weights_with_two_threads(primary_pair: tuple[Dataset, Dataset]) -> None:
     """Two CPU threads made the backward sums scheduling-dependent (max |dw| 0.03 after one
     epoch) until training asked for torch's deterministic kernels."""
     data = TargetData.from_scenario(build_scenario(*primary_pair, ScenarioConfig(seed=0)))

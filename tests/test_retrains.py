@@ -14,6 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -237,12 +238,13 @@ def test_a_cancelled_fine_tune_stops_at_its_next_batch(
     artifact: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loaded_artifact = ModelArtifact.load(artifact)
+    assert loaded_artifact.data is not None  # the tiny artifact carries its training data
     state = loaded_artifact.victim.serving_state(loaded_artifact.data)
     cancel = threading.Event()
     batches = 0
     real_loss = pinsage_train.bpr_loss
 
-    def loss_then_cancel(*args: object) -> object:
+    def loss_then_cancel(*args: Any) -> Any:
         nonlocal batches
         batches += 1
         cancel.set()  # cancelled during the first batch

@@ -19,7 +19,7 @@ from shared.scenario import (
 )
 
 
-def test_split_is_80_10_10_and_covers_every_interaction(tiny_pair) -> None:
+def test_split_is_80_10_10_and_covers_every_interaction(tiny_pair: tuple[Dataset, Dataset]) -> None:
     scenario = build_scenario(*tiny_pair, ScenarioConfig(seed=1))
     parts = [scenario.train, scenario.valid, scenario.test]
     total = sum(len(p) for p in parts)
@@ -29,7 +29,9 @@ def test_split_is_80_10_10_and_covers_every_interaction(tiny_pair) -> None:
     assert pairs[:, 1].max() < scenario.n_items and pairs[:, 0].max() < scenario.n_users
 
 
-def test_same_seed_same_scenario_other_seed_other_split(tiny_pair, tmp_path: Path) -> None:
+def test_same_seed_same_scenario_other_seed_other_split(
+    tiny_pair: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
     a = build_scenario(*tiny_pair, ScenarioConfig(seed=3))
     b = build_scenario(*tiny_pair, ScenarioConfig(seed=3))
     c = build_scenario(*tiny_pair, ScenarioConfig(seed=4))
@@ -42,7 +44,7 @@ def test_same_seed_same_scenario_other_seed_other_split(tiny_pair, tmp_path: Pat
     assert not np.array_equal(a.test, c.test)
 
 
-def test_pools_and_target_items_follow_their_rules(tiny_pair) -> None:
+def test_pools_and_target_items_follow_their_rules(tiny_pair: tuple[Dataset, Dataset]) -> None:
     config = ScenarioConfig(n_target_items=20, cold_max_interactions=10, pretend_pool_size=30)
     scenario = build_scenario(*tiny_pair, config)
     assert len(np.intersect1d(scenario.pretend_pool, scenario.eval_users)) == 0
@@ -63,7 +65,9 @@ def test_pools_and_target_items_follow_their_rules(tiny_pair) -> None:
     assert max(train_pop[lowest]) <= min(train_pop[highest])
 
 
-def test_source_profiles_hold_overlapping_items_in_time_order(tiny_pair) -> None:
+def test_source_profiles_hold_overlapping_items_in_time_order(
+    tiny_pair: tuple[Dataset, Dataset],
+) -> None:
     target, source = tiny_pair
     scenario = build_scenario(target, source, ScenarioConfig())
     target_imdb = {m.imdb_id for m in scenario.catalogue}
@@ -77,7 +81,9 @@ def test_source_profiles_hold_overlapping_items_in_time_order(tiny_pair) -> None
     assert all(scenario.catalogue[i].imdb_id in source_by_imdb for i in scenario.source_items)
 
 
-def test_round_trip_and_tamper_detection(tiny_pair, tmp_path: Path) -> None:
+def test_round_trip_and_tamper_detection(
+    tiny_pair: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
     scenario = build_scenario(*tiny_pair, ScenarioConfig(seed=7))
     save_scenario(scenario, tmp_path / "s")
     loaded = load_scenario(tmp_path / "s")
@@ -92,7 +98,9 @@ def test_round_trip_and_tamper_detection(tiny_pair, tmp_path: Path) -> None:
         load_scenario(tmp_path / "s")
 
 
-def test_existing_scenario_needs_force_and_is_kept_on_failure(tiny_pair, tmp_path: Path) -> None:
+def test_existing_scenario_needs_force_and_is_kept_on_failure(
+    tiny_pair: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
     scenario = build_scenario(*tiny_pair, ScenarioConfig())
     save_scenario(scenario, tmp_path / "s")
     with pytest.raises(CopyAttackError, match="--force"):
@@ -106,7 +114,7 @@ def test_not_a_scenario(tmp_path: Path) -> None:
         load_scenario(tmp_path)
 
 
-def test_no_overlap_is_an_empty_result(tiny_pair) -> None:
+def test_no_overlap_is_an_empty_result(tiny_pair: tuple[Dataset, Dataset]) -> None:
     target, source = tiny_pair
     renamed = {
         k: type(m)(k, m.title + " x", m.year, imdb_id=None) for k, m in source.movies.items()
@@ -121,7 +129,9 @@ def test_bad_config_is_rejected() -> None:
         ScenarioConfig(split=(0.8, 0.1, 0.2))
 
 
-def test_min_source_holders_draws_targets_with_that_many_holders(tiny_pair) -> None:
+def test_min_source_holders_draws_targets_with_that_many_holders(
+    tiny_pair: tuple[Dataset, Dataset],
+) -> None:
     default = build_scenario(*tiny_pair, ScenarioConfig())
     explicit = build_scenario(*tiny_pair, ScenarioConfig(min_source_holders=1))
     assert default.cold_targets == explicit.cold_targets  # 1 is the default draw
@@ -140,14 +150,18 @@ def test_min_source_holders_draws_targets_with_that_many_holders(tiny_pair) -> N
     )
 
 
-def test_min_source_holders_beyond_every_item_is_a_clear_error(tiny_pair) -> None:
+def test_min_source_holders_beyond_every_item_is_a_clear_error(
+    tiny_pair: tuple[Dataset, Dataset],
+) -> None:
     with pytest.raises(EmptyResultError, match="at least 100000 source profile"):
         build_scenario(*tiny_pair, ScenarioConfig(min_source_holders=100_000))
     with pytest.raises(ValueError, match="min_source_holders"):
         ScenarioConfig(min_source_holders=0)
 
 
-def test_attacker_view_reads_the_cold_pool(tiny_pair, tmp_path: Path) -> None:
+def test_attacker_view_reads_the_cold_pool(
+    tiny_pair: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
     from shared.scenario import load_attacker_view
 
     scenario = build_scenario(*tiny_pair, ScenarioConfig())
@@ -183,7 +197,9 @@ def _listed_twice(source: Dataset, original: int) -> Dataset:
     return replace(source, ratings=doubled, movies=movies)
 
 
-def test_a_source_movie_listed_twice_is_merged_and_held_once(tiny_pair) -> None:
+def test_a_source_movie_listed_twice_is_merged_and_held_once(
+    tiny_pair: tuple[Dataset, Dataset],
+) -> None:
     target, source = tiny_pair
     before = build_scenario(target, source, ScenarioConfig())
     # the source movie behind the most held target item
@@ -198,7 +214,9 @@ def test_a_source_movie_listed_twice_is_merged_and_held_once(tiny_pair) -> None:
         assert np.array_equal(getattr(scenario, name), getattr(before, name)), name
 
 
-def test_year_tolerance_is_recorded_only_when_set(tiny_pair, tmp_path: Path) -> None:
+def test_year_tolerance_is_recorded_only_when_set(
+    tiny_pair: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
     default = build_scenario(*tiny_pair, ScenarioConfig())
     near = build_scenario(*tiny_pair, ScenarioConfig(year_tolerance=1))
     save_scenario(default, tmp_path / "a")

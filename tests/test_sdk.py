@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -127,7 +128,7 @@ def test_sync_client_round_trip_and_errors(server: ServerProcess, admin: AdminCl
     verdict = admin.detect(world.world_id, "iforest", include_users=False)
     assert verdict.n_injected == 1 and verdict.users is None
     with pytest.raises(ValueError, match="threshold"):  # refused before it is sent
-        admin.detect(world.world_id, "iforest", threshold=True)  # type: ignore[arg-type]
+        admin.detect(world.world_id, "iforest", threshold=True)
     assert admin.reset_world(world.world_id).injected_users == 0
     assert admin.model_info().n_items == DATA.n_items
     admin.delete_world(world.world_id)
@@ -377,7 +378,8 @@ def test_the_readme_example_runs(server: ServerProcess, monkeypatch: pytest.Monk
 def test_the_sdk_refuses_what_the_server_refuses() -> None:
     """The shared request models are strict on both sides: the SDK refuses a budget of
     ``True`` or ``5.0`` before sending, as the server would."""
-    for wrong in (True, 5.0, "5"):
+    wrong_budgets: tuple[Any, ...] = (True, 5.0, "5")
+    for wrong in wrong_budgets:
         with pytest.raises(ValidationError, match="queries"):
             AdminClient._create_world_call(50, 0, {"queries": wrong})
     assert AdminClient._create_world_call(50, 0, {"queries": 5}).json["budgets"]["queries"] == 5

@@ -80,7 +80,8 @@ def wait_for_line(process: subprocess.Popen[str], prefix: str) -> str:
         if line.startswith(prefix):
             return line.split()[1]
     process.wait()
-    raise AssertionError(f"exited with {process.returncode}: {process.stderr.read()}")
+    stderr = process.stderr.read() if process.stderr else ""
+    raise AssertionError(f"exited with {process.returncode}: {stderr}")
 
 
 @pytest.fixture()

@@ -31,7 +31,7 @@ def run_demo(workdir: str, out: str) -> int:
     import attacker_client.demo as demo
     from attacker_client.cli import main as copyattack_main
 
-    demo._prepare = lambda args: args.workdir / args.pair  # type: ignore[assignment]
+    demo._prepare = lambda args: args.workdir / args.pair
     demo.run_table2 = attack_forever  # type: ignore[assignment]
     return copyattack_main(["demo", "--pair", "tiny", "--targets", "1", "--workdir", workdir,
                             "--out", out])  # fmt: skip

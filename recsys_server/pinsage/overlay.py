@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 # from this many vectors on, dot_rows multiplies by a dense copy (crossover measured
 # between 8 and 50 vectors on MovieTweetings: 1.6 against 2.1 ms, 5.2 against 2.1 ms)
@@ -108,7 +109,7 @@ class RowOverlay:
                 out[mine] = store.private[slot[mine]]
         return out
 
-    def __setitem__(self, rows: np.ndarray, values: np.ndarray) -> None:
+    def __setitem__(self, rows: np.ndarray, values: ArrayLike) -> None:
         """Write ``values`` to ``rows`` (distinct row indices)."""
         rows = np.asarray(rows, dtype=np.int64).ravel()
         values = np.broadcast_to(
