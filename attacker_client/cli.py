@@ -335,7 +335,8 @@ def _run_cells(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def command() -> int:
         if args.command == "experiment":
             return run_experiment(args)
         if args.command == "demo":
@@ -344,12 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             return run_report(args)
         return shared_cli.run(args)
-    except (CopyAttackError, APIError) as exc:
-        print(f"copyattack: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: one line, not a traceback
-        print("copyattack: interrupted", file=sys.stderr)
-        return 130
+
+    return shared_cli.run_command("copyattack", command, (CopyAttackError, APIError))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from recsys_server.training import TrainConfig
 from recsys_server.victims.base import VictimConfig
 from recsys_server.victims.pinsage import PinSageVictim
 from recsys_server.victims.registry import VICTIMS
-from shared.cli import Parser, add_year_tolerance, default_data_dir
+from shared.cli import Parser, add_year_tolerance, default_data_dir, run_command
 from shared.datasets.pair import NAMED_PAIRS
 from shared.errors import CopyAttackError
 from shared.options import add_options, from_options, typed
@@ -312,15 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch_parent()  # started by the demo (or a test): end with it
     args = build_parser().parse_args(argv)
     commands = {"serve": serve_command, "train": train_command, "prepare": prepare_command}
-    try:
+
+    def command() -> int:
         commands[args.command](args)
-    except CopyAttackError as exc:
-        print(f"recsys-server: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback
-        print("recsys-server: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return 0
+
+    return run_command("recsys-server", command)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -249,13 +250,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_command(
+    prog: str,
+    body: Callable[[], int],
+    errors: tuple[type[Exception], ...] = (CopyAttackError,),
+) -> int:
+    """A console script's exit code: ``body()``'s, or one line on stderr instead of a
+    traceback: 2 for bad input (``errors``), 130 for Ctrl-C or SIGTERM, and 141 (a shell's
+    128 + SIGPIPE, as any tool a closed pipe stops) when the reader left early (``| head``).
+    """
+    try:
+        code = body()
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except errors as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the unwritten rest would raise again in the exit's own flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except CopyAttackError as exc:
-        print(f"copyattack: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command("copyattack", lambda: run(args))
 
 
 if __name__ == "__main__":

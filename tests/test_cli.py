@@ -95,6 +95,24 @@ def test_console_script_runs_as_a_process(tmp_path: Path) -> None:
     assert not (tmp_path / "nothing-here" / "netflix").exists()
 
 
+@pytest.mark.parametrize("module", ["shared.cli", "attacker_client.cli"])
+def test_a_reader_that_left_stops_the_command_quietly(module: str) -> None:
+    # the pipe's read end is closed before the command starts, so its first write fails
+    # (as `copyattack report --check | head -1` once ended in a traceback)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", module, "data", "table1", "--target", "synthetic:tiny",
+             "--source", "synthetic:tiny"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert done.stderr == ""
+
+
 def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
     """The parser and every (sub)command's parser under it."""
     yield parser
