@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from recsys_server.artifact import ModelArtifact
+from recsys_server.lightgcn.model import LightGCNGrid
 from recsys_server.pinsage.model import PinSageConfig
 from recsys_server.pinsage.sampler import WalkConfig
 from recsys_server.prepare import prepare, train_artifact
 from recsys_server.settings import Settings
 from recsys_server.training import TrainConfig
 from recsys_server.victims.base import VictimConfig
+from recsys_server.victims.lightgcn import LightGCNVictim
 from recsys_server.victims.pinsage import PinSageVictim
 from recsys_server.victims.registry import VICTIMS
 from shared.cli import Parser, add_year_tolerance, default_data_dir, run_command
@@ -165,17 +167,27 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
                         help="the recommender's family")  # fmt: skip
     add_options(parser, PinSageConfig, exclude=("walks",))
     add_options(parser, WalkConfig, exclude=("restart", "seed"))
+    add_options(parser, LightGCNGrid, exclude=("n_layers",))
     add_options(parser, TrainConfig, exclude=("progress",))
 
 
 def _configs(args: argparse.Namespace) -> tuple[VictimConfig, TrainConfig]:
     """The victim's settings and the training settings, from the flags (the model flags
-    are PinSage's; the other families train with their own defaults, tuned on validation)."""
+    are PinSage's, and LightGCN's grid; the other families train with their own defaults,
+    tuned on validation)."""
     try:
         config: VictimConfig = VICTIMS[args.victim].default_config()
+        # --layers is PinSage's; LightGCN keeps the paper's 3
+        grid = from_options(LightGCNGrid, args, n_layers=LightGCNGrid.n_layers)
+        if args.victim != LightGCNVictim.name and grid != LightGCNGrid():
+            raise ValueError(
+                "--lightgcn-dims, --lightgcn-lrs and --lightgcn-l2s go with --victim lightgcn"
+            )
         if args.victim == PinSageVictim.name:
             walks = from_options(WalkConfig, args, seed=args.seed)
             config = from_options(PinSageConfig, args, walks=walks)
+        elif args.victim == LightGCNVictim.name:
+            config = grid
         # progress lines on a terminal only, and never around JSON
         train = from_options(TrainConfig, args, progress=sys.stderr.isatty() and not args.json)
     except ValueError as exc:

@@ -143,3 +143,43 @@ def test_train_command_trains_the_lightgcn_victim(
     assert len(grid) == len(LightGCNGrid().configs())
     artifact = ModelArtifact.load(out, scenario.fingerprint)
     assert artifact.victim.name == "lightgcn" and artifact.metrics == results
+
+
+def test_train_command_narrows_the_grid_to_the_points_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_scenario(tiny_scenario(), tmp_path / "scenario")
+    args = ["train", "--scenario", str(tmp_path / "scenario"), "--out", str(tmp_path / "m.pt"),
+            "--victim", "lightgcn", "--lightgcn-dims", "8", "--lightgcn-lrs", "0.01",
+            "--lightgcn-l2s", "1e-4", "1e-2", "--layers", "1",  # PinSage's layers, not LightGCN's
+            "--max-epochs", "1", "--no-baselines", "--json"]  # fmt: skip
+    assert server_main(args) == 0
+    config = json.loads(capsys.readouterr().out)["LightGCN"]["config"]
+    assert set(config["grid_validation_hr10"]) == {
+        "dim=8,lr=0.01,l2=0.0001",
+        "dim=8,lr=0.01,l2=0.01",
+    }
+    assert config["dim"] == 8 and config["n_layers"] == 3
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--lightgcn-dims", "8"],  # the default victim is PinSage
+        ["--victim", "mf", "--lightgcn-l2s", "0.1"],
+        ["--victim", "lightgcn", "--lightgcn-lrs", "0"],
+        ["--victim", "lightgcn", "--lightgcn-dims", "true"],
+    ],
+)
+def test_train_command_refuses_a_lightgcn_grid_it_cannot_use(
+    tmp_path: Path, flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_scenario(tiny_scenario(), tmp_path / "scenario")
+    out = tmp_path / "m.pt"
+    arguments = ["train", "--scenario", str(tmp_path / "scenario"), "--out", str(out), *flags]
+    try:
+        code = server_main(arguments)
+    except SystemExit as stopped:  # argparse's own refusals (a value of the wrong type)
+        code = stopped.code
+    assert code == 2
+    assert "lightgcn" in capsys.readouterr().err.lower() and not out.exists()
