@@ -35,7 +35,10 @@ the target in their top-20 / top-100. ``--retrain-targets N`` adds the second th
 the first N targets. A progress line on a terminal; one JSON line per model on stdout,
 the last line all of them. ``--out FILE`` keeps each target's measures as it finishes and
 resumes from them: every target draws from its own seeded stream, so a resumed or
-extended run gives the numbers of an uninterrupted one.
+extended run gives the numbers of an uninterrupted one. ``--shard I/N`` runs only every
+N-th target from the I-th (1-based), so N processes share a long probe (say, one per
+core, all with the same ``--out``: appends are locked); each prints nothing on stdout,
+and one more run without ``--shard`` reports from the records.
 
     python benchmarks/attackability_probe.py --scenario DIR [--variants ...] [--targets 50]
     python benchmarks/attackability_probe.py --scenario DIR --artifact A.pt [B.pt ...] \\
@@ -46,6 +49,7 @@ extended run gives the numbers of an uninterrupted one.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
@@ -53,6 +57,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -335,16 +340,25 @@ class ProbeRecords:
     """One probe's per-target results (``--out``), a JSON line each, appended and synced
     as each target finishes, so that a probe stopped after hours resumes where it stopped.
     The first line holds the settings the numbers depend on; a file written with other
-    settings is refused, not mixed in. A last line cut short by a crash is dropped."""
+    settings is refused, not mixed in. A last line cut short by a crash is dropped.
+    Shards of one probe share the file: reading it and each append hold an exclusive lock
+    (``flock``), so no process reads another's line half-written, or cuts it."""
 
     def __init__(self, path: Path, settings: dict) -> None:
         self.path = path
         self.records: list[dict] = []
-        if not path.exists() or path.stat().st_size == 0:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._write({"probe": settings}, mode="w")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+            self._load(handle, settings)
+
+    def _load(self, handle: BinaryIO, settings: dict) -> None:
+        path = self.path
+        handle.seek(0)
+        raw = handle.read()
+        if not raw:
+            self._append(handle, {"probe": settings})
             return
-        raw = path.read_bytes()
         lines = raw.split(b"\n")
         complete = lines[:-1]  # a line is written whole only with its newline
         try:
@@ -360,9 +374,8 @@ class ProbeRecords:
                 f"{[header.get(k) for k in changed]} there, {[settings.get(k) for k in changed]} "
                 "now); resume with the same settings or write to another --out"
             )
-        if lines[-1]:
-            with path.open("r+b") as handle:  # drop the torn last line before appending
-                handle.truncate(len(raw) - len(lines[-1]))
+        if lines[-1]:  # drop the torn last line before appending
+            handle.truncate(len(raw) - len(lines[-1]))
 
     def of(self, weights: str) -> dict[int, dict]:
         """The latest record per target of the model with these weights."""
@@ -370,13 +383,26 @@ class ProbeRecords:
 
     def append(self, record: dict) -> None:
         self.records.append(record)
-        self._write(record, mode="a")
+        with self.path.open("ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._append(handle, record)
 
-    def _write(self, line: dict, mode: str) -> None:
-        with self.path.open(mode) as handle:
-            handle.write(json.dumps(line) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+    @staticmethod
+    def _append(handle: BinaryIO, line: dict) -> None:
+        handle.write(json.dumps(line).encode() + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def shard_of(text: str) -> tuple[int, int]:
+    """``I/N`` -> (I, N), 1 <= I <= N."""
+    try:
+        shard, shards = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N (for instance 1/2)") from None
+    if not 1 <= shard <= shards:
+        raise argparse.ArgumentTypeError(f"{text!r}: I/N needs 1 <= I <= N")
+    return shard, shards
 
 
 def _complete(record: dict | None, needs_retrain: bool) -> bool:
@@ -391,7 +417,9 @@ def run_variant(
     model: Victim,
     metrics: dict,
     records: ProbeRecords | None = None,
-) -> dict:
+) -> dict | None:
+    """The model's summary over every target; None for a shard (``--shard``), which
+    only adds its targets' records."""
     budgets = sorted(set(args.budgets))
     probe = Probe(
         scenario,
@@ -407,10 +435,12 @@ def run_variant(
     split = bool(set(GREEDY) & set(args.methods))
     weights = model.fingerprint()
     kept = records.of(weights) if records else {}
+    shard, shards = args.shard
     pending = [
         (position, target)
         for position, target in enumerate(targets)
-        if not _complete(kept.get(target), position < args.retrain_targets)
+        if position % shards == shard - 1
+        and not _complete(kept.get(target), position < args.retrain_targets)
     ]
     bar = progress_bar(len(pending) * len(args.methods), name, "cell", enabled=sys.stderr.isatty())
     with bar:
@@ -439,6 +469,8 @@ def run_variant(
             kept[target] = record
             if records:
                 records.append(record)
+    if shards > 1:  # the other shards' targets are theirs to run
+        return None
     frozen = {
         str(b): {m: [kept[t]["frozen"][str(b)][m] for t in targets] for m in args.methods}
         for b in budgets
@@ -534,9 +566,14 @@ def main() -> None:
         "--out", type=Path, help="per-target records (JSON lines), appended as each target "
         "finishes; an existing file of the same settings is resumed (more --targets or "
         "--retrain-targets extend it)")  # fmt: skip
+    parser.add_argument(
+        "--shard", type=shard_of, default=(1, 1), metavar="I/N", help="run only every N-th "
+        "target from the I-th (needs --out; a run without --shard reports)")  # fmt: skip
     args = parser.parse_args()
     if min(args.budgets) < 1:
         parser.error("--budgets must be at least 1")
+    if args.shard[1] > 1 and not args.out:
+        parser.error("--shard needs --out: a shard's numbers live only in its records")
     torch.manual_seed(args.seed)
     scenario = load_scenario(args.scenario)
     data = TargetData.from_scenario(scenario)
@@ -564,9 +601,15 @@ def main() -> None:
     for name, (model, metrics) in models.items():
         started = time.perf_counter()
         result = run_variant(args, scenario, data, name, model, metrics, records)
+        if result is None:
+            print(f"{name}: shard {args.shard[0]}/{args.shard[1]} recorded in {args.out}",
+                  file=sys.stderr)  # fmt: skip
+            continue
         result["seconds"] = round(time.perf_counter() - started, 1)
         print(json.dumps(result), flush=True)
         results.append(result)
+    if args.shard[1] > 1:
+        return
     print(json.dumps({"scenario": scenario.fingerprint, "targets": args.targets,
                       "budgets": sorted(set(args.budgets)), "results": results}))  # fmt: skip
 

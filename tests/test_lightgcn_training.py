@@ -177,6 +177,7 @@ def test_train_command_refuses_a_lightgcn_grid_it_cannot_use(
     save_scenario(tiny_scenario(), tmp_path / "scenario")
     out = tmp_path / "m.pt"
     arguments = ["train", "--scenario", str(tmp_path / "scenario"), "--out", str(out), *flags]
+    code: int | str | None
     try:
         code = server_main(arguments)
     except SystemExit as stopped:  # argparse's own refusals (a value of the wrong type)

@@ -171,3 +171,45 @@ def test_an_interrupted_probe_resumes_to_the_numbers_of_an_uninterrupted_one(
     assert exit.value.code == 2
     assert "other settings (seed: [0] there, [1] now)" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def test_shards_sharing_one_records_file_report_the_numbers_of_one_run(
+    artifact: Path, scenario_dir: Path, tmp_path: Path
+) -> None:
+    common = [sys.executable, str(SCRIPT), "--scenario", str(scenario_dir), "--artifact",
+              str(artifact), "--budgets", "1", "2", "--targets", "3", "--retrain-targets", "2",
+              "--methods", "WithoutAttack", "RandomAttack", "TargetAttack100"]  # fmt: skip
+    whole = subprocess.run([*common, "--out", str(tmp_path / "whole.jsonl")],
+                           capture_output=True, text=True, check=True, cwd=ROOT)  # fmt: skip
+    out = tmp_path / "sharded.jsonl"
+    shards = [subprocess.Popen([*common, "--shard", f"{i}/2", "--out", str(out)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for i in (1, 2)]  # fmt: skip
+    for shard in shards:
+        printed, err = shard.communicate(timeout=600)
+        assert shard.returncode == 0, err
+        assert printed == "" and "shard" in err  # a shard reports nothing by itself
+    targets = [json.loads(line)["target"] for line in out.read_text().splitlines()[1:]]
+    assert sorted(targets) == sorted(set(targets)) and len(targets) == 3  # each target once
+
+    # the report from the shards' records runs nothing and equals the one-process run's
+    report = subprocess.run([*common, "--out", str(out)], capture_output=True, text=True,
+                            check=True, cwd=ROOT)  # fmt: skip
+    [a] = json.loads(whole.stdout.splitlines()[-1])["results"]
+    [b] = json.loads(report.stdout.splitlines()[-1])["results"]
+    for key in ("frozen", "retrained", "per_target_hr20_sampled"):
+        assert b[key] == a[key], key
+    assert len(out.read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("shard", ["0/2", "3/2", "1-2", "true"])
+def test_a_shard_that_is_not_i_of_n_is_refused(
+    artifact: Path, scenario_dir: Path, tmp_path: Path, shard: str
+) -> None:
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--scenario", str(scenario_dir), "--artifact",
+         str(artifact), "--shard", shard, "--out", str(tmp_path / "r.jsonl")],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert run.returncode == 2 and "--shard" in run.stderr and shard in run.stderr
+    assert not (tmp_path / "r.jsonl").exists()
