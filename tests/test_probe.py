@@ -213,3 +213,12 @@ def test_a_shard_that_is_not_i_of_n_is_refused(
     )  # fmt: skip
     assert run.returncode == 2 and "--shard" in run.stderr and shard in run.stderr
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_shard_without_records_is_refused(artifact: Path, scenario_dir: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--scenario", str(scenario_dir), "--artifact",
+         str(artifact), "--shard", "1/2"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert run.returncode == 2 and "--shard needs --out" in run.stderr and run.stdout == ""
