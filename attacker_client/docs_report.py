@@ -29,8 +29,10 @@ Renderers (the word in parentheses; options ``key=value``, lists comma-separated
 - ``pretrain``: one or more ``pretrain.json`` training logs, one row each: the validation
   reward per snapshot and the policies' entropy, first and last update;
 - ``room``: the attackability probe's JSON lines (``benchmarks/attackability_probe.py``,
-  its last line), one row per model and budget; ``targets=N`` averages the seeded draw's
-  first N targets only; ``protocol=full`` reads the full-ranking HR@20 (default sampled);
+  its last line), one row per model and budget, and where the probe retrained, one more
+  (its largest budget, "retrained (N)": N targets, the greedy oracle's frozen choice
+  fine-tuned in); ``targets=N`` averages the seeded draw's first N targets only;
+  ``protocol=full`` reads the full-ranking HR@20 (default sampled);
 - ``probe``: the attackability probe's grid, several of its JSON lines files (``labels=``
   names each, in order): per file and victim, the sampled HR@20 of each method frozen at
   each budget and, where run, under scheduled retraining, TargetAttack100's lift, and its
@@ -318,6 +320,18 @@ def render_room(data: list[Any], options: dict[str, str]) -> str:
             row += [budget, *(f"{hr20[m]:.{digits}f}" if m in hr20 else "" for m in methods)]
             if room:
                 row.append(f"{hr20['GreedyOracle'] / hr20['TargetAttack100']:.2f}x")
+            rows.append(row)
+        retrained = result.get("retrained")
+        # the retrained summary covers the draw's first retrain_targets: shown where the
+        # frozen rows cover at least those
+        if retrained and (targets is None or targets >= result["retrain_targets"]):
+            hr20 = {m: row[f"hr20_{protocol}"] for m, row in retrained.items()}
+            row = [result["variant"].split(" (")[0]] if several else []
+            label = f"{max(result['frozen'], key=int)}, retrained ({result['retrain_targets']})"
+            row += [label, *(f"{hr20[m]:.{digits}f}" if m in hr20 else "" for m in methods)]
+            if room:
+                base = hr20["TargetAttack100"]
+                row.append(f"{hr20['GreedyOracle'] / base:.2f}x" if base else "")
             rows.append(row)
     header = ["victim"] if several else []
     header += ["budget", *(PROBE_NAMES.get(m, m) for m in methods)]

@@ -176,6 +176,30 @@ def test_room_over_the_first_targets_averages_them_only() -> None:
         render_room(probes, {"targets": "4"})
 
 
+def test_room_under_retraining_is_one_more_row_over_its_targets() -> None:
+    per_target = {"TargetAttack100": [0.2, 0.4], "GreedyOracle": [0.5, 0.7]}
+    retrained = {"TargetAttack100": {"hr20_sampled": 0.25}, "GreedyOracle": {"hr20_sampled": 0.5}}
+    result = {
+        "variant": "LightGCN (model.pt)",
+        "frozen": {
+            b: {m: {"hr20_sampled": sum(v) / 2} for m, v in per_target.items()}
+            for b in ("10", "30")
+        },
+        "per_target_hr20_sampled": {"10": per_target, "30": per_target},
+        "retrained": retrained,
+        "retrain_targets": 2,
+    }
+    table = render_room([{"results": [result]}], {}).splitlines()
+    assert table[2:] == [
+        "| 10 | 0.300 | 0.600 | 2.00x |",
+        "| 30 | 0.300 | 0.600 | 2.00x |",
+        "| 30, retrained (2) | 0.250 | 0.500 | 2.00x |",
+    ]
+    # over fewer targets than were retrained, the retrained row would not be theirs
+    assert len(render_room([{"results": [result]}], {"targets": "1"}).splitlines()) == 4
+    assert len(render_room([{"results": [result]}], {"targets": "2"}).splitlines()) == 5
+
+
 def test_room_in_the_full_ranking_reads_the_full_hr20() -> None:
     frozen = {
         "10": {

@@ -93,7 +93,8 @@ def test_probe_reports_the_room_at_each_budget(
         [sys.executable, str(SCRIPT), "--scenario", str(scenario_dir), "--artifact",
          str(artifact), "--targets", "2", "--budgets", "1", "3", "--greedy-holders", "3",
          "--methods", "WithoutAttack", "TargetAttack100", "GreedyOracle",
-         "ObservedGreedyOracle", "--observed-k", "50", "--greedy-protocol", protocol],
+         "ObservedGreedyOracle", "--observed-k", "50", "--greedy-protocol", protocol,
+         "--retrain-targets", "1", "--retrain-epochs", "1"],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     summary = json.loads(out.stdout.strip().splitlines()[-1])
@@ -110,6 +111,12 @@ def test_probe_reports_the_room_at_each_budget(
             ratio = table[oracle][f"hr20_{on}"] / base if base else None
             assert result[room][budget] == pytest.approx(ratio)
             assert len(result["per_target_hr20_sampled"][budget][oracle]) == 2
+    # under retraining: the frozen choice, fine-tuned in, over random holders fine-tuned in
+    retrained = result["retrained"]
+    assert result["retrain_targets"] == 1
+    base = retrained["TargetAttack100"][f"hr20_{protocol}"]
+    ratio = retrained["GreedyOracle"][f"hr20_{protocol}"] / base if base else None
+    assert result["retrained_room"] == pytest.approx(ratio)
 
 
 def _run_probe(module, capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
