@@ -348,6 +348,37 @@ def test_every_row_is_the_whole_range_and_nothing_else(rows: list[int], n: int) 
     assert every_row(array, n) == np.array_equal(array, np.arange(n))
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    written=st.lists(st.integers(0, 39), max_size=40),
+    added=st.one_of(st.just(list(range(40))), st.lists(st.integers(0, 39), max_size=40)),
+    forked=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_overlay_add_equals_a_read_and_a_write(
+    written: list[int], added: list[int], forked: bool, seed: int
+) -> None:
+    """``add`` in place (dense store, every row or some) or as a read and a write
+    (compact store) gives the table as written plus the values; the base, and a fork's
+    parent, never change; ``whole`` reads the table as written."""
+    rng = np.random.default_rng(seed)
+    base, table, expected = overlay_as_written(written, rng)
+    parent, before = table, table.dense()
+    if forked:
+        table = table.fork()
+    rows = np.unique(np.asarray(added, dtype=np.int64))
+    values = rng.normal(size=(len(rows), 4)).astype(np.float32)
+    table.add(rows, values)
+    expected[rows] += values
+    np.testing.assert_array_equal(table.whole(), expected)
+    np.testing.assert_array_equal(table[np.arange(40)], expected)
+    np.testing.assert_array_equal(table.base, base)
+    if forked:
+        np.testing.assert_array_equal(parent.whole(), before)
+    with pytest.raises(ValueError, match="read-only"):
+        table.whole()[0] = 0.0
+
+
 def test_whole_table_reads_and_writes_equal_gathers_and_scatters() -> None:
     """Reading or writing every row (a slice copy) gives what a gather or scatter of the
     same rows would, and marks them all written."""

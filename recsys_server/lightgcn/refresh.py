@@ -169,15 +169,16 @@ class LightGCNState(ServingState):
         new = [self._scaled(0, items, None), self._scaled(1, items, None)]
         # M_2 and M_3 change by the same columns of C (Z_0 and Z_1 change on P only): one
         # product for both reads those columns once, the refresh's largest cost (26,744 x
-        # 50 at ml20m scale; against two products, 53 ms where each took 48)
+        # 50 at ml20m scale; against two products, 53 ms where each took 48). In float32,
+        # C's own precision: it halves the product's time and output, and each change it
+        # adds to the float64 sums is off by float32 rounding of the change alone
         on_profile = min(self.n_layers - 1, 2)
         if on_profile:
             columns, reach = self._columns_reaching(items)
             deltas = np.hstack([new[j] - old[j] for j in range(on_profile)])
-            products = np.hsplit(columns.T @ deltas, on_profile)
+            products = np.hsplit(columns.T @ deltas.astype(np.float32), on_profile)
         touched = np.zeros(self.graph.n_items, dtype=bool)
         touched[items] = True
-        fresh: list[tuple[np.ndarray, np.ndarray]] = []  # rows and new values of M_2..M_L
         for k in range(2, self.n_layers + 1):
             rows = changed[k - 2]
             if k - 2 < on_profile:
@@ -188,20 +189,20 @@ class LightGCNState(ServingState):
             # the user's own term of C, on the rows of P
             own = new[k - 2][np.searchsorted(rows, items)].sum(axis=0)
             update[np.searchsorted(reach, items)] += weight * own
-            current = self.sums[k - 1][reach]
-            fresh.append((reach, current + update))
-            self.sums[k - 1][reach] = fresh[-1][1]
-            if k + 2 <= self.n_layers:  # Z_k feeds layer k + 2
+            if k + 2 <= self.n_layers:  # Z_k feeds layer k + 2: its values before and after
+                current = self.sums[k - 1][reach]
+                self.sums[k - 1][reach] = values = current + update
                 changed.append(reach)
                 old.append(_inverse(before[reach])[:, None] * current)
-                new.append(_inverse(self.graph.degree[reach])[:, None] * fresh[-1][1])
+                new.append(_inverse(self.graph.degree[reach])[:, None] * values)
+            else:  # in place: no copy of the rows read or written (every item at ml20m)
+                self.sums[k - 1].add(reach, update)
             touched[reach] = True
-        # the sums just written are not read again where they cover the touched rows
         touched_rows = np.flatnonzero(touched)
-        tables = [self.sums[0][touched_rows]]
-        for k, (rows, values) in enumerate(fresh, start=2):
-            same = np.array_equal(rows, touched_rows)
-            tables.append(values if same else self.sums[k - 1][touched_rows])
+        if every_row(touched_rows, self.graph.n_items):
+            tables = [table.whole() for table in self.sums]
+        else:
+            tables = [table[touched_rows] for table in self.sums]
         partial, final = self._item_means(touched_rows, tables)
         self.item_partial[touched_rows], self.item_final[touched_rows] = partial, final
 
@@ -215,9 +216,10 @@ class LightGCNState(ServingState):
         return (columns if len(reach) == len(reached) else columns[:, reach]), reach
 
     def _cooccurrence_rows(self, rows: np.ndarray) -> np.ndarray:
-        """Rows of the current graph's C, dense: the built table and the corrections."""
+        """Rows of the current graph's C, dense, in C's float32: the built table and the
+        corrections."""
         base = self.cooccurrence[rows]
-        out = np.asarray(base if isinstance(base, np.ndarray) else base.toarray(), np.float64)
+        out = np.asarray(base if isinstance(base, np.ndarray) else base.toarray(), np.float32)
         for profile, weight in self._corrections.values():
             inside = np.isin(rows, profile)
             if inside.any():

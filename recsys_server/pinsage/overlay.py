@@ -144,6 +144,34 @@ class RowOverlay:
             store.n = needed
         store.private[store.slot[rows]] = values
 
+    def add(self, rows: np.ndarray, values: ArrayLike) -> None:
+        """Add ``values`` to ``rows`` (distinct row indices) in place: what
+        ``table[rows] = table[rows] + values`` gives, without a read's and a write's
+        copies once the store is dense (LightGCN's refresh updates every row of its
+        tables at ml20m scale, 26,744 x 64 in float64, on every injection)."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        store = self._store
+        if not isinstance(store, _Dense):  # a compact store: a read and a write
+            self[rows] = self[rows] + values
+            return
+        if not self._owned:
+            store = self._store = store.copy()
+            self._owned = True
+        if every_row(rows, len(self.base)):
+            store.table += values
+            store.written[...] = True
+        else:
+            store.table[rows] += values
+            store.written[rows] = True
+
+    def whole(self) -> np.ndarray:
+        """The whole table as written, read-only: the dense store itself (no copy, and
+        valid until the next write) or, for a compact store, a new array."""
+        store = self._store
+        table = store.table.view() if isinstance(store, _Dense) else self.dense()
+        table.flags.writeable = False
+        return table
+
     def column(self, index: int) -> np.ndarray:
         """Column ``index`` of every row (a table of at least two dimensions)."""
         store = self._store
