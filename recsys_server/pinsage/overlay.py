@@ -110,11 +110,10 @@ class RowOverlay:
         return out
 
     def __setitem__(self, rows: np.ndarray, values: ArrayLike) -> None:
-        """Write ``values`` to ``rows`` (distinct row indices)."""
+        """Write ``values`` to ``rows`` (distinct row indices), cast to the table's type
+        by the write itself (no converted copy first)."""
         rows = np.asarray(rows, dtype=np.int64).ravel()
-        values = np.broadcast_to(
-            np.asarray(values, dtype=self.base.dtype), (len(rows), *self.base.shape[1:])
-        )
+        values = np.broadcast_to(np.asarray(values), (len(rows), *self.base.shape[1:]))
         if not self._owned:
             self._store = self._store.copy()
             self._owned = True
