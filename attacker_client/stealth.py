@@ -279,8 +279,9 @@ def plot_stealth(summary: dict[str, Any], path: Path) -> None:
     left.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     left.set_xticks(x + 0.4 - width / 2, list(rows), rotation=30, ha="right", fontsize=8)
     left.set_ylabel("ROC-AUC, injected vs real users")
-    left.set_ylim(0, 1)
-    left.legend(fontsize=7)
+    # headroom above 1.0 for the legend in one row, so that it covers no bar
+    left.set_ylim(0, 1.15)
+    left.legend(fontsize=7, ncol=len(detectors), loc="upper center")
     lifts = [row[_row_key(HR[0])]["lift"] or 0.0 for row in rows.values()]
     right.bar(x, lifts, color="tab:green")
     right.set_xticks(x, list(rows), rotation=30, ha="right", fontsize=8)
