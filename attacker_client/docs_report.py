@@ -313,26 +313,25 @@ def render_room(data: list[Any], options: dict[str, str]) -> str:
     room = {"GreedyOracle", "TargetAttack100"} <= set(methods)
     several = len(results) > 1
     rows = []
+
+    def row_of(result: dict[str, Any], label: str, hr20: dict[str, float]) -> list[str]:
+        row = [result["variant"].split(" (")[0]] if several else []
+        row += [label, *(f"{hr20[m]:.{digits}f}" if m in hr20 else "" for m in methods)]
+        if room:
+            base = hr20["TargetAttack100"]
+            row.append(f"{hr20['GreedyOracle'] / base:.2f}x" if base else "")
+        return row
+
     for result in results:
         for budget in result["frozen"]:
-            hr20 = _probe_hr20(result, budget, targets, protocol)
-            row = [result["variant"].split(" (")[0]] if several else []
-            row += [budget, *(f"{hr20[m]:.{digits}f}" if m in hr20 else "" for m in methods)]
-            if room:
-                row.append(f"{hr20['GreedyOracle'] / hr20['TargetAttack100']:.2f}x")
-            rows.append(row)
+            rows.append(row_of(result, budget, _probe_hr20(result, budget, targets, protocol)))
         retrained = result.get("retrained")
         # the retrained summary covers the draw's first retrain_targets: shown where the
         # frozen rows cover at least those
         if retrained and (targets is None or targets >= result["retrain_targets"]):
-            hr20 = {m: row[f"hr20_{protocol}"] for m, row in retrained.items()}
-            row = [result["variant"].split(" (")[0]] if several else []
             label = f"{max(result['frozen'], key=int)}, retrained ({result['retrain_targets']})"
-            row += [label, *(f"{hr20[m]:.{digits}f}" if m in hr20 else "" for m in methods)]
-            if room:
-                base = hr20["TargetAttack100"]
-                row.append(f"{hr20['GreedyOracle'] / base:.2f}x" if base else "")
-            rows.append(row)
+            hr20 = {m: row[f"hr20_{protocol}"] for m, row in retrained.items()}
+            rows.append(row_of(result, label, hr20))
     header = ["victim"] if several else []
     header += ["budget", *(PROBE_NAMES.get(m, m) for m in methods)]
     return _markdown(header + (["room"] if room else []), rows)
