@@ -30,8 +30,9 @@ Renderers (the word in parentheses; options ``key=value``, lists comma-separated
   reward per snapshot and the policies' entropy, first and last update;
 - ``room``: the attackability probe's JSON lines (``benchmarks/attackability_probe.py``,
   its last line), one row per model and budget, and where the probe retrained, one more
-  (its largest budget, "retrained (N)": N targets, the greedy oracle's frozen choice
-  fine-tuned in); ``targets=N`` averages the seeded draw's first N targets only;
+  (its largest budget, "retrained (N)": N targets; its room is the retrain-aware greedy
+  oracle's where it ran, else the frozen oracle's choice fine-tuned in, a lower bound);
+  ``targets=N`` averages the seeded draw's first N targets only;
   ``protocol=full`` reads the full-ranking HR@20 (default sampled);
 - ``probe``: the attackability probe's grid, several of its JSON lines files (``labels=``
   names each, in order): per file and victim, the sampled HR@20 of each method frozen at
@@ -283,6 +284,7 @@ PROBE_NAMES = {
     "SelectionOracle": "popularity oracle",
     "GreedyOracle": "greedy oracle",
     "ObservedGreedyOracle": "observed greedy oracle",
+    "RetrainGreedyOracle": "retrain-aware greedy oracle",
 }
 
 
@@ -310,28 +312,35 @@ def render_room(data: list[Any], options: dict[str, str]) -> str:
         raise DocsReportError(f"room: protocol={protocol!r}, not sampled or full")
     digits = 3 if protocol == "sampled" else 4
     methods = list(dict.fromkeys(m for r in results for b in r["frozen"].values() for m in b))
-    room = {"GreedyOracle", "TargetAttack100"} <= set(methods)
+    oracles = {"GreedyOracle", "RetrainGreedyOracle"} & set(methods)
+    room = bool(oracles) and "TargetAttack100" in methods
     several = len(results) > 1
     rows = []
 
-    def row_of(result: dict[str, Any], label: str, hr20: dict[str, float]) -> list[str]:
+    def row_of(
+        result: dict[str, Any], label: str, hr20: dict[str, float], oracle: str
+    ) -> list[str]:
         row = [result["variant"].split(" (")[0]] if several else []
         row += [label, *(f"{hr20[m]:.{digits}f}" if m in hr20 else "" for m in methods)]
         if room:
             base = hr20["TargetAttack100"]
-            row.append(f"{hr20['GreedyOracle'] / base:.2f}x" if base else "")
+            row.append(f"{hr20[oracle] / base:.2f}x" if base and oracle in hr20 else "")
         return row
 
     for result in results:
+        # frozen, the room is the frozen oracle's; retrained, the retrain-aware one's
+        # where it ran (the frozen choice fine-tuned in is only a lower bound)
         for budget in result["frozen"]:
-            rows.append(row_of(result, budget, _probe_hr20(result, budget, targets, protocol)))
+            hr20 = _probe_hr20(result, budget, targets, protocol)
+            rows.append(row_of(result, budget, hr20, "GreedyOracle"))
         retrained = result.get("retrained")
         # the retrained summary covers the draw's first retrain_targets: shown where the
         # frozen rows cover at least those
         if retrained and (targets is None or targets >= result["retrain_targets"]):
             label = f"{max(result['frozen'], key=int)}, retrained ({result['retrain_targets']})"
             hr20 = {m: row[f"hr20_{protocol}"] for m, row in retrained.items()}
-            rows.append(row_of(result, label, hr20))
+            oracle = "RetrainGreedyOracle" if "RetrainGreedyOracle" in hr20 else "GreedyOracle"
+            rows.append(row_of(result, label, hr20, oracle))
     header = ["victim"] if several else []
     header += ["budget", *(PROBE_NAMES.get(m, m) for m in methods)]
     return _markdown(header + (["room"] if room else []), rows)

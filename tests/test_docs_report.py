@@ -200,6 +200,26 @@ def test_room_under_retraining_is_one_more_row_over_its_targets() -> None:
     assert len(render_room([{"results": [result]}], {"targets": "2"}).splitlines()) == 5
 
 
+def test_room_under_retraining_is_the_retrain_aware_oracles_where_it_ran() -> None:
+    hr20 = {"TargetAttack100": 0.2, "RetrainGreedyOracle": 0.1}  # frozen: not its aim
+    result = {
+        "variant": "MF (model.pt)",
+        "frozen": {"30": {m: {"hr20_sampled": v} for m, v in hr20.items()}},
+        "retrained": {
+            "TargetAttack100": {"hr20_sampled": 0.25},
+            "RetrainGreedyOracle": {"hr20_sampled": 0.75},
+        },
+        "retrain_targets": 1,
+    }
+    table = render_room([{"results": [result]}], {}).splitlines()
+    assert table[0] == "| budget | TargetAttack100 | retrain-aware greedy oracle | room |"
+    # frozen, no frozen greedy oracle ran: no room; retrained, the retrain-aware one's
+    assert table[2:] == [
+        "| 30 | 0.200 | 0.100 |  |",
+        "| 30, retrained (1) | 0.250 | 0.750 | 3.00x |",
+    ]
+
+
 def test_room_in_the_full_ranking_reads_the_full_hr20() -> None:
     frozen = {
         "10": {

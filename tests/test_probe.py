@@ -85,6 +85,71 @@ def test_greedy_oracle_chooses_the_best_candidate_on_users_it_is_not_reported_on
     assert reward(observed) == pytest.approx(max(reward(p) for p in holders + crops))
 
 
+def test_retrain_aware_greedy_oracle_chooses_the_best_candidate_after_the_retrain(
+    artifact: Path,
+) -> None:
+    module = probe_module()
+    scenario, data = tiny_scenario(), tiny_data()
+    victim = ModelArtifact.load(artifact).victim
+    probe = module.Probe(
+        scenario, data, 1, np.random.default_rng(0), greedy_holders=10**6, retrain_epochs=1
+    )
+    target = next(t for t in scenario.cold_targets if len(probe.holding(int(t))) >= 2)
+    cases = probe.cases(int(target), split=True)
+    state = victim.serving_state(data, probe.graph)
+    [chosen] = probe.injections("RetrainGreedyOracle", int(target), state, cases)
+
+    def key(profile: np.ndarray) -> tuple[float, float]:
+        trial = state.fork()
+        trial.add_user(profile)
+        retrained = trial.retrained(data, 1)
+        users = cases.select_users
+        by_protocol = ranks_of(retrained.scores, users, np.full(len(users), target),
+                               data.known, protocols=("sampled",),
+                               negatives=cases.select_negatives)  # fmt: skip
+        ranks = by_protocol["sampled"]
+        return float((ranks < 20).mean()), -float(ranks.mean())
+
+    holders = [scenario.source_profile(i) for i in probe.holding(int(target))]
+    crops = [module.crop_around_target(p, int(target), module.GREEDY_CROP) for p in holders]
+    keys = [key(p) for p in holders + crops]
+    assert any(np.array_equal(chosen, p) for p in holders + crops)
+    assert key(chosen) == max(keys)
+
+
+def test_retrain_aware_room_is_its_retrained_hr_over_random_holders(
+    artifact: Path, scenario_dir: Path
+) -> None:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--scenario", str(scenario_dir), "--artifact",
+         str(artifact), "--targets", "1", "--budgets", "1", "2", "--greedy-holders", "2",
+         "--methods", "WithoutAttack", "TargetAttack100", "GreedyOracle",
+         "RetrainGreedyOracle", "--retrain-targets", "1", "--retrain-epochs", "1"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    [result] = json.loads(out.stdout.strip().splitlines()[-1])["results"]
+    retrained = result["retrained"]
+    base = retrained["TargetAttack100"]["hr20_sampled"]
+    for oracle, room in (("GreedyOracle", "retrained_room"),
+                         ("RetrainGreedyOracle", "retrain_aware_room")):  # fmt: skip
+        ratio = retrained[oracle]["hr20_sampled"] / base if base else None
+        assert result[room] == pytest.approx(ratio)
+    assert result["split_users"] and result["room_protocol"] == "sampled"
+
+
+def test_retrain_aware_greedy_oracle_needs_every_target_retrained(
+    artifact: Path, scenario_dir: Path, tmp_path: Path
+) -> None:
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--scenario", str(scenario_dir), "--artifact",
+         str(artifact), "--targets", "2", "--retrain-targets", "1", "--methods",
+         "TargetAttack100", "RetrainGreedyOracle", "--out", str(tmp_path / "r.jsonl")],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert run.returncode == 2 and "--retrain-targets must cover --targets (1 < 2)" in run.stderr
+    assert run.stdout == "" and not (tmp_path / "r.jsonl").exists()
+
+
 @pytest.mark.parametrize("protocol", ["sampled", "full"])
 def test_probe_reports_the_room_at_each_budget(
     artifact: Path, scenario_dir: Path, protocol: str
