@@ -38,6 +38,10 @@ Renderers (the word in parentheses; options ``key=value``, lists comma-separated
   names each, in order): per file and victim, the sampled HR@20 of each method frozen at
   each budget and, where run, under scheduled retraining, TargetAttack100's lift, and its
   full HR@20 and pretend users with the target in their top-100 against WithoutAttack's;
+- ``rooms``: several of the probe's JSON lines files (``labels=`` names each one's draw):
+  one row per file and victim, the greedy oracle's room at each budget and under
+  scheduled retraining, and its full HR@20 and pretend users' top-100 against
+  TargetAttack100's;
 - ``stealth``: the stealth experiment's ``stealth.json``, its table as ``stealth.md`` has it;
 - ``defences``: stealth runs against defended worlds (``--defence``), two rows each: the
   share of each attack's profiles quarantined, and of its undefended lift kept;
@@ -412,6 +416,52 @@ def render_probe(data: list[Any], options: dict[str, str]) -> str:
     return _markdown(header, rows)
 
 
+def render_rooms(data: list[Any], options: dict[str, str]) -> str:
+    """Where the room is: per data file (``labels=`` names the draws, in order) and victim,
+    the greedy oracle's room at each budget, under scheduled retraining (the retrain-aware
+    oracle's, or ">=" the frozen choice fine-tuned in), and at the largest budget the full
+    HR@20 and pretend users with the target in their top-100, greedy oracle against
+    TargetAttack100. "-": undefined (TargetAttack100 at 0) or not run."""
+    labels = _list_option(options, "labels")
+    if labels is None or len(labels) != len(data):
+        raise DocsReportError(f"rooms: labels= needs one label per data file ({len(data)})")
+    budgets = sorted({b for probe in data for r in probe["results"] for b in r["frozen"]}, key=int)
+
+    def ratio(value: float | None, bound: bool = False) -> str:
+        return "-" if value is None else f"{'>= ' if bound else ''}{value:.2f}x"
+
+    rows = []
+    for label, probe in zip(labels, data, strict=True):
+        for result in probe["results"]:
+            frozen = result["frozen"]
+            last = frozen[max(frozen, key=int)]
+            per_target = next(iter(result["per_target_hr20_sampled"].values()))
+            targets = len(next(iter(per_target.values())))
+            room = result.get("room", {})
+            if "retrain_aware_room" in result:
+                retrained = ratio(result["retrain_aware_room"])
+            elif "retrained_room" in result:
+                retrained = ratio(result["retrained_room"], bound=True)
+            else:
+                retrained = "-"
+            if "retrain_targets" in result and retrained != "-":
+                retrained += f" ({result['retrain_targets']})"
+            greedy, base = last.get("GreedyOracle"), last.get("TargetAttack100")
+            full = top = "-"
+            if greedy and base:
+                full = f"{greedy['hr20_full']:.4f} / {base['hr20_full']:.4f}"
+                top = f"{greedy['pretend_top100']:.1f} / {base['pretend_top100']:.1f}"
+            rows.append([
+                label, VICTIM_NAMES.get(result["victim"], result["victim"]), str(targets),
+                result.get("room_protocol", "sampled"), *(ratio(room.get(b)) for b in budgets),
+                retrained, full, top,
+            ])  # fmt: skip
+    header = ["draw", "victim", "targets", "protocol", *(f"room at {b}" for b in budgets),
+              "room retrained (targets)", "full HR@20 greedy / TA100",
+              "pretend top-100 greedy / TA100"]  # fmt: skip
+    return _markdown(header, rows)
+
+
 def render_stealth(data: list[Any], options: dict[str, str]) -> str:
     summary = _single(data)
     table = [line for line in format_stealth(summary).splitlines() if line.startswith("|")]
@@ -568,6 +618,7 @@ RENDERERS: dict[str, Renderer] = {
     "pretrain": render_pretrain,
     "room": render_room,
     "probe": render_probe,
+    "rooms": render_rooms,
     "stealth": render_stealth,
     "defences": render_defences,
     "detectors": render_detectors,

@@ -23,6 +23,7 @@ from attacker_client.docs_report import (
     render_probe,
     render_quality,
     render_room,
+    render_rooms,
     render_stealth,
     render_table2,
     render_throughput,
@@ -218,6 +219,46 @@ def test_room_under_retraining_is_the_retrain_aware_oracles_where_it_ran() -> No
         "| 30 | 0.200 | 0.100 |  |",
         "| 30, retrained (1) | 0.250 | 0.750 | 3.00x |",
     ]
+
+
+def test_rooms_summarise_each_draw_and_victim_in_one_row() -> None:
+    def row(hr20: float, full: float, top: float) -> dict[str, float]:
+        return {"hr20_sampled": hr20, "hr20_full": full, "pretend_top100": top}
+
+    frozen = {"GreedyOracle": row(0.6, 0.2, 12.0), "TargetAttack100": row(0.3, 0.1, 4.5)}
+    lightgcn = {
+        "victim": "lightgcn",
+        "frozen": {"10": frozen, "30": frozen},
+        "per_target_hr20_sampled": {"10": {"GreedyOracle": [0.5, 0.7]}},
+        "room": {"10": 2.0, "30": 2.0},
+        "retrained_room": 1.5,
+        "retrain_targets": 1,
+    }
+    mf = {  # frozen nothing moves (no room), retrained the retrain-aware oracle chose
+        "victim": "mf",
+        "frozen": {"30": {"TargetAttack100": row(0.3, 0.0, 0.0)}},
+        "per_target_hr20_sampled": {"30": {"TargetAttack100": [0.3]}},
+        "retrain_aware_room": 1.25,
+        "retrained_room": 1.0,
+        "retrain_targets": 1,
+    }
+    itemknn = {**lightgcn, "victim": "itemknn", "room": {"10": None, "30": 0.5},
+               "room_protocol": "full"}  # fmt: skip
+    del itemknn["retrained_room"], itemknn["retrain_targets"]
+    data = [{"results": [lightgcn, itemknn]}, {"results": [mf]}]
+    table = render_rooms(data, {"labels": "reverse,rich"}).splitlines()
+    assert table[0] == (
+        "| draw | victim | targets | protocol | room at 10 | room at 30 | room retrained "
+        "(targets) | full HR@20 greedy / TA100 | pretend top-100 greedy / TA100 |"
+    )
+    assert table[2:] == [
+        "| reverse | LightGCN | 2 | sampled | 2.00x | 2.00x | >= 1.50x (1) | 0.2000 / 0.1000 "
+        "| 12.0 / 4.5 |",
+        "| reverse | item-kNN | 2 | full | - | 0.50x | - | 0.2000 / 0.1000 | 12.0 / 4.5 |",
+        "| rich | MF | 1 | sampled | - | - | 1.25x (1) | - | - |",
+    ]
+    with pytest.raises(DocsReportError, match="one label per data file"):
+        render_rooms(data, {"labels": "reverse"})
 
 
 def test_room_in_the_full_ranking_reads_the_full_hr20() -> None:
