@@ -8,6 +8,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,46 +32,72 @@ def probe_module():
     return module
 
 
-def test_greedy_oracle_chooses_the_best_candidate_on_users_it_is_not_reported_on(
-    artifact: Path,
-) -> None:
+@dataclass
+class OneStep:
+    """A one-profile greedy choice on the tiny model: every holder is a candidate, so the
+    choice must be the best of them all (whole or cropped)."""
+
+    module: Any
+    probe: Any
+    state: Any
+    target: int
+    cases: Any
+    candidates: list[np.ndarray]
+
+    def key(
+        self, profile: np.ndarray, protocol: str = "sampled", retrain_epochs: int = 0
+    ) -> tuple[float, float]:
+        """The oracle's criterion, recomputed here: HR@20 over the choosing users (ties:
+        lower mean rank) after injecting ``profile`` (and, with ``retrain_epochs``, the
+        fine-tune)."""
+        trial = self.state.fork()
+        trial.add_user(profile)
+        if retrain_epochs:
+            trial = trial.retrained(self.probe.data, retrain_epochs)
+        users, known = self.cases.select_users, self.probe.data.known
+        negatives = self.cases.select_negatives if protocol == "sampled" else None
+        by_protocol = ranks_of(trial.scores, users, np.full(len(users), self.target), known,
+                               protocols=(protocol,), negatives=negatives)  # fmt: skip
+        ranks = by_protocol[protocol]
+        return float((ranks < 20).mean()), -float(ranks.mean())
+
+
+def one_step(artifact: Path, **options: Any) -> OneStep:
     module = probe_module()
     scenario, data = tiny_scenario(), tiny_data()
     victim = ModelArtifact.load(artifact).victim
-    # every holder is a candidate: the choice must be the best of them all
-    probe = module.Probe(scenario, data, 1, np.random.default_rng(0), greedy_holders=10**6)
-    target = next(t for t in scenario.cold_targets if len(probe.holding(int(t))) >= 2)
-    cases = probe.cases(int(target), split=True)
+    probe = module.Probe(
+        scenario, data, 1, np.random.default_rng(0), greedy_holders=10**6, **options
+    )
+    target = int(next(t for t in scenario.cold_targets if len(probe.holding(int(t))) >= 2))
+    holders = [scenario.source_profile(i) for i in probe.holding(target)]
+    crops = [module.crop_around_target(p, target, module.GREEDY_CROP) for p in holders]
+    state = victim.serving_state(data, probe.graph)
+    return OneStep(module, probe, state, target, probe.cases(target, split=True), holders + crops)
+
+
+def test_greedy_oracle_chooses_the_best_candidate_on_users_it_is_not_reported_on(
+    artifact: Path,
+) -> None:
+    step = one_step(artifact)
+    probe, state, target, cases = step.probe, step.state, step.target, step.cases
     assert len(cases.select_users) and len(cases.users)
     assert not set(cases.select_users) & set(cases.users)
-    again = probe.cases(int(target), split=True)
+    again = probe.cases(target, split=True)
     assert np.array_equal(again.select_users, cases.select_users)  # seeded
-    state = victim.serving_state(data, probe.graph)
-    [chosen] = probe.injections("GreedyOracle", int(target), state, cases)
-
-    def key(profile: np.ndarray, protocol: str = "sampled") -> tuple[float, float]:
-        trial = state.fork()
-        trial.add_user(profile)
-        users = cases.select_users
-        negatives = cases.select_negatives if protocol == "sampled" else None
-        ranks = ranks_of(trial.scores, users, np.full(len(users), target), data.known,
-                         protocols=(protocol,), negatives=negatives)[protocol]  # fmt: skip
-        return float((ranks < 20).mean()), -float(ranks.mean())
-
-    holders = [scenario.source_profile(i) for i in probe.holding(int(target))]
-    crops = [module.crop_around_target(p, int(target), module.GREEDY_CROP) for p in holders]
-    assert int(target) in chosen
-    assert key(chosen) == max(key(p) for p in holders + crops)
+    [chosen] = probe.injections("GreedyOracle", target, state, cases)
+    assert target in chosen
+    assert step.key(chosen) == max(step.key(p) for p in step.candidates)
 
     # on the full ranking instead (a victim that saturates the sampled HR@20)
     probe.greedy_protocol = "full"
-    [on_full] = probe.injections("GreedyOracle", int(target), state, cases)
+    [on_full] = probe.injections("GreedyOracle", target, state, cases)
 
-    assert key(on_full, "full") == max(key(p, "full") for p in holders + crops)
+    assert step.key(on_full, "full") == max(step.key(p, "full") for p in step.candidates)
 
     # the observed oracle chooses on the pretend users' top-k instead: what an attacker's
     # queries show
-    [observed] = probe.injections("ObservedGreedyOracle", int(target), state, cases)
+    [observed] = probe.injections("ObservedGreedyOracle", target, state, cases)
 
     def reward(profile: np.ndarray) -> float:
         trial = state.fork()
@@ -78,43 +105,21 @@ def test_greedy_oracle_chooses_the_best_candidate_on_users_it_is_not_reported_on
         reward = 0.0
         for user in probe.pretend:
             top = trial.topk(int(user), probe.observed_k).tolist()
-            if int(target) in top:
-                reward += (probe.observed_k - top.index(int(target))) / probe.observed_k
+            if target in top:
+                reward += (probe.observed_k - top.index(target)) / probe.observed_k
         return reward / len(probe.pretend)
 
-    assert reward(observed) == pytest.approx(max(reward(p) for p in holders + crops))
+    assert reward(observed) == pytest.approx(max(reward(p) for p in step.candidates))
 
 
 def test_retrain_aware_greedy_oracle_chooses_the_best_candidate_after_the_retrain(
     artifact: Path,
 ) -> None:
-    module = probe_module()
-    scenario, data = tiny_scenario(), tiny_data()
-    victim = ModelArtifact.load(artifact).victim
-    probe = module.Probe(
-        scenario, data, 1, np.random.default_rng(0), greedy_holders=10**6, retrain_epochs=1
-    )
-    target = next(t for t in scenario.cold_targets if len(probe.holding(int(t))) >= 2)
-    cases = probe.cases(int(target), split=True)
-    state = victim.serving_state(data, probe.graph)
-    [chosen] = probe.injections("RetrainGreedyOracle", int(target), state, cases)
-
-    def key(profile: np.ndarray) -> tuple[float, float]:
-        trial = state.fork()
-        trial.add_user(profile)
-        retrained = trial.retrained(data, 1)
-        users = cases.select_users
-        by_protocol = ranks_of(retrained.scores, users, np.full(len(users), target),
-                               data.known, protocols=("sampled",),
-                               negatives=cases.select_negatives)  # fmt: skip
-        ranks = by_protocol["sampled"]
-        return float((ranks < 20).mean()), -float(ranks.mean())
-
-    holders = [scenario.source_profile(i) for i in probe.holding(int(target))]
-    crops = [module.crop_around_target(p, int(target), module.GREEDY_CROP) for p in holders]
-    keys = [key(p) for p in holders + crops]
-    assert any(np.array_equal(chosen, p) for p in holders + crops)
-    assert key(chosen) == max(keys)
+    step = one_step(artifact, retrain_epochs=1)
+    [chosen] = step.probe.injections("RetrainGreedyOracle", step.target, step.state, step.cases)
+    assert any(np.array_equal(chosen, p) for p in step.candidates)
+    best = max(step.key(p, retrain_epochs=1) for p in step.candidates)
+    assert step.key(chosen, retrain_epochs=1) == best
 
 
 def test_retrain_aware_room_is_its_retrained_hr_over_random_holders(
