@@ -526,11 +526,8 @@ def run_variant(
             ("GreedyOracle", "retrained_room"),
             ("RetrainGreedyOracle", "retrain_aware_room"),
         ):
-            if {oracle, "TargetAttack100"} <= set(args.methods):
-                hr20 = f"hr20_{args.greedy_protocol}"
-                base = result["retrained"]["TargetAttack100"][hr20]
-                greedy = result["retrained"][oracle][hr20]
-                result[key] = greedy / base if base else None
+            if {oracle, "TargetAttack100"} <= result["retrained"].keys():
+                result[key] = room(result["retrained"], oracle, args.greedy_protocol)
     if {"GreedyOracle", "RetrainGreedyOracle"} & set(args.methods):
         result["room_protocol"] = args.greedy_protocol
     for budget in budgets:
@@ -546,13 +543,16 @@ def run_variant(
             ("ObservedGreedyOracle", "observed_room", "sampled"),
         ):
             if {oracle, "TargetAttack100"} <= table.keys():
-                hr20 = f"hr20_{protocol}"
-                base = table["TargetAttack100"][hr20]
-                # undefined (None) where random holders never reach the top-20
-                result.setdefault(key, {})[str(budget)] = (
-                    table[oracle][hr20] / base if base else None
-                )
+                result.setdefault(key, {})[str(budget)] = room(table, oracle, protocol)
     return result
+
+
+def room(table: dict[str, dict], oracle: str, protocol: str) -> float | None:
+    """``oracle``'s HR@20 over TargetAttack100's in ``table`` (method -> measures) under
+    ``protocol``; undefined (None) where random holders never reach the top-20."""
+    hr20 = f"hr20_{protocol}"
+    base = table["TargetAttack100"][hr20]
+    return table[oracle][hr20] / base if base else None
 
 
 def main() -> None:

@@ -37,7 +37,6 @@ class OneStep:
     """A one-profile greedy choice on the tiny model: every holder is a candidate, so the
     choice must be the best of them all (whole or cropped)."""
 
-    module: Any
     probe: Any
     state: Any
     target: int
@@ -73,7 +72,7 @@ def one_step(artifact: Path, **options: Any) -> OneStep:
     holders = [scenario.source_profile(i) for i in probe.holding(target)]
     crops = [module.crop_around_target(p, target, module.GREEDY_CROP) for p in holders]
     state = victim.serving_state(data, probe.graph)
-    return OneStep(module, probe, state, target, probe.cases(target, split=True), holders + crops)
+    return OneStep(probe, state, target, probe.cases(target, split=True), holders + crops)
 
 
 def test_greedy_oracle_chooses_the_best_candidate_on_users_it_is_not_reported_on(
