@@ -522,6 +522,9 @@ def run_variant(
     if args.retrain_targets:
         result["retrained"] = {m: summarise(r) for m, r in retrained.items()}
         result["retrain_targets"] = len(next(iter(retrained.values())))
+        result["per_target_retrained_hr20_sampled"] = {
+            m: [r["hr20_sampled"] for r in rows] for m, rows in retrained.items()
+        }
         for oracle, key in (
             ("GreedyOracle", "retrained_room"),
             ("RetrainGreedyOracle", "retrain_aware_room"),

@@ -138,6 +138,11 @@ def test_retrain_aware_room_is_its_retrained_hr_over_random_holders(
                          ("RetrainGreedyOracle", "retrain_aware_room")):  # fmt: skip
         ratio = retrained[oracle]["hr20_sampled"] / base if base else None
         assert result[room] == pytest.approx(ratio)
+    # the retrained measures per target, as the frozen ones: their mean is the summary's
+    per_target = result["per_target_retrained_hr20_sampled"]
+    assert set(per_target) == set(retrained)
+    for method, hr20 in per_target.items():
+        assert len(hr20) == 1 and np.mean(hr20) == pytest.approx(retrained[method]["hr20_sampled"])
     assert result["split_users"] and result["room_protocol"] == "sampled"
 
 
