@@ -50,7 +50,8 @@ target draws from its own seeded stream, so a resumed or extended run gives the 
 of an uninterrupted one. ``--shard I/N`` runs only every N-th target from the I-th
 (1-based), so N processes share a long probe (say, one per core, all with the same
 ``--out``: appends are locked); each prints nothing on stdout, and one more run without
-``--shard`` reports from the records.
+``--shard`` reports from the records; its ``target_seconds`` is what the targets took
+where they ran (``seconds`` is the report's own time).
 
     python benchmarks/attackability_probe.py --scenario DIR [--variants ...] [--targets 50]
     python benchmarks/attackability_probe.py --scenario DIR --artifact A.pt [B.pt ...] \\
@@ -475,6 +476,7 @@ def run_variant(
             # one stream per target: a target's draws do not depend on which targets ran
             # before it, so a resumed run gives the numbers of an uninterrupted one
             probe.rng = np.random.default_rng([args.seed, target])
+            started = time.perf_counter()
             cases = probe.cases(target, split)
             record: dict = {"model": name, "weights": weights, "target": target, "frozen": {}}
             for method in args.methods:
@@ -493,6 +495,7 @@ def run_variant(
                         polluted, target, cases
                     )
                 bar.update()
+            record["seconds"] = round(time.perf_counter() - started, 1)
             kept[target] = record
             if records:
                 records.append(record)
@@ -533,6 +536,10 @@ def run_variant(
                 result[key] = room(result["retrained"], oracle, args.greedy_protocol)
     if {"GreedyOracle", "RetrainGreedyOracle"} & set(args.methods):
         result["room_protocol"] = args.greedy_protocol
+    # what the targets cost wherever they ran (shards, earlier runs); records written
+    # before targets were timed leave it out
+    if all("seconds" in kept[t] for t in targets):
+        result["target_seconds"] = round(sum(kept[t]["seconds"] for t in targets), 1)
     for budget in budgets:
         table = result["frozen"][str(budget)]
         base = table["WithoutAttack"]["hr20_sampled"] if "WithoutAttack" in table else 0.0
