@@ -282,8 +282,9 @@ def test_shards_sharing_one_records_file_report_the_numbers_of_one_run(
         assert b[key] == a[key], key
     records = [json.loads(line) for line in out.read_text().splitlines()[1:]]
     assert len(records) == 3
-    # the report's cost is the shards' targets', not its own (it ran nothing)
-    assert all(r["seconds"] > 0 for r in records)
+    # the report's cost is the shards' targets', not its own (it ran nothing); a target
+    # on the tiny model may round to 0.0 s, so only the sum is checked, never a duration
+    assert all(r["seconds"] >= 0 for r in records)
     assert b["target_seconds"] == pytest.approx(sum(r["seconds"] for r in records), abs=0.1)
 
 
