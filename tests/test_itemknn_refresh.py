@@ -154,3 +154,29 @@ def test_a_row_whose_candidates_run_short_is_recomputed_from_its_counts() -> Non
         assert_equal_to_full_build(state)
     assert recomputed > 0
     assert not set(state.neighbour_lists(np.array([row]))[0][0].tolist()) & set(profile.tolist())
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=operations, seed=st.integers(0, 2**32 - 1))
+def test_scores_of_chosen_items_are_the_catalogue_scores_bit_for_bit(
+    name: str, ops, seed: int
+) -> None:
+    """The sampled evaluation's path (each user's own candidates) gives exactly the
+    whole-catalogue scores, so a tie between the target and a negative ranks the same
+    whichever path scored it; users repeat, and the empty profile is asked too."""
+    state = fresh_state(name)
+    replay(state, ops)
+    rng = np.random.default_rng(seed)
+    users = rng.choice(live_users(state), size=30)
+    items = rng.integers(0, DATA.n_items, size=(len(users), 101))
+    expected = np.take_along_axis(state.scores(users), items, axis=1)
+    np.testing.assert_array_equal(state.scores_of(users, items), expected)
+    # the path from the list entries, whichever path scores_of takes here
+    entries = state._list_entries(users)
+    np.testing.assert_array_equal(state._scores_of_entries(users, items, *entries), expected)
+    # a user with no items: the popularity tie-break alone
+    empty = np.array([state.add_user(np.array([], dtype=np.int64))])
+    expected = np.take_along_axis(state.scores(empty), items[:1], axis=1)
+    entries = state._list_entries(empty)
+    np.testing.assert_array_equal(state._scores_of_entries(empty, items[:1], *entries), expected)
