@@ -56,10 +56,6 @@ _BLOCK = 256
 # a similarity is at least 1 / (n_users + shrink): 7e-6 for ml20m's 138k users, over
 # 1e-3 on the real targets
 POPULARITY_TIE_BREAK = 1e-6
-# sorting a list entry costs about this many cells of the (users, catalogue) matrix
-# (measured on the real targets and the paper preset, one thread): past it scores_of
-# takes the matrix
-_SORT_COST = 16
 # the floor of a row whose reserve holds every item of positive similarity
 _NO_FLOOR = (0.0, -1)
 
@@ -461,44 +457,32 @@ class NeighbourState(ServingState):
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         users = np.asarray(users, dtype=np.int64)
-        return self._scores_from_entries(len(users), *self._list_entries(users))
-
-    def _scores_from_entries(
-        self, n_users: int, keys: np.ndarray, weights: np.ndarray
-    ) -> np.ndarray:
-        """The (users, catalogue) scores from the users' list entries."""
+        keys, weights = self._list_entries(users)
         n = self.graph.n_items
-        summed = np.bincount(keys, weights=weights, minlength=n_users * n)
+        summed = np.bincount(keys, weights=weights, minlength=len(users) * n)
         # float even when no user holds an item (bincount then counts integers)
-        scores = summed.astype(np.float64, copy=False).reshape(n_users, n)
+        scores = summed.astype(np.float64, copy=False).reshape(len(users), n)
         return scores + self.popularity_tie_break()
 
     def scores_of(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """The scores of each user's own ``items[r]``. Where the users' list entries are
-        few beside the (users, catalogue) matrix (the real targets: one to three items a
-        user, N 20), from those entries alone, a third of the time of the sampled
-        evaluation's whole-catalogue path; where they are not (the ``paper`` preset: 16
-        items a user, N 200), sorting them costs more than the matrix. Both paths are
-        bit-equal to :meth:`scores` (each sum adds the same entries in the same order), so
-        a rank never depends on which one computed it."""
+        """The scores of each user's own ``items[r]`` from the users' list entries that
+        land on one of them, without the (users, catalogue) matrix: the sampled
+        evaluation takes a third of its time on MovieTweetings, 0.7 of it on the
+        ``paper`` preset (``benchmarks/evaluation_speed.py``). Bit-equal to :meth:`scores`: each sum adds the same
+        entries in the same order, so a rank never depends on which path scored it."""
         users = np.asarray(users, dtype=np.int64)
         items = np.asarray(items, dtype=np.int64)
         keys, weights = self._list_entries(users)
-        if len(keys) * _SORT_COST > len(users) * self.graph.n_items:
-            scores = self._scores_from_entries(len(users), keys, weights)
-            return np.take_along_axis(scores, items, axis=1)
-        return self._scores_of_entries(users, items, keys, weights)
-
-    def _scores_of_entries(
-        self, users: np.ndarray, items: np.ndarray, keys: np.ndarray, weights: np.ndarray
-    ) -> np.ndarray:
-        """:meth:`scores_of` from the users' list entries (:meth:`_list_entries`) alone."""
+        wanted = np.arange(len(users))[:, None] * self.graph.n_items + items
+        is_wanted = np.zeros(len(users) * self.graph.n_items, dtype=bool)
+        is_wanted[wanted.ravel()] = True
+        kept = is_wanted[keys]
+        keys, weights = keys[kept], weights[kept]
         tie_break = self.popularity_tie_break()[items]
         if len(keys) == 0:
             return np.zeros(items.shape) + tie_break
         present, position = np.unique(keys, return_inverse=True)
         summed = np.bincount(position, weights=weights, minlength=len(present))
-        wanted = np.arange(len(users))[:, None] * self.graph.n_items + items
         at = np.minimum(np.searchsorted(present, wanted), len(present) - 1)
         return np.where(present[at] == wanted, summed[at], 0.0) + tie_break
 
