@@ -468,8 +468,9 @@ class NeighbourState(ServingState):
         """The scores of each user's own ``items[r]`` from the users' list entries that
         land on one of them, without the (users, catalogue) matrix: the sampled
         evaluation takes a third of its time on MovieTweetings, 0.7 of it on the
-        ``paper`` preset (``benchmarks/evaluation_speed.py``). Bit-equal to :meth:`scores`: each sum adds the same
-        entries in the same order, so a rank never depends on which path scored it."""
+        ``paper`` preset (``benchmarks/evaluation_speed.py``). Bit-equal to
+        :meth:`scores`: each sum adds the same entries in the same order, so a rank never
+        depends on which path scored it."""
         users = np.asarray(users, dtype=np.int64)
         items = np.asarray(items, dtype=np.int64)
         keys, weights = self._list_entries(users)
