@@ -44,10 +44,15 @@ METHODS = ("WithoutAttack", "RandomAttack", "TargetAttack70", "CopyAttack")
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """One local Ray for the module (its start costs seconds), never a cluster that may
-    run on this machine."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
+    run on this machine. Its workers run at the tests' priority: Ray starts them at nice
+    15, where any other job on the machine starves them (minutes a test beside probes)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_worker_niceness", "0")
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING
+        )
+        yield
+        ray.shutdown()
 
 
 def config_of(scenario: Path, server: str, out: Path) -> ExperimentConfig:
