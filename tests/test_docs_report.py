@@ -245,7 +245,11 @@ def test_rooms_summarise_each_draw_and_victim_in_one_row() -> None:
     itemknn = {**lightgcn, "victim": "itemknn", "room": {"10": None, "30": 0.5},
                "room_protocol": "full"}  # fmt: skip
     del itemknn["retrained_room"], itemknn["retrain_targets"]
-    data = [{"results": [lightgcn, itemknn]}, {"results": [mf]}]
+    # retrained, holders ranked by popularity beat the greedy oracle's frozen choice
+    retrained = {"TargetAttack100": row(0.2, 0.0, 0.0), "SelectionOracle": row(0.35, 0.0, 0.0),
+                 "GreedyOracle": row(0.3, 0.0, 0.0)}  # fmt: skip
+    pinsage = {**lightgcn, "victim": "pinsage", "retrained": retrained}
+    data = [{"results": [lightgcn, itemknn]}, {"results": [mf, pinsage]}]
     table = render_rooms(data, {"labels": "reverse,rich"}).splitlines()
     assert table[0] == (
         "| draw | victim | targets | protocol | room at 10 | room at 30 | room retrained "
@@ -256,6 +260,8 @@ def test_rooms_summarise_each_draw_and_victim_in_one_row() -> None:
         "| 12.0 / 4.5 |",
         "| reverse | item-kNN | 2 | full | - | 0.50x | - | 0.2000 / 0.1000 | 12.0 / 4.5 |",
         "| rich | MF | 1 | sampled | - | - | 1.25x (1) | - | - |",
+        "| rich | PinSage | 2 | sampled | 2.00x | 2.00x | >= 1.75x (1; popularity oracle) "
+        "| 0.2000 / 0.1000 | 12.0 / 4.5 |",
     ]
     with pytest.raises(DocsReportError, match="one label per data file"):
         render_rooms(data, {"labels": "reverse"})
