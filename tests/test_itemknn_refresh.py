@@ -10,7 +10,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recsys_server.graph import InteractionGraph
-from recsys_server.victims.itemknn import NeighbourState, best_of_rows
+from recsys_server.victims.itemknn import (
+    CountTable,
+    ItemKNNConfig,
+    NeighbourState,
+    best_of_rows,
+    rank_all,
+    similarity_rows,
+    tune,
+)
 from tests.injection_operations import operation_lists, replay
 from tests.pinsage_fixtures import tiny_data
 
@@ -176,3 +184,45 @@ def test_scores_of_chosen_items_are_the_catalogue_scores_bit_for_bit(
     empty = np.array([state.add_user(np.array([], dtype=np.int64))])
     expected = np.take_along_axis(state.scores(empty), items[:1], axis=1)
     np.testing.assert_array_equal(state.scores_of(empty, items[:1]), expected)
+
+
+def _lists(state: NeighbourState) -> list[np.ndarray]:
+    items = np.arange(DATA.n_items)
+    index, value = state.list_index[items], state.list_value[items]
+    reserve = state.reserve[items]
+    return [np.concatenate([index, reserve], axis=1), value, state.floor_value[items],
+            state.floor_id[items]]  # fmt: skip
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_every_grid_point_cut_from_one_ranking_equals_its_own_lists(dense: bool) -> None:
+    """A grid's points share the count table and one ranking per shrinkage at the widest
+    lists (what ``tune`` does, so that a scheduled retrain sorts three times, not
+    eighteen): each point's lists, reserve and floors are :func:`best_of_rows` of its
+    own similarities, on a graph with injected users too, and ``tune`` scores and
+    chooses as if each point were built alone."""
+    graph = InteractionGraph(DATA.train, DATA.n_users, DATA.n_items)
+    popular = np.argsort(-DATA_DEGREE, kind="stable")
+    for size in (2, 15, 40):
+        graph.add_user(popular[:size])
+    counts = CountTable.of(graph, dense)
+    items = np.arange(DATA.n_items)
+    degree = graph.degree.astype(np.float64)
+    grid = ItemKNNConfig(neighbour_choices=(1, 3, 10, 300), shrink_choices=(0.0, 2.0, 10.0))
+    for shrink in grid.shrink_grid():
+        ranked = rank_all(counts, graph.degree, shrink, 600, progress=False)
+        similarities = similarity_rows(counts, degree, items, shrink)
+        for neighbours in grid.neighbour_grid():
+            cut = NeighbourState(graph, neighbours, shrink, counts=counts, ranked=ranked)
+            index, value, floor_value, floor_id = best_of_rows(similarities, 2 * neighbours)
+            expected = [index, value[:, :neighbours], floor_value, floor_id]
+            for mine, theirs in zip(_lists(cut), expected, strict=True):
+                np.testing.assert_array_equal(mine, theirs)
+    chosen, _, validation = tune(DATA, graph, grid, progress=False)
+    scores = {
+        f"N {n}, shrink {s:g}": DATA.validation_hr10(NeighbourState(graph, n, s).scores)
+        for n, s in grid.grid()
+    }
+    assert validation == scores
+    best = max(scores, key=lambda point: scores[point])  # the first on ties
+    assert best == f"N {chosen.neighbours}, shrink {chosen.shrink:g}"

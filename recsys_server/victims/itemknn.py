@@ -189,6 +189,13 @@ def best_of_rows(values: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
     with id -1 and similarity 0, and its floor: the key of the next best item, or
     ``_NO_FLOOR`` when every item of positive similarity is in. ``values`` must hold 0 on
     each row's own item."""
+    return _reserve_and_floor(*rank_rows(values, width), width)
+
+
+def rank_rows(values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``width + 1`` best (ids, similarities), best first (fewer columns only
+    when the catalogue has fewer items). Any prefix of it is the ranking of a smaller
+    width: the order is total, so the lists of every ``N`` can be cut from one ranking."""
     n = values.shape[1]
     taken = min(width + 1, n)
     # the taken best of each row, in linear time; a partition takes arbitrary ones among
@@ -205,9 +212,7 @@ def best_of_rows(values: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
         ids[row] = np.concatenate([above, tied])
         picked[row] = values[row, ids[row]]
     order = np.lexsort((ids, -picked), axis=1)
-    ids = np.take_along_axis(ids, order, axis=1)
-    picked = np.take_along_axis(picked, order, axis=1)
-    return _reserve_and_floor(ids, picked, width)
+    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(picked, order, axis=1)
 
 
 def _reserve_and_floor(ids: np.ndarray, values: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
@@ -223,10 +228,10 @@ def _reserve_and_floor(ids: np.ndarray, values: np.ndarray, width: int) -> tuple
     return (*_pad(ids[:, :width], values[:, :width], width), floor_value, floor_id)
 
 
-def best_of_sparse(
+def rank_sparse(
     counts: sp.csr_matrix, degree: np.ndarray, shrink: float, width: int
-) -> tuple[np.ndarray, ...]:
-    """:func:`best_of_rows` of every row at once, from sparse counts (zero diagonal): one
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rank_rows` of every row at once, from sparse counts (zero diagonal): one
     sort of the non-zeros by (row, similarity descending, id), the same keys as the
     dense path (the same :func:`similarity` of the same numbers)."""
     n = counts.shape[0]
@@ -240,7 +245,33 @@ def best_of_sparse(
     best = np.zeros((n, width + 1))
     ids[rows[order][kept], rank[kept]] = columns[order][kept]
     best[rows[order][kept], rank[kept]] = values[order][kept]
-    return _reserve_and_floor(ids, best, width)
+    return ids, best
+
+
+def rank_all(
+    counts: CountTable, degree: np.ndarray, shrink: float, width: int, *, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rank_rows` of every item's row of a fresh count table (no private rows)."""
+    degree = degree.astype(np.float64)
+    if isinstance(counts.base, sp.csr_matrix):
+        return rank_sparse(counts.base, degree, shrink, width)
+    n = counts.n_items
+    blocks = []
+    with progress_bar(n, "item-kNN", "item", enabled=progress) as bar:
+        for start in range(0, n, _BLOCK):
+            rows = np.arange(start, min(start + _BLOCK, n))
+            blocks.append(rank_rows(similarity_rows(counts, degree, rows, shrink), width))
+            bar.update(len(rows))
+    return np.concatenate([ids for ids, _ in blocks]), np.concatenate([v for _, v in blocks])
+
+
+def similarity_rows(
+    counts: CountTable, degree: np.ndarray, rows: np.ndarray, shrink: float
+) -> np.ndarray:
+    """(len(rows), n_items) similarities of items ``rows`` to every item, 0 on their own."""
+    values = similarity(counts.rows(rows), degree[rows, None], degree[None, :], shrink)
+    values[np.arange(len(rows)), rows] = 0.0
+    return values
 
 
 def _pad(ids: np.ndarray, values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -267,7 +298,12 @@ class NeighbourState(ServingState):
         dense_counts: bool | None = None,
         progress: bool = False,
         retrain_config: ItemKNNConfig | None = None,
+        counts: CountTable | None = None,
+        ranked: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
+        """``counts``: the graph's fresh count table, shared (this state forks it);
+        ``ranked``: :func:`rank_all` of it at this shrinkage and a width of at least
+        ``2 * neighbours``, from which the lists are cut (a grid's points share both)."""
         self.graph = graph
         self.neighbours = neighbours
         self.shrink = shrink
@@ -276,23 +312,11 @@ class NeighbourState(ServingState):
         # the list and the reserve: twice the list, so that an injection rarely empties a
         # row's candidates below N (which costs a recompute of that row)
         self.width = 2 * neighbours
-        self.counts = CountTable.of(graph, dense_counts)
-        n = graph.n_items
-        if isinstance(self.counts.base, sp.csr_matrix):
-            degree = graph.degree.astype(np.float64)
-            index, value, floor_value, floor_id = best_of_sparse(
-                self.counts.base, degree, shrink, self.width
-            )
-        else:
-            index = np.empty((n, self.width), dtype=np.int64)
-            value = np.empty((n, self.width))
-            floor_value, floor_id = np.empty(n), np.empty(n, dtype=np.int64)
-            with progress_bar(n, "item-kNN", "item", enabled=progress) as bar:
-                for start in range(0, n, _BLOCK):
-                    rows = np.arange(start, min(start + _BLOCK, n))
-                    block = self._recompute_rows(rows)
-                    index[rows], value[rows], floor_value[rows], floor_id[rows] = block
-                    bar.update(len(rows))
+        self.counts = CountTable.of(graph, dense_counts) if counts is None else counts.fork()
+        if ranked is None:
+            ranked = rank_all(self.counts, graph.degree, shrink, self.width, progress=progress)
+        ids, values = (part[:, : self.width + 1] for part in ranked)
+        index, value, floor_value, floor_id = _reserve_and_floor(ids, values, self.width)
         self.list_index = RowOverlay(np.ascontiguousarray(index[:, :neighbours]))
         self.list_value = RowOverlay(np.ascontiguousarray(value[:, :neighbours]))
         self.reserve = RowOverlay(np.ascontiguousarray(index[:, neighbours:]))
@@ -325,11 +349,7 @@ class NeighbourState(ServingState):
 
     def _recompute_rows(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         degree = self.graph.degree.astype(np.float64)
-        values = similarity(
-            self.counts.rows(rows), degree[rows, None], degree[None, :], self.shrink
-        )
-        values[np.arange(len(rows)), rows] = 0.0
-        return best_of_rows(values, self.width)
+        return best_of_rows(similarity_rows(self.counts, degree, rows, self.shrink), self.width)
 
     def _write_rows(self, rows: np.ndarray, block: tuple[np.ndarray, ...]) -> None:
         """``block``: each row's best ``2N`` (ids, similarities) and floor."""
@@ -513,10 +533,19 @@ def tune(
     history = History()
     validation: dict[str, float] = {}
     best: NeighbourState | None = None
+    counts = CountTable.of(graph)
+    # one ranking per shrinkage, at the grid's widest lists: each N's lists are its prefix
+    widest = 2 * max(config.neighbour_grid())
+    ranking: dict[float, tuple[np.ndarray, np.ndarray]] = {}
     with progress_bar(len(grid), "item-kNN", "grid point", enabled=progress) as bar:
         for neighbours, shrink in grid:
             check_cancelled()
-            state = NeighbourState(graph, neighbours, shrink, retrain_config=config)
+            if shrink not in ranking:
+                ranking = {shrink: rank_all(counts, graph.degree, shrink, widest, progress=False)}
+            state = NeighbourState(
+                graph, neighbours, shrink, retrain_config=config, counts=counts,
+                ranked=ranking[shrink],
+            )  # fmt: skip
             score = data.validation_hr10(state.scores)
             validation[f"N {neighbours}, shrink {shrink:g}"] = score
             history.validation_hr10.append(score)
