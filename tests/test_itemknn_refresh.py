@@ -218,6 +218,9 @@ def test_every_grid_point_cut_from_one_ranking_equals_its_own_lists(dense: bool)
             expected = [index, value[:, :neighbours], floor_value, floor_id]
             for mine, theirs in zip(_lists(cut), expected, strict=True):
                 np.testing.assert_array_equal(mine, theirs)
+    narrow = rank_all(counts, graph.degree, 0.0, 19, progress=False)
+    with pytest.raises(ValueError, match="too narrow"):
+        NeighbourState(graph, 10, 0.0, counts=counts, ranked=narrow)
     chosen, _, validation = tune(DATA, graph, grid, progress=False)
     scores = {
         f"N {n}, shrink {s:g}": DATA.validation_hr10(NeighbourState(graph, n, s).scores)
@@ -226,3 +229,12 @@ def test_every_grid_point_cut_from_one_ranking_equals_its_own_lists(dense: bool)
     assert validation == scores
     best = max(scores, key=lambda point: scores[point])  # the first on ties
     assert best == f"N {chosen.neighbours}, shrink {chosen.shrink:g}"
+    # the state tune returns (what a retrain serves) carries its full reserve and floors
+    for neighbours in (3, 10):
+        one_point = ItemKNNConfig(neighbour_choices=(neighbours,), shrink_choices=(2.0,))
+        tuned = tune(DATA, graph, one_point, progress=False)[0]
+        similarities = similarity_rows(counts, degree, items, 2.0)
+        index, value, floor_value, floor_id = best_of_rows(similarities, 2 * neighbours)
+        expected = [index, value[:, :neighbours], floor_value, floor_id]
+        for mine, theirs in zip(_lists(tuned), expected, strict=True):
+            np.testing.assert_array_equal(mine, theirs)

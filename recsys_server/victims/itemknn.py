@@ -233,7 +233,9 @@ def rank_sparse(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`rank_rows` of every row at once, from sparse counts (zero diagonal): one
     sort of the non-zeros by (row, similarity descending, id), the same keys as the
-    dense path (the same :func:`similarity` of the same numbers)."""
+    dense path (the same :func:`similarity` of the same numbers). Always ``width + 1``
+    columns, padded with id -1 and similarity 0 (which :func:`_reserve_and_floor` reads
+    as no item)."""
     n = counts.shape[0]
     rows = np.repeat(np.arange(n), np.diff(counts.indptr))
     columns = counts.indices.astype(np.int64)
@@ -301,9 +303,10 @@ class NeighbourState(ServingState):
         counts: CountTable | None = None,
         ranked: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        """``counts``: the graph's fresh count table, shared (this state forks it);
-        ``ranked``: :func:`rank_all` of it at this shrinkage and a width of at least
-        ``2 * neighbours``, from which the lists are cut (a grid's points share both)."""
+        """``counts``: the graph's fresh count table, shared (this state forks it; then
+        ``dense_counts`` is not read); ``ranked``: :func:`rank_all` of it at this
+        shrinkage and a width of at least ``2 * neighbours``, from which the lists are
+        cut (a grid's points share both)."""
         self.graph = graph
         self.neighbours = neighbours
         self.shrink = shrink
@@ -315,6 +318,12 @@ class NeighbourState(ServingState):
         self.counts = CountTable.of(graph, dense_counts) if counts is None else counts.fork()
         if ranked is None:
             ranked = rank_all(self.counts, graph.degree, shrink, self.width, progress=progress)
+        elif ranked[0].shape[1] < min(self.width + 1, graph.n_items):
+            # a narrower ranking would cut the reserve and the floor short, silently
+            raise ValueError(
+                f"a ranking of {ranked[0].shape[1]} columns is too narrow for "
+                f"{neighbours} neighbours (needs {self.width + 1})"
+            )
         ids, values = (part[:, : self.width + 1] for part in ranked)
         index, value, floor_value, floor_id = _reserve_and_floor(ids, values, self.width)
         self.list_index = RowOverlay(np.ascontiguousarray(index[:, :neighbours]))
@@ -534,18 +543,19 @@ def tune(
     validation: dict[str, float] = {}
     best: NeighbourState | None = None
     counts = CountTable.of(graph)
-    # one ranking per shrinkage, at the grid's widest lists: each N's lists are its prefix
+    # one ranking per shrinkage (the grid runs shrinkage by shrinkage), at the grid's
+    # widest lists: each N's lists are its prefix
     widest = 2 * max(config.neighbour_grid())
-    ranking: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    ranked_shrink, ranked = None, None
     with progress_bar(len(grid), "item-kNN", "grid point", enabled=progress) as bar:
         for neighbours, shrink in grid:
             check_cancelled()
-            if shrink not in ranking:
-                ranking = {shrink: rank_all(counts, graph.degree, shrink, widest, progress=False)}
+            if shrink != ranked_shrink:
+                ranked = rank_all(counts, graph.degree, shrink, widest, progress=False)
+                ranked_shrink = shrink
             state = NeighbourState(
-                graph, neighbours, shrink, retrain_config=config, counts=counts,
-                ranked=ranking[shrink],
-            )  # fmt: skip
+                graph, neighbours, shrink, retrain_config=config, counts=counts, ranked=ranked
+            )
             score = data.validation_hr10(state.scores)
             validation[f"N {neighbours}, shrink {shrink:g}"] = score
             history.validation_hr10.append(score)
