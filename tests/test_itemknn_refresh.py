@@ -186,12 +186,17 @@ def test_scores_of_chosen_items_are_the_catalogue_scores_bit_for_bit(
     np.testing.assert_array_equal(state.scores_of(empty, items[:1]), expected)
 
 
-def _lists(state: NeighbourState) -> list[np.ndarray]:
+def assert_lists_are_best_of_rows(state: NeighbourState, similarities: np.ndarray) -> None:
+    """The state's lists and reserve, list similarities and floors are
+    :func:`best_of_rows` of ``similarities`` (every item's row) at its width."""
     items = np.arange(DATA.n_items)
-    index, value = state.list_index[items], state.list_value[items]
-    reserve = state.reserve[items]
-    return [np.concatenate([index, reserve], axis=1), value, state.floor_value[items],
-            state.floor_id[items]]  # fmt: skip
+    n = state.neighbours
+    index, value, floor_value, floor_id = best_of_rows(similarities, 2 * n)
+    mine = np.concatenate([state.list_index[items], state.reserve[items]], axis=1)
+    np.testing.assert_array_equal(mine, index)
+    np.testing.assert_array_equal(state.list_value[items], value[:, :n])
+    np.testing.assert_array_equal(state.floor_value[items], floor_value)
+    np.testing.assert_array_equal(state.floor_id[items], floor_id)
 
 
 @pytest.mark.parametrize("dense", [False, True])
@@ -214,10 +219,7 @@ def test_every_grid_point_cut_from_one_ranking_equals_its_own_lists(dense: bool)
         similarities = similarity_rows(counts, degree, items, shrink)
         for neighbours in grid.neighbour_grid():
             cut = NeighbourState(graph, neighbours, shrink, counts=counts, ranked=ranked)
-            index, value, floor_value, floor_id = best_of_rows(similarities, 2 * neighbours)
-            expected = [index, value[:, :neighbours], floor_value, floor_id]
-            for mine, theirs in zip(_lists(cut), expected, strict=True):
-                np.testing.assert_array_equal(mine, theirs)
+            assert_lists_are_best_of_rows(cut, similarities)
     narrow = rank_all(counts, graph.degree, 0.0, 19, progress=False)
     with pytest.raises(ValueError, match="too narrow"):
         NeighbourState(graph, 10, 0.0, counts=counts, ranked=narrow)
@@ -230,11 +232,7 @@ def test_every_grid_point_cut_from_one_ranking_equals_its_own_lists(dense: bool)
     best = max(scores, key=lambda point: scores[point])  # the first on ties
     assert best == f"N {chosen.neighbours}, shrink {chosen.shrink:g}"
     # the state tune returns (what a retrain serves) carries its full reserve and floors
+    similarities = similarity_rows(counts, degree, items, 2.0)
     for neighbours in (3, 10):
         one_point = ItemKNNConfig(neighbour_choices=(neighbours,), shrink_choices=(2.0,))
-        tuned = tune(DATA, graph, one_point, progress=False)[0]
-        similarities = similarity_rows(counts, degree, items, 2.0)
-        index, value, floor_value, floor_id = best_of_rows(similarities, 2 * neighbours)
-        expected = [index, value[:, :neighbours], floor_value, floor_id]
-        for mine, theirs in zip(_lists(tuned), expected, strict=True):
-            np.testing.assert_array_equal(mine, theirs)
+        assert_lists_are_best_of_rows(tune(DATA, graph, one_point, progress=False)[0], similarities)
